@@ -1,0 +1,113 @@
+# cgunicorn build. `make` builds build/cgunicorn; `make run` serves the example;
+# `make check` runs every test. Debian packages and the test virtualenv are
+# installed by the build itself when missing.
+
+BUILD ?= build
+-include $(BUILD)/config.mk
+
+CC ?= cc
+LLHTTP_SRC := /usr/share/llhttp
+LLHTTP_INC := /usr/share/include/llhttp
+# snprintf truncation is how we bound strings on purpose, so that warning is off.
+WARN := -Wall -Wextra -Werror -Wno-format-truncation
+CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -DCG_PYTHON_BASE=\"$(PYTHON_BASE)\" -g -O2 $(WARN) -fno-strict-aliasing \
+	-I. -Iserver -Ihttp -Iconfig -Idirty -I$(BUILD)/gen -I$(LLHTTP_INC) $(PY_CFLAGS)
+ifeq ($(ASAN),1)
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer
+CFLAGS_COMMON += -O1 $(SAN_FLAGS)
+LDFLAGS_SAN := $(SAN_FLAGS)
+endif
+LIBS := $(shell pkg-config --libs libevent_core libevent_pthreads jansson 2>/dev/null) -lpthread $(PY_LDFLAGS)
+
+SRC := $(sort $(wildcard server/*.c http/*.c config/*.c dirty/*.c))
+LIB_SRC := $(filter-out server/cg_main.c,$(SRC))
+OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
+GEN_SRC := $(BUILD)/gen/cg_pysrc.c
+GEN_OBJ := $(BUILD)/obj/gen/cg_pysrc.o
+PY_SRC := $(shell find dirty/py server/py -name '*.py' 2>/dev/null | sort)
+LLHTTP_LIB := $(BUILD)/llhttp/libllhttp.a
+LIBCG := $(BUILD)/libcg.a
+BIN := $(BUILD)/cgunicorn
+
+UNIT_SRC := $(sort $(wildcard tests/unit/*/test_*.c))
+UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+
+VENV := .venv
+VENV_STAMP := $(VENV)/.stamp
+PYTEST_ARGS ?=
+
+.PHONY: all deps run check check-unit check-integration check-conformance check-asan \
+	docs clean distclean bench bench-quick bench-profile fuzz
+
+all: $(BIN)
+
+deps:
+	@sh mk/deps.sh
+
+$(BUILD)/config.mk: configure
+	@sh mk/deps.sh
+	./configure --builddir=$(BUILD) $(if $(filter 1,$(ASAN)),--enable-asan)
+
+$(LLHTTP_LIB): | $(BUILD)/config.mk
+	@mkdir -p $(BUILD)/llhttp
+	@for f in api http llhttp; do \
+		$(CC) -O2 -g -fPIC $(SAN_FLAGS) \
+			-I$(LLHTTP_INC) -c $(LLHTTP_SRC)/$$f.c -o $(BUILD)/llhttp/$$f.o || exit 1; done
+	ar rcs $@ $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
+
+$(GEN_SRC): mk/pysrc.py $(PY_SRC) | $(BUILD)/config.mk
+	@mkdir -p $(dir $@)
+	$(PYTHON_BASE) mk/pysrc.py $@ dirty/py server/py
+
+$(BUILD)/obj/%.o: %.c | $(BUILD)/config.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) -MMD -MP -c $< -o $@
+
+$(GEN_OBJ): $(GEN_SRC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) -c $< -o $@
+
+$(LIBCG): $(OBJ) $(GEN_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(BUILD)/obj/server/cg_main.o $(LIBCG) $(LLHTTP_LIB)
+	$(CC) $(LDFLAGS_SAN) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/cg_test.h $(LIBCG) $(LLHTTP_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) -Itests/unit -o $@ $< $(LIBCG) $(LLHTTP_LIB) $(LDFLAGS_SAN) $(LIBS)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+$(VENV_STAMP): requirements-test.txt | $(BUILD)/config.mk
+	@test -x $(VENV)/bin/python || $(PYTHON_BASE) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-test.txt
+	@touch $@
+
+venv: $(VENV_STAMP)
+
+run: $(BIN)
+	cd examples && ../$(BIN) --bind 127.0.0.1:8000 app:app \
+		--dirty-app dirty_app:MLApp --dirty-app dirty_app:ComputeApp --dirty-workers 2
+
+check-unit: $(UNIT_BIN)
+	@sh mk/run-unit.sh $(UNIT_BIN)
+
+check-integration: $(BIN) $(VENV_STAMP)
+	CGUNICORN=$(abspath $(BIN)) $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
+		tests/integration conformance $(PYTEST_ARGS)
+
+check: all check-unit check-integration
+
+check-asan:
+	$(MAKE) BUILD=build-asan ASAN=1 check
+
+docs: $(BIN)
+	$(BIN) --print-settings-doc > docs/settings.md
+
+clean:
+	rm -rf $(BUILD) build-asan
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,143 @@
+/* Error log writer: gunicorn's line format, levels and reopen-on-USR1.
+ * Each line is written with one write(2) so lines from several processes
+ * sharing the file do not interleave. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cg_log.h"
+
+static const char *const level_names[] = { "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL" };
+
+static int log_fd = 2;
+static char log_path[4096];
+static enum cg_log_level log_level = CG_LOG_INFO;
+
+int cg_log_level_parse(const char *name, enum cg_log_level *out, struct cg_err *err)
+{
+    for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
+        if (strcasecmp(name, level_names[i]) == 0) {
+            *out = (enum cg_log_level)i;
+            return 0;
+        }
+    }
+    cg_err_set(err, "log level '%s': expected one of debug, info, warning, error, critical", name);
+    return -1;
+}
+
+static int open_path(const char *path)
+{
+    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+}
+
+int cg_log_open(const char *path, enum cg_log_level level, struct cg_err *err)
+{
+    log_level = level;
+    if (path == NULL || strcmp(path, "-") == 0) {
+        log_path[0] = '\0';
+        log_fd = 2;
+        return 0;
+    }
+    int fd = open_path(path);
+    if (fd < 0) {
+        int saved = errno;
+        cg_err_set(err, "errorlog '%s': cannot open: %s; check the path and its permissions",
+                   path, strerror(saved));
+        return -1;
+    }
+    if (log_fd > 2) {
+        close(log_fd);
+    }
+    log_fd = fd;
+    snprintf(log_path, sizeof(log_path), "%s", path);
+    return 0;
+}
+
+int cg_log_reopen(void)
+{
+    if (log_path[0] == '\0') {
+        return 0;
+    }
+    int fd = open_path(log_path);
+    if (fd < 0) {
+        return -1;
+    }
+    /* dup2 keeps the fd number stable for anything that captured it. */
+    if (dup2(fd, log_fd) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+void cg_log_set_level(enum cg_log_level level)
+{
+    log_level = level;
+}
+
+bool cg_log_enabled(enum cg_log_level level)
+{
+    return level >= log_level;
+}
+
+int cg_log_fd(void)
+{
+    return log_fd;
+}
+
+static void log_va(enum cg_log_level level, int errnum, const char *fmt, va_list ap)
+{
+    char line[8192];
+    struct tm tm;
+    time_t now = time(NULL);
+    size_t n = 0;
+
+    localtime_r(&now, &tm);
+    n = strftime(line, sizeof(line), "[%Y-%m-%d %H:%M:%S %z]", &tm);
+    n += (size_t)snprintf(line + n, sizeof(line) - n, " [%d] [%s] ", (int)getpid(),
+                          level_names[level]);
+    int k = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+    n = k < 0 ? n : (n + (size_t)k < sizeof(line) ? n + (size_t)k : sizeof(line) - 1);
+    if (errnum != 0 && n < sizeof(line) - 1) {
+        k = snprintf(line + n, sizeof(line) - n, ": %s", strerror(errnum));
+        n = k < 0 ? n : (n + (size_t)k < sizeof(line) ? n + (size_t)k : sizeof(line) - 1);
+    }
+    if (n >= sizeof(line) - 1) {
+        n = sizeof(line) - 2;
+    }
+    line[n++] = '\n';
+    ssize_t w = write(log_fd, line, n);
+    (void)w;
+}
+
+void cg_log(enum cg_log_level level, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!cg_log_enabled(level)) {
+        return;
+    }
+    va_start(ap, fmt);
+    log_va(level, 0, fmt, ap);
+    va_end(ap);
+}
+
+void cg_log_errno(enum cg_log_level level, int errnum, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!cg_log_enabled(level)) {
+        return;
+    }
+    va_start(ap, fmt);
+    log_va(level, errnum, fmt, ap);
+    va_end(ap);
+}

@@ -1,0 +1,49 @@
+/* The error log, in gunicorn's format:
+ *   [2026-11-24 22:03:49 +0000] [1234] [INFO] Listening at: http://127.0.0.1:8000 (1234)
+ * One module for every process; cg_log() is not signal-safe. */
+#ifndef CG_LOG_H
+#define CG_LOG_H
+
+#include <stdbool.h>
+
+#include "cg_err.h"
+
+enum cg_log_level {
+    CG_LOG_DEBUG,
+    CG_LOG_INFO,
+    CG_LOG_WARNING,
+    CG_LOG_ERROR,
+    CG_LOG_CRITICAL,
+};
+
+/* Parses a gunicorn loglevel name (debug, info, warning, error, critical;
+ * case-insensitive). Returns 0, or -1 with err naming the value. */
+int cg_log_level_parse(const char *name, enum cg_log_level *out, struct cg_err *err);
+
+/* Opens the error log: path "-" (or NULL) is stderr, else appended to.
+ * Returns 0, or -1 with err naming the path. */
+int cg_log_open(const char *path, enum cg_log_level level, struct cg_err *err);
+
+/* Reopens the error log file (USR1). Returns 0 or -1 (errno set). */
+int cg_log_reopen(void);
+
+void cg_log_set_level(enum cg_log_level level);
+bool cg_log_enabled(enum cg_log_level level);
+
+/* The fd the error log writes to (stderr's 2 by default). */
+int cg_log_fd(void);
+
+void cg_log(enum cg_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Like cg_log, with ": <strerror(errnum)>" appended. */
+void cg_log_errno(enum cg_log_level level, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define cg_log_debug(...)                                                                  \
+    do {                                                                                   \
+        if (cg_log_enabled(CG_LOG_DEBUG)) {                                                \
+            cg_log(CG_LOG_DEBUG, __VA_ARGS__);                                             \
+        }                                                                                  \
+    } while (0)
+
+#endif

@@ -1,0 +1,35 @@
+/* Process roles and the one fork path every process goes through. */
+#ifndef CG_PROC_H
+#define CG_PROC_H
+
+#include <sys/types.h>
+
+enum cg_role {
+    CG_ROLE_MASTER,
+    CG_ROLE_WORKER,
+    CG_ROLE_DIRTY_ARBITER,
+    CG_ROLE_DIRTY_WORKER,
+};
+
+struct cg_proc {
+    enum cg_role role;
+    pid_t pid;
+};
+
+/* This process's role and pid; set by cg_proc_fork() in the child. */
+extern struct cg_proc cg_proc;
+
+/* Forks a child of `role`, following CPython's embedder fork protocol
+ * (PyOS_BeforeFork/AfterFork_*). Needs the GIL, and no other thread may be
+ * running in this process. In the child: signal handlers reset to default,
+ * signal mask emptied, the parent's self-pipe closed. Returns the child's pid
+ * in the parent, 0 in the child, -1 with errno on failure. */
+pid_t cg_proc_fork(enum cg_role role);
+
+/* Sets the process title shown by ps (e.g. "cgunicorn: worker [app]"). */
+void cg_proc_set_title(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Remembers argv so cg_proc_set_title can overwrite it. Call first in main. */
+void cg_proc_init(int argc, char **argv);
+
+#endif
