@@ -1,0 +1,33 @@
+/* The dirty arbiter: a process forked by the master that owns the dirty
+ * worker pool, routes calls from HTTP workers to dirty workers over Unix
+ * sockets, enforces dirty_timeout, forwards stream chunks and holds the stash. */
+#ifndef CG_DIRTY_ARBITER_H
+#define CG_DIRTY_ARBITER_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "cg_conf.h"
+#include "cg_err.h"
+
+/* True when the configuration asks for a dirty pool (dirty_workers > 0 and
+ * dirty_apps non-empty). */
+bool cg_dirty_wanted(const struct cg_conf *conf);
+
+/* Called by the master before the first spawn: chooses the arbiter's socket
+ * path (in a private 0700 directory) and exports it as GUNICORN_DIRTY_SOCKET
+ * in the master's environment, so HTTP workers forked later inherit it.
+ * Returns 0, or -1 with err. */
+int cg_dirty_prepare(struct cg_conf *conf, struct cg_err *err);
+
+/* Forks the dirty arbiter (cg_proc_fork(CG_ROLE_DIRTY_ARBITER)); the child
+ * runs the arbiter loop and never returns (it _exit()s). Called by the master
+ * at start-up and again whenever the arbiter died. Returns the child's pid,
+ * or -1 with err. Needs the GIL (runs on_dirty_starting in the master first,
+ * as upstream does). */
+pid_t cg_dirty_arbiter_spawn(struct cg_conf *conf, struct cg_err *err);
+
+/* Removes the socket directory (master, at exit). */
+void cg_dirty_cleanup(void);
+
+#endif
