@@ -1,0 +1,54 @@
+/* Listening sockets: parse gunicorn bind addresses, bind them in the master,
+ * describe them for logs and environ. Workers inherit the fds. */
+#ifndef CG_LISTEN_H
+#define CG_LISTEN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "cg_err.h"
+
+enum cg_listen_kind { CG_LISTEN_TCP, CG_LISTEN_TCP6, CG_LISTEN_UNIX, CG_LISTEN_FD };
+
+struct cg_listen_addr {
+    enum cg_listen_kind kind;
+    char host[256]; /* TCP: host as written (lower-cased), without brackets */
+    int port;
+    char path[108]; /* UNIX: socket path */
+    int fd;         /* FD: inherited descriptor */
+};
+
+struct cg_listener {
+    int fd;
+    int family;          /* AF_INET, AF_INET6, AF_UNIX */
+    char name[300];      /* "http://127.0.0.1:8000", "unix:/tmp/x.sock" as gunicorn logs it */
+    char host[256];      /* bound host (numeric), for SERVER_NAME */
+    int port;            /* bound port (0 for unix) */
+    char unix_path[108]; /* unlinked at shutdown by the master that created it */
+};
+
+/* Parses one bind string as gunicorn's util.parse_address does:
+ * "HOST:PORT", "[V6]:PORT", "HOST" (port 8000), "unix:PATH", "unix://PATH",
+ * "fd://N", "tcp://HOST:PORT". Returns 0, or -1 with err naming the value. */
+int cg_listen_parse(const char *spec, struct cg_listen_addr *out, struct cg_err *err);
+
+/* Binds and listens for every address. `umask_value` applies to unix sockets.
+ * On EADDRINUSE retries like gunicorn (5 tries, 1 s apart, logging
+ * "Connection in use"). On success returns 0 and an array (caller frees with
+ * cg_listen_close_all) in *out and *n. */
+int cg_listen_open_all(const char *const *specs, size_t nspecs, int backlog, bool reuse_port,
+                       int umask_value, struct cg_listener **out, size_t *n,
+                       struct cg_err *err);
+
+/* Adopts already-listening fds (systemd LISTEN_FDS, USR2 re-exec). */
+int cg_listen_adopt_fd(int fd, struct cg_listener *out, struct cg_err *err);
+
+/* Closes every listener; `unlink_unix` removes unix socket files (master at
+ * final shutdown). Frees the array. */
+void cg_listen_close_all(struct cg_listener *ls, size_t n, bool unlink_unix);
+
+/* "http://127.0.0.1:8000,unix:/x" style joined names for the log line. */
+void cg_listen_describe(const struct cg_listener *ls, size_t n, char *buf, size_t size);
+
+#endif
