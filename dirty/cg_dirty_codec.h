@@ -33,7 +33,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "cg_err.h"
+
+/* Same typedef as <Python.h> (C11 allows the repeat), so that C-only users
+ * of this header (the arbiter) need not include Python.h. */
+typedef struct _object PyObject;
 
 #define CG_DIRTY_HEADER_SIZE 24
 #define CG_DIRTY_VERSION 1
@@ -76,5 +82,139 @@ static inline size_t cg_dirty_frame_size(const struct cg_dirty_header *h)
 {
     return CG_DIRTY_HEADER_SIZE + (size_t)h->json_len + (size_t)h->blob_len;
 }
+
+/* Name of a message type ("request", "response", ...), "unknown" otherwise. */
+const char *cg_dirty_type_name(int type);
+
+/* Values deeper than this (lists/dicts inside lists/dicts) are refused by
+ * both the encoder and the decoder. */
+#define CG_DIRTY_MAX_DEPTH 200
+
+/* ---------------------------------------------------------------------
+ * Plain C (no Python, no GIL): used by the arbiter, which never runs app code.
+ * ------------------------------------------------------------------- */
+
+/* A whole frame in one malloc'd buffer, ready for a single send. */
+struct cg_dirty_frame {
+    unsigned char *data; /* owned; free with cg_dirty_frame_deinit() */
+    size_t len;
+};
+
+/* Frees f->data and clears the struct. f may be NULL or already clear. */
+void cg_dirty_frame_deinit(struct cg_dirty_frame *f);
+
+/* Builds header + compact JSON dump of `body` (a JSON object) + `blob` into
+ * out (one allocation). `body` may hold {"\u0000b": [off, len]} tags that
+ * refer into `blob` (blob may be NULL when blob_len is 0). Fails (-1, err
+ * naming size and limit) when the frame would exceed max_message, or when
+ * body is not an object / cannot be dumped. Does not take ownership of body. */
+int cg_dirty_frame_build(struct cg_dirty_frame *out, enum cg_dirty_type type, uint64_t id,
+                         const json_t *body, const unsigned char *blob, size_t blob_len,
+                         size_t max_message, struct cg_err *err);
+
+/* A frame parsed without Python: the header, the JSON body and the blob.
+ * `blob` points into the caller's buffer (valid as long as it is). */
+struct cg_dirty_msg {
+    struct cg_dirty_header hdr;
+    json_t *body; /* owned (new reference); a JSON object */
+    const unsigned char *blob;
+};
+
+/* Parses a whole frame of `len` bytes at `buf`: header (as
+ * cg_dirty_header_decode), exactly 24 + J + B bytes, JSON that is one
+ * object, and every tag in it well-formed with blob references in range.
+ * Returns 0, or -1 with err (out->body is then NULL). Release with
+ * cg_dirty_msg_deinit(). */
+int cg_dirty_msg_parse(const unsigned char *buf, size_t len, size_t max_message,
+                       struct cg_dirty_msg *out, struct cg_err *err);
+
+/* Drops out->body. */
+void cg_dirty_msg_deinit(struct cg_dirty_msg *m);
+
+/* Parses J bytes of JSON into an object (new reference), checking tags
+ * against a blob section of blob_len bytes. NULL with err on failure. */
+json_t *cg_dirty_body_parse(const unsigned char *json, size_t json_len, size_t blob_len,
+                            struct cg_err *err);
+
+/* Checks that every tag inside `value` is well-formed (see the top of this
+ * file) and that every bytes slice lies inside a blob of blob_len bytes.
+ * Returns 0, or -1 with err naming the path (e.g. "args[1]['img']"). */
+int cg_dirty_value_check(const json_t *value, size_t blob_len, struct cg_err *err);
+
+/* What the arbiter needs to route a REQUEST frame, read from its JSON body
+ * alone (args/kwargs are parsed by jansson but never converted). */
+struct cg_dirty_route {
+    json_t *body;         /* owned */
+    const char *app_path; /* borrowed from body: "module:Class" */
+    const char *action;   /* borrowed from body */
+    double timeout;       /* the caller's "timeout" in seconds, or -1 if absent */
+    int stream;           /* "stream": true was sent (a hint only) */
+};
+
+/* Parses a REQUEST frame's JSON (json/json_len: the J bytes after the
+ * header; blob_len: B from its header). Requires "app_path" and "action"
+ * as non-empty strings, "args" a list and "kwargs" an object when present,
+ * "timeout" a positive number when present. Returns 0, or -1 with err
+ * naming the missing/bad field. Release with cg_dirty_route_deinit(). */
+int cg_dirty_route_parse(const unsigned char *json, size_t json_len, size_t blob_len,
+                         struct cg_dirty_route *out, struct cg_err *err);
+
+/* Drops r->body and clears r. */
+void cg_dirty_route_deinit(struct cg_dirty_route *r);
+
+/* Copies `value` (which refers into `blob`) into a self-contained value:
+ * *out_value (new reference) whose bytes tags refer into *out_blob (malloc'd,
+ * caller frees; NULL when *out_blob_len is 0), holding only the bytes the
+ * value uses. For the arbiter's stash: store a value out of one frame, send
+ * it later in another (cg_dirty_frame_build with blob = *out_blob).
+ * Returns 0, or -1 with err. */
+int cg_dirty_value_detach(const json_t *value, const unsigned char *blob, size_t blob_len,
+                          json_t **out_value, unsigned char **out_blob, size_t *out_blob_len,
+                          struct cg_err *err);
+
+/* Builds an ERROR frame {"error": {"type": type, "message": message}} plus
+ * the string fields in `extra` (a JSON object or NULL, e.g. {"app_path": ..}).
+ * For the arbiter's own errors (DirtyTimeoutError, DirtyAppNotFoundError,
+ * DirtyNoWorkersAvailableError, DirtyWorkerError...). Returns 0 or -1 + err. */
+int cg_dirty_frame_build_error(struct cg_dirty_frame *out, uint64_t id, const char *type,
+                               const char *message, const json_t *extra, struct cg_err *err);
+
+/* ---------------------------------------------------------------------
+ * Python values (GIL required): HTTP workers' client, dirty workers.
+ * ------------------------------------------------------------------- */
+
+/* Why an encode failed (the Python exception is set in every case). */
+enum cg_dirty_enc_error {
+    CG_DIRTY_ENC_UNSUPPORTED = 1, /* TypeError: a value the protocol cannot carry; the
+                                   * message names the type and the path, e.g.
+                                   * "args[1]['img']: cannot send object of type 'Image' to a
+                                   * dirty app; convert it to bytes, str, ..." (also dict keys
+                                   * that are not str, str with lone surrogates, nesting deeper
+                                   * than CG_DIRTY_MAX_DEPTH, non-contiguous memoryviews) */
+    CG_DIRTY_ENC_TOO_LARGE = 2,   /* ValueError: the frame would exceed max_message; the
+                                   * message names the size, the limit and the setting
+                                   * dirty_max_message_size */
+    CG_DIRTY_ENC_OTHER = 3,       /* anything else (MemoryError, ...) */
+};
+
+/* Encodes a whole frame whose body is the Python dict `body` (str keys; the
+ * top-level keys name the paths in error messages: "args[0]", "result",
+ * "data"...). Returns a new reference to a bytes object holding header +
+ * JSON + blob (each bytes value copied once, straight into it), or NULL with
+ * a Python exception set and *why (may be NULL) saying which kind. */
+PyObject *cg_dirty_frame_encode_py(enum cg_dirty_type type, uint64_t id, PyObject *body,
+                                   size_t max_message, enum cg_dirty_enc_error *why);
+
+/* Decodes a frame body: json (J bytes) + blob (B bytes) into a new dict
+ * (new reference). Bytes values become bytes objects (one copy each). NULL
+ * with ValueError (naming what is malformed and where) on a bad body. */
+PyObject *cg_dirty_body_decode_py(const unsigned char *json, size_t json_len,
+                                  const unsigned char *blob, size_t blob_len);
+
+/* Converts a jansson value that refers into `blob` to a Python object (new
+ * reference), NULL with ValueError on a malformed tag. `path` names the
+ * value in messages ("result"). For a C caller holding a cg_dirty_msg. */
+PyObject *cg_dirty_value_to_py(const json_t *value, const unsigned char *blob, size_t blob_len,
+                               const char *path);
 
 #endif
