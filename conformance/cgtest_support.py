@@ -118,9 +118,11 @@ class ServerPool:
         self.failed = {}
 
     def get(self, server_name, worker_class, args=(), env=None, bind=None,
-            app="envapp:app"):
+            app="envapp:app", tag=None):
+        """`tag` tells apart servers that are otherwise configured alike
+        (e.g. the two upstream instances of a validation run)."""
         key = (server_name, worker_class, tuple(args),
-               tuple(sorted((env or {}).items())), bind, app)
+               tuple(sorted((env or {}).items())), bind, app, tag)
         if key in self.failed:
             pytest.fail("server %s failed to start earlier: %s"
                         % (key, self.failed[key]))
