@@ -1,23 +1,90 @@
-/* Entry point: start the interpreter, resolve the configuration, and hand
- * over to the master. The only file that calls exit(). */
+/* Entry point: start the interpreter, resolve the configuration (handling
+ * --help, --version, --print-config and --check-config), open the error log,
+ * and hand over to the master. The only file that calls exit(); errors print as
+ * gunicorn prints them ("\nError: ..." on stderr, exit 1; command-line syntax
+ * errors as usage + "cgunicorn: error: ...", exit 2). */
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "cg_conf.h"
 #include "cg_err.h"
 #include "cg_log.h"
+#include "cg_master.h"
 #include "cg_proc.h"
 #include "cg_py.h"
+#include "cg_py_app.h"
+
+static void print_usage_error(const char *msg)
+{
+    fprintf(stderr, "usage: cgunicorn [OPTIONS] [APP_MODULE]\ncgunicorn: error: %s\n", msg);
+}
+
+/* --check-config / --print-config: load the application and exit, as gunicorn. */
+static int check_app(const struct cg_conf *conf)
+{
+    struct cg_err err = { { 0 } };
+    PyObject *tb = NULL;
+    PyObject *app = cg_py_app_load(conf->app_uri, &tb, &err);
+
+    if (app != NULL) {
+        Py_DECREF(app);
+        return 0;
+    }
+    fprintf(stderr, "\nError while loading the application:\n\n");
+    if (tb != NULL && PyUnicode_AsUTF8(tb) != NULL) {
+        fputs(PyUnicode_AsUTF8(tb), stderr);
+    } else {
+        fprintf(stderr, "%s\n", err.msg);
+    }
+    Py_XDECREF(tb);
+    fflush(stderr);
+    return 1;
+}
 
 int main(int argc, char **argv)
 {
     struct cg_err err = { { 0 } };
+    struct cg_conf conf;
+    enum cg_conf_mode mode;
+    enum cg_log_level level;
+    int code = 1;
 
     cg_proc_init(argc, argv);
     if (cg_py_init(argc, argv, &err) < 0) {
-        fprintf(stderr, "Error: %s\n", err.msg);
+        fprintf(stderr, "\nError: %s\n", err.msg);
         return 1;
     }
-    PyRun_SimpleString("import sys, gunicorn; print(sys.prefix, sys.executable, gunicorn.__path__)");
-    cg_py_fini();
-    return 0;
+    if (cg_conf_load(&conf, argc, argv, &mode, &code, &err) < 0) {
+        fflush(stdout);
+        if (code == 2) {
+            print_usage_error(err.msg);
+        } else {
+            fprintf(stderr, "\nError: %s\n", err.msg);
+        }
+        fflush(stderr);
+        exit(code);
+    }
+    if (mode != CG_CONF_RUN) {
+        fflush(stdout);
+        exit(0);
+    }
+    if (conf.print_config) {
+        cg_conf_print(&conf, stdout);
+    }
+    if (conf.print_config || conf.check_config) {
+        exit(check_app(&conf));
+    }
+    if (cg_conf_apply_pythonpath(&conf, &err) < 0 || cg_conf_check_binds(&conf, &err) < 0 ||
+        cg_conf_apply_env(&conf, &err) < 0 ||
+        cg_log_level_parse(conf.loglevel, &level, &err) < 0 ||
+        cg_log_open(conf.errorlog, level, &err) < 0) {
+        fprintf(stderr, "\nError: %s\n", err.msg);
+        exit(1);
+    }
+    code = cg_master_run(&conf, &err);
+    if (code != 0 && err.msg[0] != '\0') {
+        fprintf(stderr, "\nError: %s\n", err.msg);
+    }
+    cg_conf_free(&conf);
+    exit(code);
 }
