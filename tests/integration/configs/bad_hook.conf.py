@@ -1,0 +1,2 @@
+def pre_fork(server):
+    pass

@@ -1,0 +1,2 @@
+workers = 2
+raise RuntimeError("boom from config")

@@ -1,0 +1,19 @@
+bind = ["127.0.0.1:9001", "unix:/tmp/cg.sock"]
+workers = "3"
+threads = 4
+keepalive = 7
+preload_app = True
+reload = "true"
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s'
+raw_env = ["A=1", "B=two=2"]
+forwarded_allow_ips = "10.0.0.1, 10.1.0.0/16"
+secure_scheme_headers = {"X-SCHEME": "https"}
+logconfig_dict = {"version": 1}
+umask = 0o22
+proxy_protocol = True
+http_protocols = "h1"
+dirty_apps = ["configs.app:application"]
+dirty_workers = 2
+statsd_host = "localhost:9125"
+not_a_setting = 123
