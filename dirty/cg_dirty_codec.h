@@ -24,6 +24,11 @@
  * Tuples travel as lists. Dict keys must be str. Anything else is refused
  * at encode time with a message naming the type and where it was found.
  *
+ * jansson note: its own parser refuses keys containing NUL, and
+ * json_deep_copy()/json_object_set() (without "n") cut keys at the first NUL.
+ * Parse bodies with cg_dirty_body_parse()/cg_dirty_msg_parse() and copy
+ * values with cg_dirty_value_detach(); the *_n/keylen jansson calls are safe.
+ *
  * The arbiter routes frames by header only (type, id), reading the JSON of
  * request frames for "app_path"; it never re-encodes payloads, and it may
  * rewrite the id in place (cg_dirty_frame_set_id). */

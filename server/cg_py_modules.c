@@ -2,6 +2,7 @@
  * (logging into the server's error log from Python). */
 #include <Python.h>
 
+#include "cg_dirty_module.h"
 #include "cg_log.h"
 #include "cg_py_modules.h"
 
@@ -43,6 +44,7 @@ static const struct {
     PyObject *(*init)(void);
 } builtin_modules[] = {
     { "_cgunicorn", core_init },
+    { "_cgunicorn_dirty", cg_dirty_module_init },
 };
 
 int cg_py_modules_register(struct cg_err *err)
