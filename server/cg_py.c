@@ -240,3 +240,17 @@ cleanup:
     Py_XDECREF(item);
     return rc;
 }
+
+void cg_py_flush_stdio(void)
+{
+    static const char *const names[] = { "stdout", "stderr" };
+
+    for (size_t i = 0; i < 2; i++) {
+        PyObject *f = PySys_GetObject(names[i]); /* borrowed */
+        if (f != NULL && f != Py_None) {
+            PyObject *r = PyObject_CallMethod(f, "flush", NULL);
+            Py_XDECREF(r);
+        }
+        PyErr_Clear();
+    }
+}

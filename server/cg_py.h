@@ -28,4 +28,8 @@ PyObject *cg_py_format_exception(void);
  * Returns 0 or -1 with err. */
 int cg_py_path_prepend(const char *dir, struct cg_err *err);
 
+/* Flushes sys.stdout and sys.stderr, ignoring errors (a worker about to
+ * _exit). Needs the GIL. */
+void cg_py_flush_stdio(void);
+
 #endif

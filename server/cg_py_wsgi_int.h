@@ -1,0 +1,97 @@
+/* Declarations shared by the WSGI files (cg_py_wsgi*.c). */
+#ifndef CG_PY_WSGI_INT_H
+#define CG_PY_WSGI_INT_H
+
+#include <Python.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "cg_http_error.h"
+#include "cg_http_iplist.h"
+#include "cg_http_limits.h"
+#include "cg_http_parser.h"
+#include "cg_http_request.h"
+#include "cg_http_response.h"
+#include "cg_listen.h"
+#include "cg_py_wsgi.h"
+#include "cg_worker.h"
+
+/* environ keys, interned once per worker (owned). */
+struct cg_wsgi_keys {
+    PyObject *REQUEST_METHOD, *QUERY_STRING, *RAW_URI, *SERVER_PROTOCOL, *CONTENT_TYPE,
+        *CONTENT_LENGTH, *wsgi_url_scheme, *REMOTE_ADDR, *REMOTE_PORT, *SERVER_NAME,
+        *SERVER_PORT, *PATH_INFO, *SCRIPT_NAME, *PROXY_PROTOCOL, *PROXY_ADDR, *PROXY_PORT,
+        *wsgi_input, *gunicorn_socket, *wsgi_early_hints;
+};
+
+/* One HTTP response in progress: the protocol side (struct cg_http_response)
+ * plus what the glue keeps for Python (the status object for the access log). */
+struct cg_wsgi_resp {
+    int fd;
+    const struct cg_http_request *req;
+    struct cg_http_response r;
+    PyObject *status; /* the str the app passed; owned; NULL until start_response */
+    bool headers_sent;
+    bool omits_body_warned;
+    int write_errno; /* first send error; the connection is dead after it */
+};
+
+struct cg_wsgi {
+    struct cg_worker *w;
+    const struct cg_conf *conf;
+    PyObject *app;           /* borrowed from the worker */
+    PyObject *base_environ;  /* template copied per request; owned */
+    struct cg_wsgi_keys k;
+    PyObject *start_response; /* StartResponse object reused per request; owned */
+    PyObject *file_wrapper;   /* cgunicorn.wsgi.FileWrapper; owned */
+    PyObject *exc_header;     /* cgunicorn.wsgi.InvalidResponseHeader; owned */
+    PyObject *exc_header_name; /* cgunicorn.wsgi.InvalidResponseHeaderName; owned */
+    PyObject *socket_type;    /* socket.socket; owned */
+    PyObject *access_log;     /* cgunicorn.accesslog.AccessLog or NULL; owned */
+    struct cg_http_limits limits;
+    struct cg_http_iplist *forwarded_ips; /* owned */
+    struct cg_http_iplist *proxy_ips;     /* owned */
+    struct cg_http_scheme_header *scheme_headers; /* owned array (strings owned) */
+    char script_name[1024]; /* SCRIPT_NAME from the process environment */
+    char server_header[64];
+};
+
+/* Builds the environ of one request (new reference), or NULL: with a Python
+ * exception set, or (no exception) with herr set for a request error such as
+ * ConfigurationProblem. Needs the GIL. */
+PyObject *cg_py_wsgi_environ(struct cg_wsgi *g, const struct cg_http_request *req,
+                             const struct cg_http_proxy_info *proxy, const struct cg_listener *l,
+                             const struct sockaddr *peer, struct cg_http_error *herr);
+
+/* The start_response type (cg_py_wsgi_resp.c). */
+int cg_py_wsgi_resp_type_ready(void);
+PyObject *cg_py_wsgi_start_response_new(struct cg_wsgi *g); /* new reference */
+/* Points the start_response object at `resp` (NULL between requests). */
+void cg_py_wsgi_start_response_bind(PyObject *sr, struct cg_wsgi_resp *resp);
+
+/* Writes body bytes (sending the head first if needed). Returns 0, or -1 with
+ * a Python exception set (the app passed a non-bytes value) — a send error
+ * is recorded in resp->write_errno and is not an exception. Needs the GIL. */
+int cg_py_wsgi_resp_write(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObject *data);
+
+/* Sends the head if not yet sent and the final empty chunk if chunked. */
+void cg_py_wsgi_resp_close(struct cg_wsgi *g, struct cg_wsgi_resp *resp);
+
+/* Sends a wsgi.file_wrapper result with sendfile(2) when possible. Returns 1
+ * if it was sent, 0 if the caller must iterate it instead, -1 with an
+ * exception. */
+int cg_py_wsgi_resp_sendfile(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObject *wrapper);
+
+/* Prepares resp for `req` on fd / releases what it holds. */
+void cg_py_wsgi_resp_init(struct cg_wsgi *g, struct cg_wsgi_resp *resp, int fd,
+                          const struct cg_http_request *req);
+void cg_py_wsgi_resp_deinit(struct cg_wsgi_resp *resp);
+
+/* The response headers as sent, a list of (name, value) (new reference). */
+PyObject *cg_py_wsgi_resp_headers(const struct cg_wsgi_resp *resp);
+
+/* Sends all of buf (blocking; GIL released). Returns 0 or -1 with errno. */
+int cg_py_wsgi_send_all(int fd, const char *buf, size_t len);
+
+#endif

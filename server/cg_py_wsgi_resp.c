@@ -1,0 +1,470 @@
+/* The WSGI response side: the start_response callable (a C type reused for
+ * every request of a worker), header processing as gunicorn's Response does
+ * it (type and character checks, hop-by-hop headers dropped, Content-Length
+ * kept, chunked when no length on HTTP/1.1), and writing the head and body
+ * with as few syscalls as possible (head + first body part in one writev). */
+#include <Python.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <inttypes.h>
+#include <unistd.h>
+
+#include "cg_http_response.h"
+#include "cg_log.h"
+#include "cg_py_wsgi_int.h"
+
+typedef struct {
+    PyObject_HEAD
+    struct cg_wsgi *g;
+    struct cg_wsgi_resp *resp; /* current request's response, or NULL */
+} StartResponseObject;
+
+int cg_py_wsgi_send_all(int fd, const char *buf, size_t len)
+{
+    int rc = 0;
+
+    Py_BEGIN_ALLOW_THREADS
+    while (len > 0) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            rc = -1;
+            break;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    Py_END_ALLOW_THREADS
+    return rc;
+}
+
+/* writev until everything is sent. Returns 0 or -1 with errno. */
+static int writev_all(int fd, struct iovec *iov, int n)
+{
+    int rc = 0;
+
+    Py_BEGIN_ALLOW_THREADS
+    while (n > 0) {
+        ssize_t w = writev(fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            rc = -1;
+            break;
+        }
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    return rc;
+}
+
+/* Raises the Python exception matching a response-side error. */
+static void raise_http_error(struct cg_wsgi *g, const struct cg_http_error *e)
+{
+    switch (e->kind) {
+    case CG_HTTP_ERR_INVALID_RESPONSE_HEADER_NAME:
+        PyErr_SetString(g->exc_header_name, e->detail);
+        break;
+    case CG_HTTP_ERR_INVALID_RESPONSE_HEADER:
+        PyErr_SetString(g->exc_header, e->detail);
+        break;
+    case CG_HTTP_ERR_VALUE:
+        PyErr_SetString(PyExc_ValueError, e->detail);
+        break;
+    default:
+        PyErr_NoMemory();
+        break;
+    }
+}
+
+/* Encodes a header name or value to latin-1. A character above U+00FF
+ * cannot be sent: it raises the error gunicorn's regexes would. */
+static PyObject *latin1_or_raise(struct cg_wsgi *g, PyObject *s, PyObject *name, bool is_name)
+{
+    if (!PyUnicode_Check(s)) {
+        PyErr_Format(PyExc_TypeError, "%R is not a string", s);
+        return NULL;
+    }
+    PyObject *b = PyUnicode_AsLatin1String(s);
+    if (b == NULL && PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+        PyErr_Clear();
+        PyErr_Format(is_name ? g->exc_header_name : g->exc_header, "%R", name);
+    }
+    return b;
+}
+
+static int add_headers(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObject *headers)
+{
+    PyObject *it = PyObject_GetIter(headers);
+    PyObject *item = NULL;
+    struct cg_http_error e;
+
+    if (it == NULL) {
+        return -1;
+    }
+    while ((item = PyIter_Next(it)) != NULL) {
+        PyObject *pair = PySequence_Tuple(item); /* owned */
+        PyObject *bn = NULL, *bv = NULL;         /* owned */
+        int rc = -1;
+        if (pair == NULL || PyTuple_GET_SIZE(pair) != 2) {
+            if (pair != NULL) {
+                PyErr_Format(PyExc_ValueError, "response header %R is not a (name, value) pair",
+                             item);
+            }
+            goto next;
+        }
+        PyObject *name = PyTuple_GET_ITEM(pair, 0);
+        bn = latin1_or_raise(g, name, name, true);
+        bv = bn ? latin1_or_raise(g, PyTuple_GET_ITEM(pair, 1), name, false) : NULL;
+        if (bv == NULL) {
+            goto next;
+        }
+        if (cg_http_response_add_header(&resp->r, PyBytes_AS_STRING(bn),
+                                        (size_t)PyBytes_GET_SIZE(bn), PyBytes_AS_STRING(bv),
+                                        (size_t)PyBytes_GET_SIZE(bv), &e) < 0) {
+            raise_http_error(g, &e);
+            goto next;
+        }
+        rc = 0;
+    next:
+        Py_XDECREF(bn);
+        Py_XDECREF(bv);
+        Py_XDECREF(pair);
+        Py_DECREF(item);
+        if (rc < 0) {
+            Py_DECREF(it);
+            return -1;
+        }
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static PyObject *start_response_call(StartResponseObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = { "status", "headers", "exc_info", NULL };
+    struct cg_wsgi_resp *resp = self->resp;
+    PyObject *status = NULL, *headers = NULL, *exc_info = Py_None;
+    PyObject *bstatus = NULL; /* owned */
+    struct cg_http_error e;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O:start_response", kwlist, &status, &headers,
+                                     &exc_info)) {
+        return NULL;
+    }
+    if (resp == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "start_response called outside of a request");
+        return NULL;
+    }
+    if (exc_info != Py_None && PyObject_IsTrue(exc_info)) {
+        if (resp->r.started && resp->headers_sent) {
+            /* PEP 3333: too late to change the response; re-raise. */
+            PyObject *t = NULL, *v = NULL, *tb = NULL;
+            if (!PyArg_ParseTuple(exc_info, "OOO", &t, &v, &tb)) {
+                return NULL;
+            }
+            PyErr_Restore(Py_NewRef(t), Py_NewRef(v), tb == Py_None ? NULL : Py_NewRef(tb));
+            return NULL;
+        }
+        cg_http_response_reset(&resp->r);
+        Py_CLEAR(resp->status);
+    } else if (resp->r.started) {
+        PyErr_SetString(PyExc_AssertionError, "Response headers already set!");
+        return NULL;
+    }
+    if (!PyUnicode_Check(status)) {
+        PyErr_Format(PyExc_TypeError, "%R is not a string", status);
+        return NULL;
+    }
+    bstatus = PyUnicode_AsLatin1String(status);
+    if (bstatus == NULL) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "Invalid status %R", status);
+        return NULL;
+    }
+    if (cg_http_response_start(&resp->r, PyBytes_AS_STRING(bstatus),
+                               (size_t)PyBytes_GET_SIZE(bstatus), &e) < 0) {
+        Py_DECREF(bstatus);
+        raise_http_error(self->g, &e);
+        return NULL;
+    }
+    Py_DECREF(bstatus);
+    if (add_headers(self->g, resp, headers) < 0) {
+        cg_http_response_reset(&resp->r);
+        return NULL;
+    }
+    resp->status = Py_NewRef(status);
+    return PyObject_GetAttrString((PyObject *)self, "write");
+}
+
+/* Sends [head] [chunk prefix] data [chunk suffix] with one writev. A send
+ * error is recorded in resp->write_errno (the connection is then dead).
+ * Returns 0, or -1 with an exception (out of memory formatting the head). */
+static int send_parts(struct cg_wsgi *g, struct cg_wsgi_resp *resp, const char *data, size_t n)
+{
+    struct iovec iov[4];
+    int niov = 0;
+    char prefix[CG_HTTP_CHUNK_PREFIX_MAX];
+    struct cg_http_error e;
+
+    (void)g;
+    if (resp->write_errno != 0) {
+        return 0;
+    }
+    if (!resp->headers_sent) {
+        const char *head = NULL;
+        size_t head_len = 0;
+        if (cg_http_response_head(&resp->r, &head, &head_len, &e) < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        iov[niov++] = (struct iovec){ (void *)head, head_len };
+        resp->headers_sent = true;
+    }
+    if (n > 0) {
+        if (resp->r.chunked) {
+            iov[niov++] = (struct iovec){ prefix, cg_http_chunk_prefix(prefix, n) };
+        }
+        iov[niov++] = (struct iovec){ (void *)data, n };
+        if (resp->r.chunked) {
+            iov[niov++] = (struct iovec){ CG_HTTP_CHUNK_SUFFIX, 2 };
+        }
+    }
+    if (niov > 0 && writev_all(resp->fd, iov, niov) < 0) {
+        resp->write_errno = errno;
+    }
+    return 0;
+}
+
+int cg_py_wsgi_resp_write(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObject *data)
+{
+    char *p = NULL;
+    Py_ssize_t n = 0;
+
+    if (!resp->r.started) {
+        PyErr_SetString(PyExc_AssertionError,
+                        "the application wrote body data before calling start_response");
+        return -1;
+    }
+    if (send_parts(g, resp, NULL, 0) < 0) { /* gunicorn sends the head first */
+        return -1;
+    }
+    if (!PyBytes_Check(data)) {
+        PyErr_Format(PyExc_TypeError, "%R is not a byte", data);
+        return -1;
+    }
+    PyBytes_AsStringAndSize(data, &p, &n);
+    if (resp->r.omits_body) {
+        if (n > 0 && !resp->omits_body_warned) {
+            cg_log(CG_LOG_WARNING, "WSGI app sent body bytes on a no-body response "
+                                   "(method=%.*s status=%d); dropping per RFC 9110.",
+                   (int)resp->req->method.len, resp->req->method.ptr, resp->r.status_code);
+            resp->omits_body_warned = true;
+        }
+        return 0;
+    }
+    size_t tosend = cg_http_response_body_take(&resp->r, (size_t)n);
+    if (tosend == 0) {
+        return 0;
+    }
+    return send_parts(g, resp, p, tosend);
+}
+
+void cg_py_wsgi_resp_close(struct cg_wsgi *g, struct cg_wsgi_resp *resp)
+{
+    if (!resp->r.started) {
+        return;
+    }
+    if (send_parts(g, resp, NULL, 0) < 0) {
+        PyErr_Clear();
+        return;
+    }
+    if (resp->r.chunked && resp->write_errno == 0 &&
+        cg_py_wsgi_send_all(resp->fd, CG_HTTP_CHUNK_LAST, strlen(CG_HTTP_CHUNK_LAST)) < 0) {
+        resp->write_errno = errno;
+    }
+}
+
+/* The file descriptor of wrapper.filelike, or -1 (no exception) when it has
+ * none: the wrapper is then iterated instead. */
+static int wrapped_fd(PyObject *wrapper)
+{
+    PyObject *filelike = PyObject_GetAttrString(wrapper, "filelike"); /* owned */
+    PyObject *num = filelike ? PyObject_CallMethod(filelike, "fileno", NULL) : NULL;
+    long fd = num ? PyLong_AsLong(num) : -1;
+
+    Py_XDECREF(num);
+    Py_XDECREF(filelike);
+    PyErr_Clear();
+    return fd < 0 || fd > INT32_MAX ? -1 : (int)fd;
+}
+
+int cg_py_wsgi_resp_sendfile(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObject *wrapper)
+{
+    struct stat st;
+    int fd = -1;
+
+    if (!g->conf->sendfile || !resp->r.started || (fd = wrapped_fd(wrapper)) < 0) {
+        return 0;
+    }
+    off_t offset = lseek(fd, 0, SEEK_CUR);
+    if (offset < 0 || fstat(fd, &st) < 0) {
+        return 0;
+    }
+    uint64_t nbytes = resp->r.has_length ? (uint64_t)(resp->r.length < 0 ? 0 : resp->r.length)
+                                         : (uint64_t)(st.st_size - offset);
+    if (send_parts(g, resp, NULL, 0) < 0) {
+        return -1;
+    }
+    if (resp->r.omits_body) {
+        return 1;
+    }
+    /* As gunicorn: the chunk size line, the file, the chunk's CRLF. */
+    if (resp->r.chunked && resp->write_errno == 0) {
+        char prefix[CG_HTTP_CHUNK_PREFIX_MAX];
+        size_t k = cg_http_chunk_prefix(prefix, nbytes);
+        if (cg_py_wsgi_send_all(resp->fd, prefix, k) < 0) {
+            resp->write_errno = errno;
+        }
+    }
+    off_t pos = offset;
+    uint64_t left = cg_http_response_body_take(&resp->r, (size_t)nbytes);
+    Py_BEGIN_ALLOW_THREADS
+    while (left > 0 && resp->write_errno == 0) {
+        ssize_t n = sendfile(resp->fd, fd, &pos, left > 0x7ffff000 ? 0x7ffff000 : (size_t)left);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            resp->write_errno = errno;
+            break;
+        }
+        if (n == 0) {
+            break; /* the file is shorter than announced */
+        }
+        left -= (uint64_t)n;
+    }
+    Py_END_ALLOW_THREADS
+    if (resp->r.chunked && resp->write_errno == 0 &&
+        cg_py_wsgi_send_all(resp->fd, CG_HTTP_CHUNK_SUFFIX, 2) < 0) {
+        resp->write_errno = errno;
+    }
+    lseek(fd, offset, SEEK_SET);
+    return 1;
+}
+
+void cg_py_wsgi_resp_init(struct cg_wsgi *g, struct cg_wsgi_resp *resp, int fd,
+                          const struct cg_http_request *req)
+{
+    memset(resp, 0, sizeof(*resp));
+    resp->fd = fd;
+    resp->req = req;
+    cg_http_response_init(&resp->r, req, g->server_header);
+}
+
+void cg_py_wsgi_resp_deinit(struct cg_wsgi_resp *resp)
+{
+    Py_CLEAR(resp->status);
+    cg_http_response_deinit(&resp->r);
+}
+
+/* The headers as sent (after filtering), as a list of (name, value) str
+ * pairs for the access log's {name}o atoms. New reference. */
+PyObject *cg_py_wsgi_resp_headers(const struct cg_wsgi_resp *resp)
+{
+    PyObject *list = PyList_New(0);
+    const char *p = resp->r.hdrs, *end = resp->r.hdrs + resp->r.hdrs_len;
+
+    while (list != NULL && p != NULL && p < end) {
+        const char *eol = memchr(p, '\r', (size_t)(end - p));
+        const char *colon = memchr(p, ':', (size_t)(end - p));
+        if (eol == NULL || colon == NULL || colon > eol) {
+            break;
+        }
+        PyObject *pair = Py_BuildValue("(NN)",
+                                       PyUnicode_DecodeLatin1(p, colon - p, NULL),
+                                       PyUnicode_DecodeLatin1(colon + 2, eol - colon - 2, NULL));
+        if (pair == NULL || PyList_Append(list, pair) < 0) {
+            Py_XDECREF(pair);
+            Py_CLEAR(list);
+            break;
+        }
+        Py_DECREF(pair);
+        p = eol + 2;
+    }
+    return list;
+}
+
+static PyObject *sr_write(StartResponseObject *self, PyObject *data)
+{
+    if (self->resp == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "write() called outside of a request");
+        return NULL;
+    }
+    if (cg_py_wsgi_resp_write(self->g, self->resp, data) < 0) {
+        return NULL;
+    }
+    if (self->resp->write_errno != 0) {
+        errno = self->resp->write_errno;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+static void sr_dealloc(StartResponseObject *self)
+{
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef sr_methods[] = {
+    { "write", (PyCFunction)sr_write, METH_O, "write(data): the WSGI write() callable" },
+    { NULL, NULL, 0, NULL },
+};
+
+static PyTypeObject StartResponseType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cgunicorn.StartResponse",
+    .tp_basicsize = sizeof(StartResponseObject),
+    .tp_dealloc = (destructor)sr_dealloc,
+    .tp_call = (ternaryfunc)start_response_call,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "start_response(status, headers, exc_info=None)",
+    .tp_methods = sr_methods,
+};
+
+int cg_py_wsgi_resp_type_ready(void)
+{
+    if (StartResponseType.tp_flags & Py_TPFLAGS_READY) {
+        return 0;
+    }
+    return PyType_Ready(&StartResponseType);
+}
+
+PyObject *cg_py_wsgi_start_response_new(struct cg_wsgi *g)
+{
+    StartResponseObject *self = PyObject_New(StartResponseObject, &StartResponseType);
+    if (self != NULL) {
+        self->g = g;
+        self->resp = NULL;
+    }
+    return (PyObject *)self;
+}
+
+void cg_py_wsgi_start_response_bind(PyObject *sr, struct cg_wsgi_resp *resp)
+{
+    ((StartResponseObject *)sr)->resp = resp;
+}

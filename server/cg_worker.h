@@ -1,0 +1,64 @@
+/* What every HTTP worker shares, whatever its class: the liveness slot the
+ * master watches, signal flags, the app import, and the worker entry point
+ * that dispatches to the sync/gthread/asgi loop. */
+#ifndef CG_WORKER_H
+#define CG_WORKER_H
+
+#include <Python.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cg_conf.h"
+#include "cg_listen.h"
+
+/* gunicorn's exit codes the master acts on. */
+#define CG_WORKER_BOOT_ERROR 3
+#define CG_APP_LOAD_ERROR 4
+
+/* One per worker, in memory shared with the master (MAP_SHARED). The worker
+ * stores the monotonic time of its last sign of life; the master aborts it
+ * after `timeout` seconds without one (gunicorn's worker tmp file). */
+struct cg_worker_slot {
+    _Atomic uint64_t beat_ms;
+    _Atomic uint64_t requests;
+    _Atomic int32_t pid;
+};
+
+/* The state one worker process runs with. */
+struct cg_worker {
+    const struct cg_conf *conf;
+    struct cg_listener *listeners; /* inherited, not owned */
+    size_t nlisteners;
+    struct cg_worker_slot *slot;
+    PyObject *app;      /* the WSGI/ASGI callable; owned */
+    int age;            /* spawn sequence number, as gunicorn's worker.age */
+    pid_t ppid;
+    uint64_t max_requests; /* 0 = unlimited; jitter applied */
+    uint64_t nr;           /* requests handled */
+    volatile bool alive;   /* false once a graceful stop was asked */
+};
+
+uint64_t cg_monotonic_ms(void);
+
+/* Records a sign of life for the master. */
+static inline void cg_worker_notify(struct cg_worker *w)
+{
+    atomic_store_explicit(&w->slot->beat_ms, cg_monotonic_ms(), memory_order_relaxed);
+}
+
+/* Worker process body, called in the child right after fork. Imports the
+ * app (unless preloaded: `app` non-NULL), runs the loop of conf->worker_class,
+ * and exits the process with gunicorn's exit codes. Never returns. */
+void cg_worker_main(struct cg_worker *w, PyObject *preloaded_app) __attribute__((noreturn));
+
+/* Polls the signal pipe and acts on worker signals (TERM: graceful, so
+ * alive = false; QUIT/INT: exit now; USR1: reopen logs; also checks that the
+ * master is still our parent). Returns true when the worker must stop now. */
+bool cg_worker_check_signals(struct cg_worker *w);
+
+/* The sync worker loop (cg_worker_sync.c). Returns when the worker stops. */
+void cg_worker_sync_run(struct cg_worker *w);
+
+#endif
