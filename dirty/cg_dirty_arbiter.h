@@ -20,11 +20,23 @@ bool cg_dirty_wanted(const struct cg_conf *conf);
  * Returns 0, or -1 with err. */
 int cg_dirty_prepare(struct cg_conf *conf, struct cg_err *err);
 
+/* Exit status of the dirty arbiter when a dirty app cannot be loaded (import
+ * error, its __init__ or init() raised, a boot hook raised) or the arbiter
+ * cannot start (bad dirty_apps entry, socket): the traceback/reason is
+ * logged once, and the master should treat this status as fatal (as
+ * gunicorn treats a worker's WORKER_BOOT_ERROR: "Worker failed to boot")
+ * instead of respawning the arbiter in a loop. Any other exit status or
+ * signal is a crash the master answers by respawning the arbiter. */
+#define CG_DIRTY_ARBITER_EXIT_BOOT_ERROR 3
+
 /* Forks the dirty arbiter (cg_proc_fork(CG_ROLE_DIRTY_ARBITER)); the child
- * runs the arbiter loop and never returns (it _exit()s). Called by the master
- * at start-up and again whenever the arbiter died. Returns the child's pid,
- * or -1 with err. Needs the GIL (runs on_dirty_starting in the master first,
- * as upstream does). */
+ * runs the arbiter loop and never returns (it _exit()s: 0 after a TERM/INT/
+ * QUIT stop, CG_DIRTY_ARBITER_EXIT_BOOT_ERROR as above). Called by the
+ * master at start-up and again whenever the arbiter died. Logs "Spawned
+ * dirty arbiter (pid: N) at PATH". Returns the child's pid, or -1 with err.
+ * Needs the GIL. on_dirty_starting(arbiter) runs in the arbiter process
+ * before it spawns workers, where gunicorn runs it. The arbiter exits by
+ * itself when the master (its parent) goes away. */
 pid_t cg_dirty_arbiter_spawn(struct cg_conf *conf, struct cg_err *err);
 
 /* Removes the socket directory (master, at exit). */

@@ -1,0 +1,657 @@
+/* The dirty arbiter process: forked by the master, it listens on the Unix
+ * socket HTTP workers find in GUNICORN_DIRTY_SOCKET, forks and supervises
+ * the dirty workers (spawn, reap, respawn with the same apps, TTIN/TTOU,
+ * HUP reload, graceful and immediate stop) and acts on signals from its
+ * libevent loop via the self-pipe. Frame routing is in cg_dirty_relay.c,
+ * the routing table in cg_dirty_pool.c, the worker body in
+ * cg_dirty_worker.c. The arbiter never imports application code: the
+ * `workers` class attributes are read by a probe child. */
+#include <Python.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cg_dirty_arbiter.h"
+#include "cg_dirty_arbiter_int.h"
+#include "cg_dirty_codec.h"
+#include "cg_dirty_worker.h"
+#include "cg_log.h"
+#include "cg_proc.h"
+#include "cg_py.h"
+#include "cg_sig.h"
+
+/* Set by cg_dirty_prepare() in the master; inherited by the arbiter. */
+static char sock_dir[PATH_MAX];
+static char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+
+double cg_dirty_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+bool cg_dirty_wanted(const struct cg_conf *conf)
+{
+    return conf->dirty_workers > 0 && conf->dirty_apps.n > 0;
+}
+
+int cg_dirty_prepare(struct cg_conf *conf, struct cg_err *err)
+{
+    const char *tmp = getenv("TMPDIR");
+    (void)conf;
+
+    if (sock_path[0] != '\0') {
+        return 0; /* already prepared (arbiter respawn) */
+    }
+    if (tmp == NULL || tmp[0] == '\0') {
+        tmp = "/tmp";
+    }
+    snprintf(sock_dir, sizeof(sock_dir), "%s/cgunicorn-dirty-XXXXXX", tmp);
+    if (mkdtemp(sock_dir) == NULL) { /* mode 0700 */
+        cg_err_set(err, "dirty arbiter: cannot create a private socket directory under %s: %s; "
+                   "set TMPDIR to a writable directory", tmp, strerror(errno));
+        sock_dir[0] = '\0';
+        return -1;
+    }
+    if (strlen(sock_dir) + sizeof("/arbiter.sock") > sizeof(sock_path)) {
+        cg_err_set(err, "dirty arbiter: socket path under '%s' would exceed %zu bytes; "
+                   "set TMPDIR to a shorter directory", sock_dir, sizeof(sock_path) - 1);
+        rmdir(sock_dir);
+        sock_dir[0] = '\0';
+        return -1;
+    }
+    snprintf(sock_path, sizeof(sock_path), "%s/arbiter.sock", sock_dir);
+    if (setenv("GUNICORN_DIRTY_SOCKET", sock_path, 1) < 0) {
+        cg_err_set(err, "dirty arbiter: setenv GUNICORN_DIRTY_SOCKET: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+void cg_dirty_cleanup(void)
+{
+    if (sock_path[0] != '\0') {
+        unlink(sock_path);
+    }
+    if (sock_dir[0] != '\0') {
+        rmdir(sock_dir);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Workers                                                             */
+
+void cg_dirty_arb_kill(struct cg_dirty_arb *arb, struct cg_dirty_wk *w, int sig)
+{
+    (void)arb;
+    if (w->pid > 0 && kill(w->pid, sig) < 0 && errno != ESRCH) {
+        cg_log_errno(CG_LOG_WARNING, errno, "kill(dirty worker %d, %s)", (int)w->pid,
+                     cg_sig_name(sig));
+    }
+}
+
+/* Closes, in a new worker, the arbiter's fds it must not hold: the
+ * listener, client connections and the other workers' links. (The event
+ * base itself is left alone: see STYLE.md on fork and epoll.) */
+static void close_arbiter_fds(struct cg_dirty_arb *arb)
+{
+    if (arb->listen_fd >= 0) {
+        close(arb->listen_fd);
+    }
+    for (struct cg_dirty_client *cl = arb->clients; cl != NULL; cl = cl->next) {
+        close(bufferevent_getfd(cl->bev));
+    }
+    for (struct cg_dirty_wk *w = arb->pool.workers; w != NULL; w = w->next) {
+        if (w->link != NULL) {
+            close(bufferevent_getfd(w->link));
+        }
+    }
+}
+
+static void log_spawned(struct cg_dirty_arb *arb, struct cg_dirty_wk *w)
+{
+    char list[2048];
+    size_t n = 0;
+
+    n += (size_t)snprintf(list + n, sizeof(list) - n, "[");
+    for (size_t i = 0; i < arb->pool.napps && n < sizeof(list); i++) {
+        if (w->apps & (UINT64_C(1) << i)) {
+            n += (size_t)snprintf(list + n, sizeof(list) - n, "%s'%s'", n > 1 ? ", " : "",
+                                  arb->pool.apps[i].path);
+        }
+    }
+    if (n < sizeof(list)) {
+        snprintf(list + n, sizeof(list) - n, "]");
+    }
+    cg_log(CG_LOG_INFO, "Spawned dirty worker (pid: %d) with apps: %s", (int)w->pid, list);
+}
+
+/* Forks one worker for the apps the pool says need one. Returns 1 when a
+ * worker was started, 0 when no app needs another worker, -1 on failure. */
+static int spawn_worker(struct cg_dirty_arb *arb)
+{
+    uint64_t apps = cg_dirty_pool_apps_for_new(&arb->pool);
+    const char *paths[CG_DIRTY_MAX_APPS];
+    size_t npaths = 0;
+    struct cg_dirty_wk *w = NULL;
+    int sv[2];
+    pid_t pid;
+
+    if (apps == 0) {
+        cg_log_debug("No apps need more dirty workers, skipping spawn");
+        return 0;
+    }
+    for (size_t i = 0; i < arb->pool.napps; i++) {
+        if (apps & (UINT64_C(1) << i)) {
+            paths[npaths++] = arb->pool.apps[i].path;
+        }
+    }
+    w = calloc(1, sizeof(*w));
+    if (w == NULL || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        cg_log_errno(CG_LOG_ERROR, errno, "dirty arbiter: cannot set up a dirty worker");
+        free(w);
+        cg_dirty_pool_respawn_push(&arb->pool, apps);
+        return -1;
+    }
+    w->age = ++arb->worker_age;
+    w->apps = apps;
+    pid = cg_proc_fork(CG_ROLE_DIRTY_WORKER);
+    if (pid < 0) {
+        cg_log_errno(CG_LOG_ERROR, errno, "dirty arbiter: fork of a dirty worker failed");
+        close(sv[0]);
+        close(sv[1]);
+        free(w);
+        cg_dirty_pool_respawn_push(&arb->pool, apps);
+        return -1;
+    }
+    if (pid == 0) {
+        struct cg_dirty_worker_spec spec = {
+            .conf = arb->conf,
+            .fd = sv[1],
+            .age = w->age,
+            .app_paths = paths,
+            .napps = npaths,
+            .pyarb = arb->pyarb,
+            .max_message = arb->max_message,
+        };
+        close(sv[0]);
+        close_arbiter_fds(arb);
+        cg_dirty_worker_main(&spec);
+    }
+    close(sv[1]);
+    w->pid = pid;
+    w->fd = sv[0];
+    cg_dirty_pool_worker_add(&arb->pool, w);
+    log_spawned(arb, w);
+    if (cg_dirty_relay_link_open(arb, w) < 0) {
+        cg_dirty_arb_kill(arb, w, SIGKILL);
+        w->link_dead = true;
+        return -1;
+    }
+    cg_dirty_relay_pump(arb, w);
+    return 1;
+}
+
+static int live_workers(const struct cg_dirty_arb *arb)
+{
+    int n = 0;
+    for (const struct cg_dirty_wk *w = arb->pool.workers; w != NULL; w = w->next) {
+        if (!w->retiring && !w->link_dead) {
+            n++;
+        }
+    }
+    return n;
+}
+
+/* Stops routing to `w` and asks it to finish its calls and exit. */
+static void retire(struct cg_dirty_arb *arb, struct cg_dirty_wk *w)
+{
+    w->retiring = true;
+    cg_dirty_arb_kill(arb, w, SIGTERM);
+}
+
+/* Brings the live worker count to num_workers (spawn, or retire oldest). */
+static void manage_workers(struct cg_dirty_arb *arb)
+{
+    if (arb->state != CG_DIRTY_ARB_RUNNING) {
+        return;
+    }
+    while (live_workers(arb) < arb->num_workers) {
+        if (spawn_worker(arb) <= 0) {
+            break;
+        }
+    }
+    while (live_workers(arb) > arb->num_workers) {
+        struct cg_dirty_wk *oldest = NULL;
+        for (struct cg_dirty_wk *w = arb->pool.workers; w != NULL; w = w->next) {
+            if (!w->retiring && !w->link_dead && (oldest == NULL || w->age < oldest->age)) {
+                oldest = w;
+            }
+        }
+        retire(arb, oldest);
+    }
+}
+
+static void begin_stop(struct cg_dirty_arb *arb, bool graceful, int status);
+
+/* Reaps every exited child and respawns what the pool still needs. */
+static void reap_workers(struct cg_dirty_arb *arb)
+{
+    int st;
+    pid_t pid;
+
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        struct cg_dirty_wk *w = cg_dirty_pool_worker_by_pid(&arb->pool, pid);
+        if (w == NULL) {
+            continue;
+        }
+        bool boot_failed = false;
+        if (WIFSIGNALED(st)) {
+            cg_log(CG_LOG_WARNING, "Dirty worker (pid:%d) killed by signal %d", (int)pid,
+                   WTERMSIG(st));
+        } else if (WIFEXITED(st) && WEXITSTATUS(st) == CG_DIRTY_EXIT_BOOT_ERROR && !w->booted) {
+            cg_log(CG_LOG_ERROR, "Dirty worker failed to boot (pid:%d)", (int)pid);
+            boot_failed = true;
+        }
+        cg_dirty_relay_link_lost(arb, w, "it exited or crashed");
+        if (!w->retiring && arb->state == CG_DIRTY_ARB_RUNNING && !boot_failed) {
+            cg_dirty_pool_respawn_push(&arb->pool, w->apps);
+        }
+        cg_dirty_pool_worker_remove(&arb->pool, w);
+        free(w);
+        cg_log(CG_LOG_INFO, "Dirty worker exited (pid:%d)", (int)pid);
+        if (boot_failed && arb->state != CG_DIRTY_ARB_STOPPING) {
+            /* A dirty app that cannot load would fail again: stop instead of
+             * respawning in a loop (gunicorn's "Worker failed to boot"). */
+            cg_log(CG_LOG_ERROR, "Dirty arbiter stopping: a dirty app failed to load "
+                   "(see the traceback above); exit status %d", CG_DIRTY_EXIT_BOOT_ERROR);
+            begin_stop(arb, false, CG_DIRTY_EXIT_BOOT_ERROR);
+        }
+    }
+    manage_workers(arb);
+}
+
+/* ------------------------------------------------------------------ */
+/* Stopping                                                            */
+
+static void send_all(struct cg_dirty_arb *arb, int sig)
+{
+    for (struct cg_dirty_wk *w = arb->pool.workers; w != NULL; w = w->next) {
+        cg_dirty_arb_kill(arb, w, sig);
+    }
+}
+
+static void stop_listening(struct cg_dirty_arb *arb)
+{
+    if (arb->ev_listen != NULL) {
+        event_free(arb->ev_listen);
+        arb->ev_listen = NULL;
+    }
+    if (arb->listen_fd >= 0) {
+        close(arb->listen_fd);
+        arb->listen_fd = -1;
+    }
+}
+
+/* graceful: let calls finish (up to dirty_graceful_timeout), then TERM the
+ * workers; otherwise QUIT them at once. */
+static void begin_stop(struct cg_dirty_arb *arb, bool graceful, int status)
+{
+    if (status != 0) {
+        arb->exit_status = status;
+    }
+    stop_listening(arb);
+    if (graceful) {
+        if (arb->state == CG_DIRTY_ARB_RUNNING) {
+            arb->state = CG_DIRTY_ARB_DRAINING;
+            arb->stop_deadline = cg_dirty_now() + arb->conf->dirty_graceful_timeout;
+        }
+        cg_dirty_arb_maybe_stop(arb);
+        return;
+    }
+    if (arb->state != CG_DIRTY_ARB_STOPPING) {
+        arb->state = CG_DIRTY_ARB_STOPPING;
+        arb->stop_deadline = cg_dirty_now() + arb->conf->dirty_graceful_timeout;
+        cg_dirty_relay_abort_all(arb, "DirtyWorkerError",
+                                 "The dirty arbiter stopped before the call finished");
+        send_all(arb, SIGQUIT);
+    }
+    if (arb->pool.nworkers == 0) {
+        event_base_loopbreak(arb->base);
+    }
+}
+
+void cg_dirty_arb_maybe_stop(struct cg_dirty_arb *arb)
+{
+    if (arb->state == CG_DIRTY_ARB_DRAINING && cg_dirty_relay_pending(arb) == 0) {
+        arb->state = CG_DIRTY_ARB_STOPPING;
+        send_all(arb, SIGTERM);
+    }
+    if (arb->state == CG_DIRTY_ARB_STOPPING && arb->pool.nworkers == 0) {
+        event_base_loopbreak(arb->base);
+    }
+}
+
+/* Every 200 ms: parent alive? shutdown deadlines. */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct cg_dirty_arb *arb = arg;
+    double now = cg_dirty_now();
+    (void)fd;
+    (void)what;
+
+    if (arb->state == CG_DIRTY_ARB_RUNNING && getppid() != arb->ppid) {
+        cg_log(CG_LOG_WARNING, "Parent changed, shutting down dirty arbiter");
+        begin_stop(arb, true, 0);
+    }
+    if (arb->state == CG_DIRTY_ARB_DRAINING && now >= arb->stop_deadline) {
+        cg_log(CG_LOG_WARNING, "Dirty arbiter: %zu call(s) still running after "
+               "dirty_graceful_timeout (%ds); stopping workers", cg_dirty_relay_pending(arb),
+               arb->conf->dirty_graceful_timeout);
+        cg_dirty_relay_abort_all(arb, "DirtyWorkerError",
+                                 "The dirty arbiter stopped before the call finished "
+                                 "(dirty_graceful_timeout)");
+        arb->state = CG_DIRTY_ARB_STOPPING;
+        arb->stop_deadline = now + 1.0;
+        send_all(arb, SIGTERM);
+    } else if (arb->state == CG_DIRTY_ARB_STOPPING && now >= arb->stop_deadline) {
+        send_all(arb, SIGKILL);
+        arb->stop_deadline = now + 5.0;
+    }
+    reap_workers(arb);
+    cg_dirty_arb_maybe_stop(arb);
+}
+
+/* ------------------------------------------------------------------ */
+/* Signals                                                             */
+
+static void on_signals(evutil_socket_t fd, short what, void *arg)
+{
+    struct cg_dirty_arb *arb = arg;
+    (void)fd;
+    (void)what;
+
+    cg_sig_drain();
+    if (cg_sig_take(SIGCHLD)) {
+        reap_workers(arb);
+    }
+    if (cg_sig_take(SIGUSR1)) {
+        cg_log(CG_LOG_INFO, "Dirty arbiter: reopening log files");
+        cg_log_reopen();
+        send_all(arb, SIGUSR1);
+    }
+    if (cg_sig_take(SIGQUIT)) {
+        cg_log(CG_LOG_INFO, "Dirty arbiter: immediate shutdown (QUIT)");
+        begin_stop(arb, false, 0);
+    }
+    bool term = cg_sig_take(SIGTERM), intr = cg_sig_take(SIGINT);
+    if (term || intr) {
+        cg_log(CG_LOG_INFO, "Dirty arbiter: graceful shutdown (%s)", term ? "TERM" : "INT");
+        begin_stop(arb, true, 0);
+    }
+    if (arb->state != CG_DIRTY_ARB_RUNNING) {
+        return;
+    }
+    if (cg_sig_take(SIGHUP)) {
+        cg_log(CG_LOG_INFO, "Reloading dirty workers");
+        for (struct cg_dirty_wk *w = arb->pool.workers; w != NULL; w = w->next) {
+            w->retiring = true; /* the new ones are counted without them */
+        }
+        arb->pool.nrespawn = 0;
+        manage_workers(arb);
+        for (struct cg_dirty_wk *w = arb->pool.workers; w != NULL; w = w->next) {
+            if (w->retiring) {
+                cg_dirty_arb_kill(arb, w, SIGTERM);
+            }
+        }
+    }
+    if (cg_sig_take(SIGTTIN)) {
+        arb->num_workers++;
+        cg_log(CG_LOG_INFO, "SIGTTIN: Increasing dirty workers to %d", arb->num_workers);
+        manage_workers(arb);
+    }
+    if (cg_sig_take(SIGTTOU)) {
+        int min = cg_dirty_pool_min_workers(&arb->pool);
+        if (arb->num_workers <= min) {
+            cg_log(CG_LOG_WARNING,
+                   "SIGTTOU: Cannot decrease below %d workers (required by app specs)", min);
+        } else {
+            arb->num_workers--;
+            cg_log(CG_LOG_INFO, "SIGTTOU: Decreasing dirty workers to %d", arb->num_workers);
+            manage_workers(arb);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Start-up                                                            */
+
+static int listen_on(struct cg_dirty_arb *arb, struct cg_err *err)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0) {
+        cg_err_set(err, "socket: %s", strerror(errno));
+        return -1;
+    }
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", arb->socket_path);
+    unlink(arb->socket_path); /* a previous arbiter's */
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(arb->socket_path, 0600) < 0 ||
+        listen(fd, SOMAXCONN) < 0) {
+        cg_err_set(err, "cannot listen on %s: %s", arb->socket_path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    arb->listen_fd = fd;
+    return 0;
+}
+
+/* Parses dirty_apps and fills in limits from the classes' `workers`. */
+static int load_apps(struct cg_dirty_arb *arb, struct cg_err *err)
+{
+    const char *paths[CG_DIRTY_MAX_APPS];
+    int limits[CG_DIRTY_MAX_APPS];
+    bool probe = false;
+
+    for (size_t i = 0; i < arb->conf->dirty_apps.n; i++) {
+        if (cg_dirty_pool_add_app(&arb->pool, arb->conf->dirty_apps.v[i], err) < 0) {
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < arb->pool.napps; i++) {
+        paths[i] = arb->pool.apps[i].path;
+        probe = probe || !arb->pool.apps[i].limit_from_spec;
+    }
+    if (!probe) {
+        return 0;
+    }
+    if (cg_dirty_worker_probe(paths, arb->pool.napps, limits, err) < 0) {
+        cg_log(CG_LOG_WARNING, "Could not read the workers attribute of the dirty apps: %s",
+               err->msg);
+        return 0;
+    }
+    for (size_t i = 0; i < arb->pool.napps; i++) {
+        if (!arb->pool.apps[i].limit_from_spec && limits[i] > 0) {
+            arb->pool.apps[i].limit = limits[i];
+        }
+    }
+    return 0;
+}
+
+/* Builds the hooks' `arbiter` object and runs on_dirty_starting(arbiter),
+ * in this process, as gunicorn does. */
+static int run_starting_hook(struct cg_dirty_arb *arb, struct cg_err *err)
+{
+    PyObject *make = NULL, *apps = NULL, *logf = NULL, *res = NULL; /* owned */
+    int rc = -1;
+
+    make = cg_dirty_py_helper("make_arbiter");
+    apps = PyList_New(0);
+    logf = cg_dirty_py_log_func();
+    if (make == NULL || apps == NULL || logf == NULL) {
+        goto cleanup;
+    }
+    for (size_t i = 0; i < arb->pool.napps; i++) {
+        PyObject *s = PyUnicode_FromString(arb->pool.apps[i].path);
+        if (s == NULL || PyList_Append(apps, s) < 0) {
+            Py_XDECREF(s);
+            goto cleanup;
+        }
+        Py_DECREF(s);
+    }
+    arb->pyarb = PyObject_CallFunction(make, "isOiOO", (int)getpid(), arb->socket_path, apps,
+                                       arb->num_workers,
+                                       arb->conf->values ? arb->conf->values : Py_None, logf);
+    if (arb->pyarb == NULL) {
+        goto cleanup;
+    }
+    if (arb->conf->on_dirty_starting != NULL) {
+        res = PyObject_CallOneArg(arb->conf->on_dirty_starting, arb->pyarb);
+        if (res == NULL) {
+            goto cleanup;
+        }
+    }
+    rc = 0;
+cleanup:
+    if (rc < 0) {
+        PyObject *tb = cg_py_format_exception();
+        cg_err_set(err, "on_dirty_starting hook failed:\n%s", tb ? PyUnicode_AsUTF8(tb) : "?");
+        Py_XDECREF(tb);
+        PyErr_Clear();
+    }
+    Py_XDECREF(res);
+    Py_XDECREF(logf);
+    Py_XDECREF(apps);
+    Py_XDECREF(make);
+    return rc;
+}
+
+static int arbiter_setup(struct cg_dirty_arb *arb, struct cg_err *err)
+{
+    static const int sigs[] = { SIGTERM, SIGINT,  SIGQUIT, SIGHUP, SIGUSR1,
+                                SIGTTIN, SIGTTOU, SIGCHLD, 0 };
+
+    if (load_apps(arb, err) < 0 || run_starting_hook(arb, err) < 0) {
+        return -1;
+    }
+    if (cg_sig_open(sigs, err) < 0) {
+        return -1;
+    }
+    if (listen_on(arb, err) < 0) {
+        return -1;
+    }
+    cg_log(CG_LOG_INFO, "Dirty arbiter listening on %s", arb->socket_path);
+    arb->base = event_base_new();
+    if (arb->base == NULL) {
+        cg_err_set(err, "cannot create the event loop");
+        return -1;
+    }
+    struct timeval tick = { 0, 200000 };
+    arb->ev_listen = event_new(arb->base, arb->listen_fd, EV_READ | EV_PERSIST,
+                               cg_dirty_relay_on_accept, arb);
+    arb->ev_sig = event_new(arb->base, cg_sig_fd(), EV_READ | EV_PERSIST, on_signals, arb);
+    arb->ev_tick = event_new(arb->base, -1, EV_PERSIST, on_tick, arb);
+    if (arb->ev_listen == NULL || arb->ev_sig == NULL || arb->ev_tick == NULL ||
+        event_add(arb->ev_listen, NULL) < 0 || event_add(arb->ev_sig, NULL) < 0 ||
+        event_add(arb->ev_tick, &tick) < 0) {
+        cg_err_set(err, "cannot watch the arbiter's sockets");
+        return -1;
+    }
+    return 0;
+}
+
+/* Writes what is left in the clients' buffers (final errors) before exit. */
+static void flush_clients(struct cg_dirty_arb *arb)
+{
+    for (int i = 0; i < 20 && arb->clients != NULL; i++) {
+        bool pending = false;
+        for (struct cg_dirty_client *cl = arb->clients; cl != NULL; cl = cl->next) {
+            pending = pending || evbuffer_get_length(bufferevent_get_output(cl->bev)) > 0;
+        }
+        if (!pending) {
+            break;
+        }
+        event_base_loop(arb->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        usleep(5000);
+    }
+}
+
+static void flush_python_stdio(void)
+{
+    PyObject *r = PyRun_String("import sys\nfor s in (sys.stdout, sys.stderr):\n"
+                               "    try:\n        s.flush()\n    except Exception:\n        pass\n",
+                               Py_file_input, PyEval_GetBuiltins(), NULL);
+    if (r == NULL) {
+        PyErr_Clear();
+    }
+    Py_XDECREF(r);
+}
+
+static void arbiter_main(struct cg_conf *conf) __attribute__((noreturn));
+
+static void arbiter_main(struct cg_conf *conf)
+{
+    static struct cg_dirty_arb arb; /* lives until _exit */
+    struct cg_err err = { { 0 } };
+
+    arb.conf = conf;
+    arb.listen_fd = -1;
+    arb.ppid = getppid();
+    arb.num_workers = conf->dirty_workers;
+    arb.timeout = conf->dirty_timeout > 0 ? (double)conf->dirty_timeout : 0;
+    arb.max_message = conf->dirty_max_message_size > 0 ? (size_t)conf->dirty_max_message_size
+                                                        : CG_DIRTY_DEFAULT_MAX_MESSAGE;
+    snprintf(arb.socket_path, sizeof(arb.socket_path), "%s", sock_path);
+    cg_dirty_pool_init(&arb.pool, conf->dirty_threads);
+    cg_dirty_stash_init(&arb.stash);
+    cg_proc_set_title("cgunicorn: dirty-arbiter");
+    cg_log(CG_LOG_INFO, "Dirty arbiter starting (pid: %d)", (int)getpid());
+
+    if (arbiter_setup(&arb, &err) < 0) {
+        cg_log(CG_LOG_ERROR, "Dirty arbiter failed to start: %s", err.msg);
+        flush_python_stdio();
+        _exit(CG_DIRTY_EXIT_BOOT_ERROR);
+    }
+    manage_workers(&arb);
+    event_base_dispatch(arb.base);
+
+    flush_clients(&arb);
+    unlink(arb.socket_path);
+    cg_log(CG_LOG_INFO, "Dirty arbiter exiting (pid: %d)", (int)getpid());
+    flush_python_stdio();
+    _exit(arb.exit_status);
+}
+
+pid_t cg_dirty_arbiter_spawn(struct cg_conf *conf, struct cg_err *err)
+{
+    pid_t pid;
+
+    if (sock_path[0] == '\0' && cg_dirty_prepare(conf, err) < 0) {
+        return -1;
+    }
+    pid = cg_proc_fork(CG_ROLE_DIRTY_ARBITER);
+    if (pid < 0) {
+        cg_err_set(err, "fork of the dirty arbiter failed: %s", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        arbiter_main(conf);
+    }
+    cg_log(CG_LOG_INFO, "Spawned dirty arbiter (pid: %d) at %s", (int)pid, sock_path);
+    return pid;
+}

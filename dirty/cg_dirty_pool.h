@@ -1,0 +1,177 @@
+/* The dirty arbiter's routing table, as plain data with no I/O: the apps
+ * (from dirty_apps, with per-app worker limits), the worker records, the
+ * calls in flight on each worker, and the per-app queues of calls waiting
+ * for a free slot. The arbiter's I/O code (cg_dirty_relay.c) and process
+ * code (cg_dirty_arbiter.c) drive it; tests/unit/dirty/test_cg_dirty_pool.c
+ * tests it without processes.
+ *
+ * Rules (gunicorn's, plus the slot accounting cgunicorn adds):
+ *  - An app spec is "module:Class" (every worker loads it) or
+ *    "module:Class:N" (only N workers load it). Without N, a DirtyApp class
+ *    attribute `workers = N` sets the limit (probed in a child process, so
+ *    the arbiter never imports application code).
+ *  - A new worker loads every app that has no limit, and each limited app
+ *    that has fewer than its limit of workers. A replacement for a dead
+ *    worker loads exactly the apps the dead one had.
+ *  - A call goes to the least busy live worker that has its app and a free
+ *    slot (each worker runs up to dirty_threads calls at once); ties go to
+ *    the worker that was given a call longest ago, so sequential calls
+ *    spread over the workers. With no free slot the call waits in its
+ *    app's queue; a slot that frees takes the oldest waiting call among the
+ *    apps that worker has.
+ *
+ * Single-threaded (the arbiter's loop). */
+#ifndef CG_DIRTY_POOL_H
+#define CG_DIRTY_POOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cg_err.h"
+
+#define CG_DIRTY_MAX_APPS 64
+
+struct cg_dirty_call;
+struct cg_dirty_wk;
+struct cg_dirty_arb; /* the arbiter (opaque here) */
+
+/* An intrusive doubly linked list of calls (queue or in-flight set). */
+struct cg_dirty_calls {
+    struct cg_dirty_call *head, *tail;
+    size_t n;
+};
+
+enum cg_dirty_call_state {
+    CG_DIRTY_CALL_QUEUED,   /* waiting in its app's queue */
+    CG_DIRTY_CALL_RUNNING,  /* sent to a worker */
+    CG_DIRTY_CALL_ORPHANED, /* sent, but the caller is gone (timeout, cancel, closed) */
+};
+
+struct cg_dirty_call {
+    uint64_t aid;               /* arbiter-wide id, used on the worker link */
+    uint64_t cid;               /* the client's id for this call */
+    uint64_t seq;               /* arrival order (queues are FIFO across apps) */
+    int app;                    /* index into pool->apps */
+    enum cg_dirty_call_state state;
+    struct cg_dirty_wk *worker; /* set while RUNNING/ORPHANED */
+    struct cg_dirty_call *prev, *next; /* in app queue or worker in-flight list */
+
+    /* Owned by the I/O layer (the pool never touches them): */
+    struct cg_dirty_arb *arb;
+    void *client;               /* the caller's connection, NULL when orphaned */
+    struct cg_dirty_call *cprev, *cnext; /* in the client's list of calls */
+    void *req;                  /* the held request frame body */
+    void *timer;                /* deadline / kill-grace timer */
+    double deadline_sec;        /* the call's timeout in seconds (0: none) */
+    bool timed_out;             /* the deadline passed (kill-grace armed) */
+    char action[96];            /* for log and error messages */
+};
+
+struct cg_dirty_wk {
+    pid_t pid;
+    int age;                    /* 1, 2, ... in spawn order */
+    uint64_t apps;              /* bit i: loads pool->apps[i] */
+    int busy;                   /* calls in flight (RUNNING + ORPHANED) */
+    uint64_t last_given;        /* pool clock when it last got a call */
+    bool booted;                /* said it loaded its apps */
+    bool retiring;              /* HUP/TTOU/stop: gets no new calls */
+    bool link_dead;             /* its socket closed: gets no new calls */
+    struct cg_dirty_calls inflight;
+    struct cg_dirty_wk *prev, *next; /* in pool->workers */
+
+    /* Owned by the I/O layer: */
+    struct cg_dirty_arb *arb;
+    int fd;                     /* the arbiter's end of the socketpair */
+    void *link;                 /* struct bufferevent * */
+    void *paused_by;            /* the client whose full buffer paused reading */
+};
+
+struct cg_dirty_app {
+    char *path;                 /* "module:Class", owned */
+    int limit;                  /* N workers, or 0 for every worker */
+    bool limit_from_spec;       /* N came from "module:Class:N" */
+    struct cg_dirty_calls queue;
+};
+
+struct cg_dirty_pool {
+    struct cg_dirty_app apps[CG_DIRTY_MAX_APPS];
+    size_t napps;
+    struct cg_dirty_wk *workers, *workers_tail;
+    size_t nworkers;
+    int capacity;               /* calls per worker (dirty_threads, >= 1) */
+    uint64_t next_aid, next_seq, clock;
+    uint64_t respawn[CG_DIRTY_MAX_APPS * 4]; /* app sets of dead workers, FIFO */
+    size_t nrespawn;
+};
+
+/* Initialises an empty pool whose workers take `capacity` calls each. */
+void cg_dirty_pool_init(struct cg_dirty_pool *p, int capacity);
+
+/* Frees the app paths. Workers and calls belong to the caller (free them first). */
+void cg_dirty_pool_deinit(struct cg_dirty_pool *p);
+
+/* Adds a dirty_apps entry ("module:Class" or "module:Class:N"). Returns the
+ * app's index, or -1 with err naming the spec and the expected form
+ * (duplicates, bad N, too many apps are errors). */
+int cg_dirty_pool_add_app(struct cg_dirty_pool *p, const char *spec, struct cg_err *err);
+
+/* Index of the app "module:Class" (len bytes), or -1. */
+int cg_dirty_pool_app_find(const struct cg_dirty_pool *p, const char *path, size_t len);
+
+/* The largest per-app limit (at least 1): fewer workers than this would
+ * leave an app below its count (TTOU stops there, as gunicorn). */
+int cg_dirty_pool_min_workers(const struct cg_dirty_pool *p);
+
+/* Live (non-retiring) workers that load app `app`. */
+int cg_dirty_pool_app_workers(const struct cg_dirty_pool *p, int app);
+
+/* The app set a new worker should load: a pending replacement set first
+ * (removed from the respawn list), else every unlimited app plus each
+ * limited app below its limit. 0 means no app needs another worker. */
+uint64_t cg_dirty_pool_apps_for_new(struct cg_dirty_pool *p);
+
+/* Remembers a dead worker's app set for its replacement. */
+void cg_dirty_pool_respawn_push(struct cg_dirty_pool *p, uint64_t apps);
+
+/* True when a pending replacement will load app `app`. */
+bool cg_dirty_pool_respawn_has(const struct cg_dirty_pool *p, int app);
+
+/* Links / unlinks a worker record (caller allocates and frees it). */
+void cg_dirty_pool_worker_add(struct cg_dirty_pool *p, struct cg_dirty_wk *w);
+void cg_dirty_pool_worker_remove(struct cg_dirty_pool *p, struct cg_dirty_wk *w);
+struct cg_dirty_wk *cg_dirty_pool_worker_by_pid(const struct cg_dirty_pool *p, pid_t pid);
+
+/* The worker for a new call to `app` (see the rules above), or NULL when
+ * every worker that has it is busy, retiring or gone. */
+struct cg_dirty_wk *cg_dirty_pool_pick(struct cg_dirty_pool *p, int app);
+
+/* Gives `c` a fresh aid and seq (call once when it arrives). */
+void cg_dirty_pool_call_init(struct cg_dirty_pool *p, struct cg_dirty_call *c, int app);
+
+/* Puts `c` on `w` (state RUNNING, counts a slot). */
+void cg_dirty_pool_assign(struct cg_dirty_pool *p, struct cg_dirty_call *c,
+                          struct cg_dirty_wk *w);
+
+/* Appends `c` to its app's queue (state QUEUED). */
+void cg_dirty_pool_enqueue(struct cg_dirty_pool *p, struct cg_dirty_call *c);
+
+/* Removes a QUEUED call from its queue. */
+void cg_dirty_pool_dequeue(struct cg_dirty_pool *p, struct cg_dirty_call *c);
+
+/* The oldest queued call `w` could take now (it has the app and a free
+ * slot, and is live), still queued; NULL if none. */
+struct cg_dirty_call *cg_dirty_pool_next_for(struct cg_dirty_pool *p, struct cg_dirty_wk *w);
+
+/* Takes a RUNNING/ORPHANED call off its worker (frees the slot). */
+void cg_dirty_pool_finish(struct cg_dirty_pool *p, struct cg_dirty_call *c);
+
+/* The call with arbiter id `aid` in flight on `w`, or NULL (a late reply). */
+struct cg_dirty_call *cg_dirty_pool_find(const struct cg_dirty_wk *w, uint64_t aid);
+
+/* List helpers for the I/O layer's own lists of calls. */
+void cg_dirty_calls_append(struct cg_dirty_calls *l, struct cg_dirty_call *c);
+void cg_dirty_calls_remove(struct cg_dirty_calls *l, struct cg_dirty_call *c);
+
+#endif
