@@ -1,0 +1,226 @@
+"""One connection to the dirty arbiter's Unix socket, for the sync client and
+the stash: framing with the builtin codec (_cgunicorn_dirty), request ids,
+timeouts, stale-reply discarding and cancellation.
+
+Frames are read with a small state machine whose partial state survives a
+timeout, so a frame half-read when a call gave up is completed (and then
+dropped as stale) by the next call instead of desynchronising the stream.
+Every reply carries the id of the request it answers; replies for ids that
+no call is waiting for are discarded. Not thread-safe: callers hold a lock.
+"""
+import collections
+import os
+import socket
+import time
+
+import _cgunicorn_dirty as codec
+
+from .errors import (
+    DirtyConnectionError,
+    DirtyProtocolError,
+    DirtySerializationError,
+    DirtyTimeoutError,
+)
+
+SOCKET_ENV = "GUNICORN_DIRTY_SOCKET"
+MAX_MESSAGE_ENV = "CGUNICORN_DIRTY_MAX_MESSAGE_SIZE"
+
+
+def default_max_message():
+    """The largest frame this process sends or accepts: the value the server
+    exported in CGUNICORN_DIRTY_MAX_MESSAGE_SIZE (dirty_max_message_size), or
+    the codec's default."""
+    text = os.environ.get(MAX_MESSAGE_ENV)
+    if text:
+        try:
+            value = int(text)
+            if value > codec.HEADER_SIZE:
+                return value
+        except ValueError:
+            pass
+    return codec.DEFAULT_MAX_MESSAGE
+
+
+def encode(msg_type, request_id, body, max_message):
+    """A whole frame as bytes; the codec's errors become DirtyErrors."""
+    try:
+        return codec.encode(msg_type, request_id, body, max_message)
+    except codec.UnsupportedValueError as e:
+        raise DirtySerializationError(str(e)) from None
+    except codec.MessageTooLargeError as e:
+        raise DirtyProtocolError(str(e)) from None
+
+
+class Channel:
+    """A sync connection. ``timeout`` bounds connecting and each call."""
+
+    def __init__(self, socket_path, timeout, max_message=None):
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self.max_message = max_message or default_max_message()
+        self.sock = None
+        self._next_id = 1
+        # Ids of live streams -> frames that arrived for them while another
+        # call was reading (a stream consumed while execute() runs).
+        self._inbox = {}
+        self._pending_cancels = []
+        self._reset_reader()
+
+    def _reset_reader(self):
+        self._hdr = bytearray(codec.HEADER_SIZE)
+        self._hdr_got = 0
+        self._head = None
+        self._body = None
+        self._body_got = 0
+
+    # -- connection ------------------------------------------------------
+
+    def connect(self):
+        if self.sock is not None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.socket_path)
+        except OSError as e:
+            sock.close()
+            raise DirtyConnectionError(
+                "Failed to connect to dirty arbiter at %s (from %s): %s"
+                % (self.socket_path, SOCKET_ENV, e), socket_path=self.socket_path) from e
+        self.sock = sock
+        self._reset_reader()
+
+    def close(self):
+        sock, self.sock = self.sock, None
+        self._inbox.clear()
+        self._pending_cancels.clear()
+        self._reset_reader()
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def new_id(self):
+        rid = self._next_id
+        self._next_id = 1 if rid >= 2**64 - 1 else rid + 1
+        return rid
+
+    # -- sending ---------------------------------------------------------
+
+    def send(self, frame, deadline=None):
+        self.connect()
+        self._flush_cancels()
+        self._sendall(frame, deadline)
+
+    def _sendall(self, frame, deadline):
+        try:
+            self.sock.settimeout(self._remaining(deadline))
+            self.sock.sendall(frame)
+        except socket.timeout:
+            # Part of a frame may be out: the stream cannot be resynchronised.
+            self.close()
+            raise DirtyTimeoutError("Timeout sending to the dirty arbiter",
+                                    timeout=self.timeout) from None
+        except OSError as e:
+            self.close()
+            raise DirtyConnectionError("Communication error: %s" % (e,),
+                                       socket_path=self.socket_path) from e
+
+    def cancel(self, request_id):
+        """Tells the arbiter the caller gave up on request_id; its later
+        frames are dropped here. Best effort, never raises."""
+        self._inbox.pop(request_id, None)
+        if self.sock is None:
+            return
+        try:
+            self._sendall(codec.encode(codec.CANCEL, request_id, {}), time.monotonic() + 1.0)
+        except Exception:
+            pass
+
+    def cancel_later(self, request_id):
+        """As cancel(), for a context that cannot take the caller's lock (a
+        finalizer): the CANCEL goes out before the next frame is sent."""
+        self._inbox.pop(request_id, None)
+        self._pending_cancels.append(request_id)
+
+    def _flush_cancels(self):
+        while self._pending_cancels:
+            self.cancel(self._pending_cancels.pop())
+
+    # -- receiving -------------------------------------------------------
+
+    def open_stream(self, request_id):
+        self._inbox[request_id] = collections.deque()
+
+    def close_stream(self, request_id):
+        self._inbox.pop(request_id, None)
+
+    def _remaining(self, deadline):
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout()
+        return left
+
+    def _recv_into(self, view, deadline):
+        self.sock.settimeout(self._remaining(deadline))
+        n = self.sock.recv_into(view)
+        if n == 0:
+            raise ConnectionResetError("the dirty arbiter closed the connection")
+        return n
+
+    def _read_frame(self, deadline):
+        """Reads one frame: (type, id, body dict). Raises socket.timeout with
+        the partial frame kept for the next call."""
+        while self._head is None:
+            self._hdr_got += self._recv_into(memoryview(self._hdr)[self._hdr_got:], deadline)
+            if self._hdr_got == codec.HEADER_SIZE:
+                try:
+                    self._head = codec.decode_header(self._hdr, self.max_message)
+                except ValueError as e:
+                    self.close()
+                    raise DirtyProtocolError("Bad message from the dirty arbiter: %s" % (e,),
+                                             raw_data=bytes(self._hdr)) from None
+                self._body = bytearray(self._head[2] + self._head[3])
+                self._body_got = 0
+        view = memoryview(self._body)
+        while self._body_got < len(self._body):
+            self._body_got += self._recv_into(view[self._body_got:], deadline)
+        view.release()
+        msg_type, rid, json_len, _ = self._head
+        body = self._body
+        self._head = None
+        self._hdr_got = 0
+        self._body = None
+        try:
+            return msg_type, rid, codec.decode_body(body, json_len)
+        except ValueError as e:
+            self.close()
+            raise DirtyProtocolError("Bad message from the dirty arbiter: %s" % (e,)) from None
+
+    def recv_for(self, request_id, deadline, timeout_message, timeout_value):
+        """Returns (type, body) of the next frame for request_id. Frames for
+        other live streams are queued for them; others are stale and dropped.
+        On timeout raises DirtyTimeoutError (the connection stays usable)."""
+        queued = self._inbox.get(request_id)
+        if queued:
+            return queued.popleft()
+        if self.sock is None:
+            raise DirtyConnectionError("Connection to the dirty arbiter was lost",
+                                       socket_path=self.socket_path)
+        try:
+            while True:
+                msg_type, rid, body = self._read_frame(deadline)
+                if rid == request_id:
+                    return msg_type, body
+                other = self._inbox.get(rid)
+                if other is not None:
+                    other.append((msg_type, body))
+        except socket.timeout:
+            raise DirtyTimeoutError(timeout_message, timeout=timeout_value) from None
+        except OSError as e:
+            self.close()
+            raise DirtyConnectionError("Communication error: %s" % (e,),
+                                       socket_path=self.socket_path) from e
