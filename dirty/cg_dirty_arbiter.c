@@ -49,10 +49,36 @@ bool cg_dirty_wanted(const struct cg_conf *conf)
     return conf->dirty_workers > 0 && conf->dirty_apps.n > 0;
 }
 
+/* Sets an environment variable both in the C environment and in Python's
+ * os.environ (which the interpreter copied at start-up), so HTTP workers
+ * forked later see it either way. Needs the GIL. */
+static int export_env(const char *name, const char *value, struct cg_err *err)
+{
+    PyObject *os = NULL, *environ = NULL, *v = NULL; /* owned */
+    int rc = -1;
+
+    if (setenv(name, value, 1) < 0) {
+        cg_err_set(err, "dirty arbiter: setenv %s: %s", name, strerror(errno));
+        return -1;
+    }
+    os = PyImport_ImportModule("os");
+    environ = os != NULL ? PyObject_GetAttrString(os, "environ") : NULL;
+    v = PyUnicode_DecodeFSDefault(value);
+    if (environ != NULL && v != NULL && PyMapping_SetItemString(environ, name, v) == 0) {
+        rc = 0;
+    } else {
+        cg_err_from_python(err);
+        cg_err_prefix(err, "dirty arbiter: os.environ[%s]", name);
+    }
+    Py_XDECREF(v);
+    Py_XDECREF(environ);
+    Py_XDECREF(os);
+    return rc;
+}
+
 int cg_dirty_prepare(struct cg_conf *conf, struct cg_err *err)
 {
     const char *tmp = getenv("TMPDIR");
-    (void)conf;
 
     if (sock_path[0] != '\0') {
         return 0; /* already prepared (arbiter respawn) */
@@ -75,9 +101,15 @@ int cg_dirty_prepare(struct cg_conf *conf, struct cg_err *err)
         return -1;
     }
     snprintf(sock_path, sizeof(sock_path), "%s/arbiter.sock", sock_dir);
-    if (setenv("GUNICORN_DIRTY_SOCKET", sock_path, 1) < 0) {
-        cg_err_set(err, "dirty arbiter: setenv GUNICORN_DIRTY_SOCKET: %s", strerror(errno));
+    if (export_env("GUNICORN_DIRTY_SOCKET", sock_path, err) < 0) {
         return -1;
+    }
+    if (conf->dirty_max_message_size > 0) {
+        char size[32];
+        snprintf(size, sizeof(size), "%ld", conf->dirty_max_message_size);
+        if (export_env("CGUNICORN_DIRTY_MAX_MESSAGE_SIZE", size, err) < 0) {
+            return -1;
+        }
     }
     return 0;
 }
