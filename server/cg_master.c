@@ -392,6 +392,7 @@ int cg_master_run(struct cg_conf *conf, struct cg_err *err)
     m.conf = conf;
     m.num_workers = conf->workers;
     cg_log(CG_LOG_INFO, "Starting gunicorn %s", "27.0.1 (cgunicorn 0.1.0)");
+    cg_conf_warn_unimplemented(conf);
     if (setup(&m, err) < 0) {
         Py_XDECREF(m.preloaded_app);
         return 1;
