@@ -111,3 +111,20 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+# Benchmark (bench/README.md). Installs wrk, nginx and the peers itself; a
+# cgunicorn that does not build or serve yet shows as "not available yet".
+BENCH_PY := bench/.venv/bin/python
+.PHONY: bench-setup
+bench-setup:
+	@$(MAKE) --no-print-directory all || echo "bench: cgunicorn did not build; its rows will say so"
+	@sh bench/setup.sh $(or $(PYTHON_BASE),python3)
+
+bench: bench-setup
+	$(BENCH_PY) bench/run.py
+
+bench-quick: bench-setup
+	$(BENCH_PY) bench/run.py --quick
+
+bench-profile: bench-setup
+	$(BENCH_PY) bench/profile.py

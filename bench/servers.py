@@ -1,0 +1,350 @@
+"""Server variants the benchmark runs: how each starts, when it is ready, how
+it is stopped, and how much memory its process tree holds.
+
+Every server is started in its own session (so its process group id is its
+pid) pinned with taskset to the server CPUs, and is always stopped by signalling
+the whole group, then SIGKILL for whatever is left.
+"""
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
+APPS = os.path.join(BENCH, "apps")
+VENV_BIN = os.path.join(BENCH, ".venv", "bin")
+WORKERS = 2
+THREADS = 4
+READY_TIMEOUT = float(os.environ.get("BENCH_READY_TIMEOUT", "20"))
+
+APP_SPECS = {
+    "wsgi": "wsgi_app:app",
+    "asgi": "asgi_app:app",
+    "fastapi": "fastapi_app:app",
+}
+DIRTY_ARGS = ["--dirty-app", "dirty_bench:BenchDirtyApp", "--dirty-workers", "1"]
+
+
+def cgunicorn_path():
+    return os.environ.get("CGUNICORN") or os.path.join(REPO, "build", "cgunicorn")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def uwsgi_status():
+    """None when uWSGI is usable, else the sentence saying why not."""
+    path = os.path.join(BENCH, ".venv", "uwsgi-status")
+    try:
+        with open(path) as f:
+            status = f.read().strip()
+    except OSError:
+        return "uWSGI did not build: bench/setup.sh has not run"
+    if status != "ok":
+        return status
+    if not os.access(os.path.join(VENV_BIN, "uwsgi"), os.X_OK):
+        return "uWSGI did not build: bench/.venv/bin/uwsgi is missing"
+    return None
+
+
+class Variant:
+    """One way of running one server: cgunicorn sync, granian WSGI, ...
+
+    kind is "cgunicorn", "peer" or "ceiling". build(app, port, tmpdir, dirty)
+    returns the argv; app is a key of APP_SPECS or "static" (ceiling only).
+    """
+
+    def __init__(self, vid, label, kind, apps, build, unavailable=None):
+        self.id = vid
+        self.label = label
+        self.kind = kind
+        self.apps = apps
+        self.build = build
+        self.unavailable = unavailable  # callable -> reason or None
+
+
+def _gunicorn_like(binary, wclass, extra=()):
+    def build(app, port, tmpdir, dirty):
+        argv = [binary(), "-w", str(WORKERS), "-k", wclass,
+                "-b", "127.0.0.1:%d" % port]
+        if wclass == "gthread":
+            argv += ["--threads", str(THREADS)]
+        argv += list(extra)
+        if dirty:
+            argv += DIRTY_ARGS
+        return argv + [APP_SPECS[app]]
+    return build
+
+
+def _upstream():
+    return os.path.join(VENV_BIN, "gunicorn")
+
+
+def _granian(interface):
+    def build(app, port, tmpdir, dirty):
+        return [os.path.join(VENV_BIN, "granian"), "--interface", interface,
+                "--workers", str(WORKERS), "--host", "127.0.0.1",
+                "--port", str(port), "--no-ws", APP_SPECS[app]]
+    return build
+
+
+def _uvicorn(app, port, tmpdir, dirty):
+    return [os.path.join(VENV_BIN, "uvicorn"), "--workers", str(WORKERS),
+            "--loop", "uvloop", "--http", "httptools", "--host", "127.0.0.1",
+            "--port", str(port), "--no-access-log", "--log-level", "warning",
+            APP_SPECS[app]]
+
+
+def _uwsgi(app, port, tmpdir, dirty):
+    return [os.path.join(VENV_BIN, "uwsgi"), "--http-socket",
+            "127.0.0.1:%d" % port, "--http-auto-chunked", "--master",
+            "--processes", str(WORKERS), "--module", APP_SPECS[app],
+            "--need-app", "--disable-logging", "--die-on-term",
+            "--pythonpath", APPS, "--listen", "1024"]
+
+
+NGINX_CONF = """\
+worker_processes %(workers)d;
+daemon off;
+master_process on;
+pid %(tmp)s/nginx.pid;
+error_log %(tmp)s/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path %(tmp)s/body;
+    proxy_temp_path %(tmp)s/proxy;
+    fastcgi_temp_path %(tmp)s/fastcgi;
+    uwsgi_temp_path %(tmp)s/uwsgi;
+    scgi_temp_path %(tmp)s/scgi;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:%(port)d;
+        location / { default_type text/plain; return 200 "Hello, World!"; }
+    }
+}
+"""
+
+
+def _nginx_bin():
+    for p in ("/usr/sbin/nginx", "/usr/bin/nginx"):
+        if os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def _nginx(app, port, tmpdir, dirty):
+    conf = os.path.join(tmpdir, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF % {"workers": WORKERS, "tmp": tmpdir, "port": port})
+    return [_nginx_bin(), "-p", tmpdir, "-e", os.path.join(tmpdir, "nginx-error.log"),
+            "-c", conf]
+
+
+def _missing(path_fn, what, fix="run bench/setup.sh"):
+    def check():
+        p = path_fn()
+        if not p or not os.access(p, os.X_OK):
+            return "%s not found (%s); %s" % (what, p, fix)
+        return None
+    return check
+
+
+def _cg_missing():
+    return _missing(cgunicorn_path, "the cgunicorn binary",
+                    "`make` did not build it (or set CGUNICORN)")()
+
+
+VARIANTS = {v.id: v for v in [
+    Variant("cg-sync", "cgunicorn sync", "cgunicorn", ("wsgi",),
+            _gunicorn_like(cgunicorn_path, "sync"),
+            _cg_missing),
+    Variant("cg-gthread", "cgunicorn gthread", "cgunicorn", ("wsgi",),
+            _gunicorn_like(cgunicorn_path, "gthread"),
+            _cg_missing),
+    Variant("cg-asgi", "cgunicorn asgi", "cgunicorn", ("asgi", "fastapi"),
+            _gunicorn_like(cgunicorn_path, "asgi"),
+            _cg_missing),
+    Variant("gu-sync", "gunicorn 27 sync", "peer", ("wsgi",),
+            _gunicorn_like(_upstream, "sync", ["--no-control-socket"]),
+            _missing(_upstream, "gunicorn")),
+    Variant("gu-gthread", "gunicorn 27 gthread", "peer", ("wsgi",),
+            _gunicorn_like(_upstream, "gthread", ["--no-control-socket"]),
+            _missing(_upstream, "gunicorn")),
+    Variant("gu-asgi", "gunicorn 27 asgi", "peer", ("asgi", "fastapi"),
+            _gunicorn_like(_upstream, "asgi", ["--no-control-socket"]),
+            _missing(_upstream, "gunicorn")),
+    Variant("granian-wsgi", "granian wsgi", "peer", ("wsgi",), _granian("wsgi"),
+            _missing(lambda: os.path.join(VENV_BIN, "granian"), "granian")),
+    Variant("granian-asgi", "granian asgi", "peer", ("asgi", "fastapi"), _granian("asgi"),
+            _missing(lambda: os.path.join(VENV_BIN, "granian"), "granian")),
+    Variant("uvicorn", "uvicorn (uvloop, httptools)", "peer", ("asgi", "fastapi"), _uvicorn,
+            _missing(lambda: os.path.join(VENV_BIN, "uvicorn"), "uvicorn")),
+    Variant("uwsgi", "uWSGI", "peer", ("wsgi",), _uwsgi, uwsgi_status),
+    Variant("nginx", "nginx return 200 (ceiling)", "ceiling", ("static",), _nginx,
+            _missing(_nginx_bin, "nginx")),
+]}
+
+
+def http_get(port, path, method="GET", body=None, timeout=2.0):
+    """(status, body) of one request, or raises OSError/HTTPException."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        headers = {"Content-Length": str(len(body))} if body is not None else {}
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+class Running:
+    """A started server. stop() is idempotent and always kills the group."""
+
+    live = set()
+
+    def __init__(self, variant, app, dirty, server_cpus, prefix=()):
+        self.variant = variant
+        self.tmpdir = tempfile.mkdtemp(prefix="cgbench-")
+        self.port = free_port()
+        self.log_path = os.path.join(self.tmpdir, "server.log")
+        self.proc = None
+        self.error = None
+        argv = variant.build(app, self.port, self.tmpdir, dirty)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = APPS
+        env["BENCH_DATA_DIR"] = self.tmpdir
+        env.pop("GUNICORN_CMD_ARGS", None)
+        self.argv = argv
+        with open(self.log_path, "wb") as log:
+            try:
+                self.proc = subprocess.Popen(
+                    ["taskset", "-c", server_cpus] + list(prefix) + argv, cwd=APPS, env=env,
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True)
+            except OSError as e:
+                self.error = "cannot start %s: %s" % (argv[0], e)
+                return
+        Running.live.add(self)
+
+    def log_tail(self, n=3):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                lines = [ln.strip() for ln in f if ln.strip()]
+        except OSError:
+            return ""
+        return " | ".join(lines[-n:])
+
+    def has_listening_line(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "Listening at:" in f.read()
+        except OSError:
+            return False
+
+    def wait_ready(self, path, timeout=READY_TIMEOUT):
+        """True once `path` answers 200; else sets self.error and returns False."""
+        if self.error:
+            return False
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.error = "exited with status %s: %s" % (self.proc.returncode,
+                                                            self.log_tail() or "no output")
+                return False
+            try:
+                status, _ = http_get(self.port, path, timeout=2.0)
+                if status == 200:
+                    return True
+                last = "HTTP %d on %s" % (status, path)
+            except (OSError, http.client.HTTPException) as e:
+                last = "%s: %s" % (type(e).__name__, e)
+            time.sleep(0.05)
+        self.error = "not ready after %.0f s (%s; log: %s)" % (timeout, last,
+                                                              self.log_tail() or "empty")
+        return False
+
+    def pids(self):
+        """Every pid of the server's process group (root first)."""
+        if self.proc is None:
+            return []
+        pgid = self.proc.pid
+        found = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            # fields[0] is state; pgrp is field 5 of stat, index 2 here
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                found.append(int(name))
+        found.sort(key=lambda p: (p != pgid, p))
+        return found
+
+    def rss_kb(self):
+        """(master_kb, workers_kb, n_workers) summed from /proc/*/status."""
+        master = workers = count = 0
+        for pid in self.pids():
+            kb = _vm_rss(pid)
+            if pid == self.proc.pid:
+                master = kb
+            else:
+                workers += kb
+                count += 1
+        return master, workers, count
+
+    def stop(self, grace=2.0):
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+        for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None and not self.pids():
+                    break
+                time.sleep(0.05)
+            if self.proc.poll() is not None and not self.pids():
+                break
+        try:
+            self.proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+        Running.live.discard(self)
+        self.proc = None
+        if not os.environ.get("BENCH_KEEP_LOGS"):
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    @classmethod
+    def stop_all(cls):
+        for r in list(cls.live):
+            r.stop()
+
+
+def _vm_rss(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
