@@ -113,6 +113,7 @@ struct cg_http_parser {
     uint64_t remaining;         /* bytes left in the body or current chunk */
     struct cg_http_buf line;    /* incomplete chunk-size line / chunk CRLF */
     struct cg_http_buf trail;   /* trailer section */
+    size_t trail_line_start;    /* offset in trail of the incomplete line */
     struct cg_http_header *trls;
     size_t trls_cap;
 };
