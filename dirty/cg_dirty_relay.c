@@ -260,7 +260,7 @@ static void on_client_request(struct cg_dirty_client *cl, const struct cg_dirty_
         evbuffer_drain(in, size);
         send_error(cl, h->id, "DirtyAppNotFoundError",
                    json_pack("{s:s,s:s}", "app_path", r.app_path, "action", r.action),
-                   "Dirty app not found: %s (not in dirty_apps)", r.app_path);
+                   "Dirty app not found: %s", r.app_path);
         goto cleanup;
     }
     if (arb->state != CG_DIRTY_ARB_RUNNING ||
@@ -269,7 +269,7 @@ static void on_client_request(struct cg_dirty_client *cl, const struct cg_dirty_
         evbuffer_drain(in, size);
         send_error(cl, h->id, "DirtyNoWorkersAvailableError",
                    json_pack("{s:s}", "app_path", r.app_path),
-                   "No dirty workers available for app %s%s", r.app_path,
+                   "No workers available for app: %s%s", r.app_path,
                    arb->state != CG_DIRTY_ARB_RUNNING ? " (the dirty arbiter is shutting down)"
                                                       : "");
         goto cleanup;

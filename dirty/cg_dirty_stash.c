@@ -265,11 +265,13 @@ int cg_dirty_stash_handle(struct cg_dirty_stash *s, const struct cg_dirty_msg *m
     int rc = -1;
 
     if (op < 0) {
-        rc = cg_dirty_frame_build_error(out, id, "StashError",
-                                        "Unknown stash operation; expected one of put, get, "
-                                        "delete, keys, clear, info, ensure, delete_table, "
-                                        "tables, exists",
-                                        NULL, err);
+        char *opdump = json_dumps(json_object_get(body, "op"), JSON_COMPACT | JSON_ENCODE_ANY);
+        snprintf(msg, sizeof(msg),
+                 "Unknown stash operation: %s (expected put, get, delete, keys, clear, info, "
+                 "ensure, exists, delete_table or tables)",
+                 opdump != NULL ? opdump : "(none)");
+        free(opdump);
+        rc = cg_dirty_frame_build_error(out, id, "StashError", msg, NULL, err);
         goto cleanup;
     }
     if (key != NULL && !json_is_null(key)) {

@@ -263,8 +263,8 @@ class DirtyWorkerInfo:
         app = self.apps.get(app_path)
         if app is None:
             self._error(rid, "DirtyAppNotFoundError",
-                        "Dirty app not found: %s (not loaded by dirty worker %s)"
-                        % (app_path, self.pid), app_path=app_path, action=action)
+                        "Dirty app not found: %s" % (app_path,), app_path=app_path,
+                        action=action)
             return True
         try:
             result = app(action, *args, **kwargs)

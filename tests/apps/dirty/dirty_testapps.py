@@ -1,0 +1,73 @@
+"""Dirty apps for tests/integration/test_dirty_*.py."""
+import asyncio
+import os
+import time
+
+from gunicorn.dirty import DirtyApp
+
+
+class Counter(DirtyApp):
+    """State that must persist across calls within one worker."""
+
+    def __init__(self):
+        self.n = 0
+
+    def incr(self, by=1):
+        self.n += by
+        return {"n": self.n, "pid": os.getpid()}
+
+    def pid(self):
+        return os.getpid()
+
+    def echo(self, value):
+        return value
+
+    def sleep(self, seconds):
+        time.sleep(seconds)
+        return {"slept": seconds, "pid": os.getpid()}
+
+    def boom(self, text):
+        raise ValueError(text)
+
+    def die(self):
+        os._exit(13)
+
+    def segfault(self):
+        import ctypes
+        ctypes.string_at(0)
+
+    def unsendable(self):
+        return {"s": {1, 2}}
+
+    def count(self, n):
+        for i in range(n):
+            yield {"i": i}
+
+    async def acount(self, n):
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i * 10
+
+    async def aplus(self, x):
+        await asyncio.sleep(0.01)
+        return x + 1
+
+    def fail_midway(self, n):
+        for i in range(n):
+            yield i
+        raise RuntimeError("stream broke after %d" % n)
+
+    def forever(self):
+        i = 0
+        while True:
+            yield i
+            i += 1
+            time.sleep(0.01)
+
+
+class OnlyOne(DirtyApp):
+    """Loaded by one worker only (class attribute, as gunicorn)."""
+    workers = 1
+
+    def pid(self):
+        return os.getpid()
