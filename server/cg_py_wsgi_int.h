@@ -14,6 +14,7 @@
 #include "cg_http_request.h"
 #include "cg_http_response.h"
 #include "cg_listen.h"
+#include "cg_py_wsgi_conn.h"
 #include "cg_py_wsgi.h"
 #include "cg_worker.h"
 
@@ -28,7 +29,7 @@ struct cg_wsgi_keys {
 /* One HTTP response in progress: the protocol side (struct cg_http_response)
  * plus what the glue keeps for Python (the status object for the access log). */
 struct cg_wsgi_resp {
-    int fd;
+    struct cg_wsgi_conn *conn;
     const struct cg_http_request *req;
     struct cg_http_response r;
     PyObject *status; /* the str the app passed; owned; NULL until start_response */
@@ -43,7 +44,6 @@ struct cg_wsgi {
     PyObject *app;           /* borrowed from the worker */
     PyObject *base_environ;  /* template copied per request; owned */
     struct cg_wsgi_keys k;
-    PyObject *start_response; /* StartResponse object reused per request; owned */
     PyObject *file_wrapper;   /* cgunicorn.wsgi.FileWrapper; owned */
     PyObject *exc_header;     /* cgunicorn.wsgi.InvalidResponseHeader; owned */
     PyObject *exc_header_name; /* cgunicorn.wsgi.InvalidResponseHeaderName; owned */
@@ -64,11 +64,12 @@ PyObject *cg_py_wsgi_environ(struct cg_wsgi *g, const struct cg_http_request *re
                              const struct cg_http_proxy_info *proxy, const struct cg_listener *l,
                              const struct sockaddr *peer, struct cg_http_error *herr);
 
-/* The start_response type (cg_py_wsgi_resp.c). */
+/* The start_response type (cg_py_wsgi_resp.c): one object per request,
+ * bound to its response; unbind it when the request ends (an app that kept a
+ * reference then gets an error instead of touching freed memory). */
 int cg_py_wsgi_resp_type_ready(void);
-PyObject *cg_py_wsgi_start_response_new(struct cg_wsgi *g); /* new reference */
-/* Points the start_response object at `resp` (NULL between requests). */
-void cg_py_wsgi_start_response_bind(PyObject *sr, struct cg_wsgi_resp *resp);
+PyObject *cg_py_wsgi_start_response_new(struct cg_wsgi *g, struct cg_wsgi_resp *resp);
+void cg_py_wsgi_start_response_unbind(PyObject *sr);
 
 /* Writes body bytes (sending the head first if needed). Returns 0, or -1 with
  * a Python exception set (the app passed a non-bytes value) — a send error
@@ -84,14 +85,18 @@ void cg_py_wsgi_resp_close(struct cg_wsgi *g, struct cg_wsgi_resp *resp);
 int cg_py_wsgi_resp_sendfile(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObject *wrapper);
 
 /* Prepares resp for `req` on fd / releases what it holds. */
-void cg_py_wsgi_resp_init(struct cg_wsgi *g, struct cg_wsgi_resp *resp, int fd,
+void cg_py_wsgi_resp_init(struct cg_wsgi *g, struct cg_wsgi_resp *resp, struct cg_wsgi_conn *c,
                           const struct cg_http_request *req);
 void cg_py_wsgi_resp_deinit(struct cg_wsgi_resp *resp);
 
 /* The response headers as sent, a list of (name, value) (new reference). */
 PyObject *cg_py_wsgi_resp_headers(const struct cg_wsgi_resp *resp);
 
-/* Sends all of buf (blocking; GIL released). Returns 0 or -1 with errno. */
-int cg_py_wsgi_send_all(int fd, const char *buf, size_t len);
+/* Runs the application for the request parsed on `c` and writes its
+ * response. `keepalive`: the worker may reuse the connection (gthread);
+ * false forces "Connection: close" (sync). Returns true when the connection
+ * can carry the next request (the parser is then ready for it). Needs the
+ * GIL. */
+bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive);
 
 #endif

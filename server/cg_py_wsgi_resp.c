@@ -23,54 +23,20 @@ typedef struct {
     struct cg_wsgi_resp *resp; /* current request's response, or NULL */
 } StartResponseObject;
 
-int cg_py_wsgi_send_all(int fd, const char *buf, size_t len)
+/* Sends with the GIL released. Returns 0 or -1 with errno. */
+static int sendv_nogil(struct cg_wsgi_conn *c, struct iovec *iov, int n)
 {
-    int rc = 0;
-
+    int rc;
     Py_BEGIN_ALLOW_THREADS
-    while (len > 0) {
-        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            rc = -1;
-            break;
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
+    rc = cg_wsgi_conn_sendv(c, iov, n);
     Py_END_ALLOW_THREADS
     return rc;
 }
 
-/* writev until everything is sent. Returns 0 or -1 with errno. */
-static int writev_all(int fd, struct iovec *iov, int n)
+static int send_nogil(struct cg_wsgi_conn *c, const void *buf, size_t len)
 {
-    int rc = 0;
-
-    Py_BEGIN_ALLOW_THREADS
-    while (n > 0) {
-        ssize_t w = writev(fd, iov, n);
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            rc = -1;
-            break;
-        }
-        while (n > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0) {
-            iov->iov_base = (char *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-        }
-    }
-    Py_END_ALLOW_THREADS
-    return rc;
+    struct iovec iov = { (void *)buf, len };
+    return sendv_nogil(c, &iov, 1);
 }
 
 /* Raises the Python exception matching a response-side error. */
@@ -245,7 +211,7 @@ static int send_parts(struct cg_wsgi *g, struct cg_wsgi_resp *resp, const char *
             iov[niov++] = (struct iovec){ CG_HTTP_CHUNK_SUFFIX, 2 };
         }
     }
-    if (niov > 0 && writev_all(resp->fd, iov, niov) < 0) {
+    if (niov > 0 && sendv_nogil(resp->conn, iov, niov) < 0) {
         resp->write_errno = errno;
     }
     return 0;
@@ -295,7 +261,7 @@ void cg_py_wsgi_resp_close(struct cg_wsgi *g, struct cg_wsgi_resp *resp)
         return;
     }
     if (resp->r.chunked && resp->write_errno == 0 &&
-        cg_py_wsgi_send_all(resp->fd, CG_HTTP_CHUNK_LAST, strlen(CG_HTTP_CHUNK_LAST)) < 0) {
+        send_nogil(resp->conn, CG_HTTP_CHUNK_LAST, strlen(CG_HTTP_CHUNK_LAST)) < 0) {
         resp->write_errno = errno;
     }
 }
@@ -338,7 +304,7 @@ int cg_py_wsgi_resp_sendfile(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObj
     if (resp->r.chunked && resp->write_errno == 0) {
         char prefix[CG_HTTP_CHUNK_PREFIX_MAX];
         size_t k = cg_http_chunk_prefix(prefix, nbytes);
-        if (cg_py_wsgi_send_all(resp->fd, prefix, k) < 0) {
+        if (send_nogil(resp->conn, prefix, k) < 0) {
             resp->write_errno = errno;
         }
     }
@@ -346,7 +312,7 @@ int cg_py_wsgi_resp_sendfile(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObj
     uint64_t left = cg_http_response_body_take(&resp->r, (size_t)nbytes);
     Py_BEGIN_ALLOW_THREADS
     while (left > 0 && resp->write_errno == 0) {
-        ssize_t n = sendfile(resp->fd, fd, &pos, left > 0x7ffff000 ? 0x7ffff000 : (size_t)left);
+        ssize_t n = sendfile(resp->conn->fd, fd, &pos, left > 0x7ffff000 ? 0x7ffff000 : (size_t)left);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -361,18 +327,18 @@ int cg_py_wsgi_resp_sendfile(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObj
     }
     Py_END_ALLOW_THREADS
     if (resp->r.chunked && resp->write_errno == 0 &&
-        cg_py_wsgi_send_all(resp->fd, CG_HTTP_CHUNK_SUFFIX, 2) < 0) {
+        send_nogil(resp->conn, CG_HTTP_CHUNK_SUFFIX, 2) < 0) {
         resp->write_errno = errno;
     }
     lseek(fd, offset, SEEK_SET);
     return 1;
 }
 
-void cg_py_wsgi_resp_init(struct cg_wsgi *g, struct cg_wsgi_resp *resp, int fd,
+void cg_py_wsgi_resp_init(struct cg_wsgi *g, struct cg_wsgi_resp *resp, struct cg_wsgi_conn *c,
                           const struct cg_http_request *req)
 {
     memset(resp, 0, sizeof(*resp));
-    resp->fd = fd;
+    resp->conn = c;
     resp->req = req;
     cg_http_response_init(&resp->r, req, g->server_header);
 }
@@ -454,17 +420,17 @@ int cg_py_wsgi_resp_type_ready(void)
     return PyType_Ready(&StartResponseType);
 }
 
-PyObject *cg_py_wsgi_start_response_new(struct cg_wsgi *g)
+PyObject *cg_py_wsgi_start_response_new(struct cg_wsgi *g, struct cg_wsgi_resp *resp)
 {
     StartResponseObject *self = PyObject_New(StartResponseObject, &StartResponseType);
     if (self != NULL) {
         self->g = g;
-        self->resp = NULL;
+        self->resp = resp;
     }
     return (PyObject *)self;
 }
 
-void cg_py_wsgi_start_response_bind(PyObject *sr, struct cg_wsgi_resp *resp)
+void cg_py_wsgi_start_response_unbind(PyObject *sr)
 {
-    ((StartResponseObject *)sr)->resp = resp;
+    ((StartResponseObject *)sr)->resp = NULL;
 }

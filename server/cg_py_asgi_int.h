@@ -1,0 +1,202 @@
+/* Declarations shared by the ASGI worker files (cg_py_asgi*.c,
+ * cg_worker_asgi.c).
+ *
+ * Shape of the worker: the asyncio (or uvloop) event loop only tells us that
+ * an fd is ready (loop.add_reader / add_writer with C callbacks) and runs the
+ * application's tasks. Everything else is C: accept, recv into the
+ * connection's buffer, the HTTP parser, the scope, the receive/send
+ * callables, the response framing, writev to the socket, WebSocket frames.
+ *
+ *   cg_py_asgi_conn.c    connection: accept, read/write buffers, keep-alive,
+ *                        pipelining, back-pressure, close
+ *   cg_py_asgi_http.c    one HTTP request: the task, receive(), send(),
+ *                        response head, errors, access log
+ *   cg_py_asgi_scope.c   interned names, scope dicts, the ready awaitable
+ *   cg_py_asgi_ws.c      WebSocket (RFC 6455) handshake, frames, receive/send
+ *   cg_worker_asgi.c     the worker: server object, signals, liveness, and
+ *                        the hand-off to cgunicorn.asgi (loop, lifespan)
+ *
+ * Everything runs on the loop's thread with the GIL held. */
+#ifndef CG_PY_ASGI_INT_H
+#define CG_PY_ASGI_INT_H
+
+#include <Python.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "cg_http_parser.h"
+#include "cg_listen.h"
+#include "cg_py_wsgi_int.h"
+#include "cg_worker.h"
+
+/* Interned strings, created once per worker (owned). */
+struct cg_asgi_keys {
+    PyObject *type, *asgi, *version, *spec_version, *http_version, *method, *scheme, *path,
+        *raw_path, *query_string, *root_path, *headers, *server, *client, *state, *subprotocols,
+        *body, *more_body, *status, *text, *bytes, *code, *reason, *subprotocol, *message;
+    /* values */
+    PyObject *v_http, *v_websocket, *v_3_0, *v_2_4, *v_1_0, *v_1_1, *v_https, *v_ws, *v_wss,
+        *v_http_request, *v_http_disconnect, *v_ws_connect, *v_ws_receive, *v_ws_disconnect,
+        *empty_bytes, *empty_str;
+    /* message types the app sends */
+    PyObject *m_start, *m_body, *m_info, *m_ws_accept, *m_ws_send, *m_ws_close;
+    /* loop/future methods */
+    PyObject *add_done_callback, *set_result, *done, *cancel, *exception, *cancelled;
+};
+
+struct cg_asgi_conn;
+
+/* The worker-wide serving state (one per process). */
+struct cg_asgi_srv {
+    struct cg_worker *w;
+    const struct cg_conf *conf;
+    struct cg_wsgi *wsgi;        /* parser limits and access log; owned */
+    PyObject *app;               /* borrowed from the worker */
+    PyObject *loop;              /* owned */
+    PyObject *state;             /* lifespan state dict, or NULL; owned */
+    PyObject *root_path;         /* str; owned */
+    PyObject *wake;              /* callable run when the worker must stop; owned */
+    PyObject *add_reader, *remove_reader, *add_writer, *remove_writer; /* bound; owned */
+    PyObject *create_task, *create_future, *call_later;                 /* bound; owned */
+    PyObject *ready_none;        /* awaitable returning None; owned */
+    PyObject *listen_cbs;        /* list of accept callbacks; owned */
+    PyObject *sha1;              /* hashlib.sha1; owned */
+    struct cg_asgi_keys k;
+    struct cg_asgi_conn *conns;  /* open connections (each holds one reference to itself) */
+    size_t nconns;
+    bool accepting;
+    bool quick;                  /* QUIT/INT: stop now */
+    uint64_t ws_max;             /* websocket_max_message_size */
+};
+
+enum cg_asgi_conn_state {
+    CG_ASGI_IDLE,     /* waiting for (more of) a request head */
+    CG_ASGI_BUSY,     /* a request is being served */
+    CG_ASGI_DRAIN,    /* response done; discarding the rest of the request body */
+    CG_ASGI_WS,       /* upgraded to WebSocket */
+    CG_ASGI_CLOSED,
+};
+
+struct cg_asgi_req;
+struct cg_asgi_ws;
+
+/* One client connection. A Python object so loop callbacks and requests can
+ * hold it; the server's list holds one reference while it is open. */
+struct cg_asgi_conn {
+    PyObject_HEAD
+    struct cg_asgi_srv *srv;
+    struct cg_asgi_conn *prev, *next;
+    int fd;
+    const struct cg_listener *l;
+    struct sockaddr_storage peer;
+    PyObject *client, *server;       /* scope address tuples (or None); owned */
+    struct cg_http_parser parser;
+    bool parser_ready;
+    char *in;                        /* owned; unparsed bytes in [in_start, in_end) */
+    size_t in_start, in_end, in_cap;
+    char *out;                       /* owned; unsent bytes in [out_start, out_end) */
+    size_t out_start, out_end, out_cap;
+    PyObject *on_read, *on_write;    /* bound callbacks (reference this conn); owned */
+    PyObject *drain_waiter;          /* future resolved when `out` drains; owned */
+    bool reading, writing;           /* reader/writer registered with the loop */
+    bool eof;                        /* the peer closed its side (or reset) */
+    bool close_when_flushed;
+    enum cg_asgi_conn_state state;
+    struct cg_asgi_req *req;         /* current HTTP request; owned */
+    struct cg_asgi_ws *ws;           /* WebSocket session; owned */
+    uint64_t idle_since_ms;
+};
+
+/* One HTTP request/response cycle (the receive/send callables' self). */
+struct cg_asgi_req {
+    PyObject_HEAD
+    struct cg_asgi_conn *conn;       /* owned */
+    PyObject *task;                  /* owned until done */
+    PyObject *receive_waiter;        /* future for a pending receive(); owned */
+    PyObject *send_waiter;           /* future for a send() waiting on drain; owned */
+    PyObject *log_info;              /* request facts for the access log, or NULL; owned */
+    PyObject *resp_headers;          /* response headers for the access log, or NULL; owned */
+    bool detached;                   /* no longer the connection's current request */
+    bool started, complete, chunked, omits_body, is_head, expect_continue, continue_sent;
+    bool body_done;                  /* the parser reached the end of the request body */
+    bool body_eof_sent;              /* the app got more_body=False */
+    bool disconnected;
+    bool should_close;               /* the request asked to close */
+    int status;
+    int ver_major, ver_minor;
+    int64_t length;                  /* Content-Length the app gave, or -1 */
+    uint64_t sent;
+    uint64_t t0_us;
+};
+
+/* ---- cg_py_asgi_scope.c ---- */
+int cg_py_asgi_keys_init(struct cg_asgi_keys *k);
+void cg_py_asgi_keys_deinit(struct cg_asgi_keys *k);
+/* An awaitable that completes at once with `value` (new reference). */
+PyObject *cg_py_asgi_ready_new(PyObject *value);
+int cg_py_asgi_types_ready(void);
+/* The http or websocket scope of the parsed request (new reference). */
+PyObject *cg_py_asgi_scope(struct cg_asgi_conn *c, const struct cg_http_request *req, bool ws);
+/* ("host", port) for an address, or None (new reference). */
+PyObject *cg_py_asgi_addr(const struct sockaddr *sa);
+
+/* ---- cg_py_asgi_conn.c ---- */
+extern PyTypeObject cg_asgi_conn_type;
+/* Accepts every pending connection on listener `idx`. */
+PyObject *cg_py_asgi_accept(struct cg_asgi_srv *s, size_t idx);
+/* Queues bytes for the socket (writes now when nothing is pending). Returns
+ * 0, or -1 when the connection is dead (nothing is raised). */
+int cg_py_asgi_conn_write(struct cg_asgi_conn *c, const struct iovec *iov, int n);
+/* True when the output backlog is above the high-water mark. */
+bool cg_py_asgi_conn_congested(const struct cg_asgi_conn *c);
+/* A future resolved once the backlog drains (new reference), or NULL+exc. */
+PyObject *cg_py_asgi_conn_drain_future(struct cg_asgi_conn *c);
+/* Closes the socket now (pending output is dropped). */
+void cg_py_asgi_conn_close(struct cg_asgi_conn *c);
+/* Closes once pending output is written. */
+void cg_py_asgi_conn_close_soon(struct cg_asgi_conn *c);
+/* Starts/stops watching the socket for reads. */
+void cg_py_asgi_conn_want_read(struct cg_asgi_conn *c, bool on);
+/* The response of the current request is complete: keep-alive or close. */
+void cg_py_asgi_conn_request_done(struct cg_asgi_conn *c, bool keep_alive);
+/* Closes idle keep-alive connections older than the keepalive setting (or
+ * all idle ones when `all`). */
+void cg_py_asgi_conn_sweep(struct cg_asgi_srv *s, bool all);
+/* Unconsumed input bytes. */
+static inline size_t cg_py_asgi_conn_buffered(const struct cg_asgi_conn *c)
+{
+    return c->in_end - c->in_start;
+}
+#define CG_ASGI_READ_HIGH (256 * 1024) /* stop reading above this many unparsed bytes */
+#define CG_ASGI_WRITE_HIGH (64 * 1024) /* send() waits above this many unsent bytes */
+
+/* ---- cg_py_asgi_http.c ---- */
+extern PyTypeObject cg_asgi_req_type;
+/* Starts serving the request whose head was just parsed on `c`. Returns 0,
+ * or -1 (the connection was answered/closed; nothing raised). */
+int cg_py_asgi_http_start(struct cg_asgi_conn *c, const struct cg_http_request *req);
+/* New input or EOF arrived for the current request: wake a pending receive. */
+void cg_py_asgi_http_on_input(struct cg_asgi_req *r);
+/* The output drained below the high-water mark: wake a pending send. */
+void cg_py_asgi_http_on_drain(struct cg_asgi_req *r);
+/* Answers with a plain-text error response and closes (as gunicorn's ASGI
+ * worker's _send_error_response). */
+void cg_py_asgi_http_error(struct cg_asgi_conn *c, int status, const char *reason,
+                           const char *msg, const char *extra_headers);
+
+/* ---- cg_py_asgi_ws.c ---- */
+extern PyTypeObject cg_asgi_ws_type;
+/* Takes over the connection for a WebSocket upgrade request. Returns 0 or -1
+ * (answered with 400/426 and closed). */
+int cg_py_asgi_ws_start(struct cg_asgi_conn *c, const struct cg_http_request *req);
+/* Input/EOF/drain on an upgraded connection. */
+void cg_py_asgi_ws_on_input(struct cg_asgi_ws *ws);
+void cg_py_asgi_ws_on_drain(struct cg_asgi_ws *ws);
+void cg_py_asgi_ws_free(struct cg_asgi_ws *ws);
+/* Is this request a WebSocket upgrade (GET + Upgrade: websocket + Connection: upgrade)? */
+bool cg_py_asgi_ws_is_upgrade(const struct cg_http_request *req);
+
+uint64_t cg_py_asgi_now_us(void);
+
+#endif

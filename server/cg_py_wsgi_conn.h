@@ -1,0 +1,78 @@
+/* One client connection of an HTTP worker: its socket, its read buffer and
+ * its request parser. Used by the sync worker (blocking, one request) and
+ * the gthread worker (head read in the event loop without the GIL, request
+ * run on a pool thread, connection kept alive). Nothing here touches Python:
+ * every function may run without the GIL. */
+#ifndef CG_PY_WSGI_CONN_H
+#define CG_PY_WSGI_CONN_H
+
+#include <stdbool.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "cg_err.h"
+#include "cg_http_parser.h"
+#include "cg_listen.h"
+
+struct cg_wsgi_conn {
+    int fd; /* owned */
+    const struct cg_listener *l;
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
+    struct cg_http_parser parser;
+    char *buf; /* owned: received bytes not yet taken are buf[start, end) */
+    size_t start, end, cap;
+    bool eof;
+    int read_errno;
+    int io_timeout_ms; /* how long a blocking wait for the peer may last; <= 0: forever */
+    void *owner;       /* the worker's own bookkeeping (gthread) */
+};
+
+enum cg_wsgi_head {
+    CG_WSGI_HEAD_READY, /* cg_http_parser_request(&c->parser) is ready */
+    CG_WSGI_HEAD_MORE,  /* need more bytes (non-blocking read found none) */
+    CG_WSGI_HEAD_CLOSE, /* connection over: clean EOF, read error, or bad request answered */
+};
+
+/* Takes ownership of fd. */
+void cg_wsgi_conn_init(struct cg_wsgi_conn *c, int fd, const struct cg_listener *l,
+                       const struct sockaddr *peer, socklen_t peer_len,
+                       const struct cg_http_limits *limits, int io_timeout_ms);
+
+/* Closes the socket and frees the buffers. */
+void cg_wsgi_conn_deinit(struct cg_wsgi_conn *c);
+
+/* Reads what is available (waits up to io_timeout_ms when `wait` and the
+ * socket has nothing yet). Returns bytes read, 0 on EOF, -1 on error
+ * (EAGAIN when !wait and nothing was there; read_errno set). */
+ssize_t cg_wsgi_conn_fill(struct cg_wsgi_conn *c, bool wait);
+
+/* Parses buffered bytes, reading more when `wait` (blocking worker) or
+ * returning HEAD_MORE when not. A bad request is answered (error page) and
+ * logged here, then HEAD_CLOSE. */
+enum cg_wsgi_head cg_wsgi_conn_read_head(struct cg_wsgi_conn *c, bool wait);
+
+/* Reads up to n decoded body bytes (blocking wait for the peer). Returns
+ * the count, 0 at the end of the body (or when the client closed early, as
+ * gunicorn's body readers do), -1 with err on a malformed body or I/O error.
+ * The signature of struct cg_body_src. */
+ssize_t cg_wsgi_conn_body_read(void *conn, char *out, size_t n, struct cg_err *err);
+
+/* Discards the rest of the current body so the connection can carry another
+ * request. Gives up (returns false) past `limit` bytes, on error or EOF. */
+bool cg_wsgi_conn_drain(struct cg_wsgi_conn *c, size_t limit);
+
+/* Answers a request error with gunicorn's page and logs it as gunicorn does. */
+void cg_wsgi_conn_send_error(struct cg_wsgi_conn *c, const struct cg_http_error *e);
+
+/* Sends all of buf, waiting for the socket when it is full (io_timeout_ms).
+ * Returns 0 or -1 with errno. */
+int cg_wsgi_conn_send(struct cg_wsgi_conn *c, const void *buf, size_t len);
+
+/* writev variant; iov is modified. */
+int cg_wsgi_conn_sendv(struct cg_wsgi_conn *c, struct iovec *iov, int n);
+
+/* The peer's address as text ("" for unix sockets). */
+void cg_wsgi_conn_peer_ip(const struct cg_wsgi_conn *c, char *buf, size_t n);
+
+#endif
