@@ -299,6 +299,9 @@ static void reap_workers(struct cg_dirty_arb *arb)
             cg_log(CG_LOG_ERROR, "Dirty worker failed to boot (pid:%d)", (int)pid);
             boot_failed = true;
         }
+        if (arb->boot_error_logged && !w->booted) {
+            boot_failed = true; /* stopped because another worker failed to boot */
+        }
         cg_dirty_relay_link_lost(arb, w, "it exited or crashed");
         if (!w->retiring && arb->state == CG_DIRTY_ARB_RUNNING && !boot_failed) {
             cg_dirty_pool_respawn_push(&arb->pool, w->apps);

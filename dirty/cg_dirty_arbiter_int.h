@@ -53,6 +53,7 @@ struct cg_dirty_arb {
     enum cg_dirty_arb_state state;
     double stop_deadline;            /* monotonic seconds */
     int exit_status;
+    bool boot_error_logged;          /* a worker's boot traceback was logged */
     pid_t ppid;
     PyObject *pyarb;                 /* the hooks' `arbiter` object (owned) */
     char socket_path[108];

@@ -581,6 +581,37 @@ void cg_dirty_relay_on_accept(evutil_socket_t fd, short what, void *arg)
 /* ------------------------------------------------------------------ */
 /* Worker links                                                        */
 
+/* ERROR with id 0: the worker could not boot; its message carries the
+ * traceback. Only the first is logged (every worker would fail the same
+ * way), and workers still booting are stopped: the arbiter is going to stop
+ * once the failed worker is reaped (cg_dirty_arbiter.c). */
+static void boot_failure(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
+                         const struct cg_dirty_header *h)
+{
+    struct evbuffer *in = bufferevent_get_input(w->link);
+    size_t size = cg_dirty_frame_size(h);
+    unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)size);
+    struct cg_dirty_msg m = { 0 };
+    struct cg_err err = { { 0 } };
+
+    if (!arb->boot_error_logged) {
+        arb->boot_error_logged = true;
+        const char *text = NULL;
+        if (p != NULL && cg_dirty_msg_parse(p, size, SIZE_MAX, &m, &err) == 0) {
+            text = json_string_value(json_object_get(json_object_get(m.body, "error"),
+                                                     "message"));
+        }
+        cg_log(CG_LOG_ERROR, "%s", text != NULL ? text : "Dirty worker failed to boot");
+        for (struct cg_dirty_wk *o = arb->pool.workers; o != NULL; o = o->next) {
+            if (o != w && !o->booted) {
+                cg_dirty_arb_kill(arb, o, SIGKILL);
+            }
+        }
+    }
+    cg_dirty_msg_deinit(&m);
+    evbuffer_drain(in, size);
+}
+
 /* One frame from a worker, whole at the front of `in`. Returns -1 when the
  * link must be dropped (err set). */
 static int on_worker_frame(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
@@ -606,6 +637,10 @@ static int on_worker_frame(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
     default:
         cg_err_set(err, "unexpected %s message", cg_dirty_type_name(h->type));
         return -1;
+    }
+    if (h->id == 0 && h->type == CG_DIRTY_ERROR) {
+        boot_failure(arb, w, h);
+        return 0;
     }
     c = cg_dirty_pool_find(w, h->id);
     if (c == NULL || c->client == NULL) {

@@ -27,8 +27,17 @@ def arbiter_pid(srv):
     return int(m.group(1))
 
 
+def _is_probe(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return b"[probe]" in f.read()
+    except OSError:
+        return False
+
+
 def children(pid):
-    """Live (non-zombie) child pids of `pid`."""
+    """Live (non-zombie) child pids of `pid` (the arbiter's short-lived probe
+    child, which reads the apps' `workers` attributes, is not counted)."""
     out = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -39,7 +48,7 @@ def children(pid):
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
+        if int(fields[1]) == pid and fields[0] != "Z" and not _is_probe(int(name)):
             out.append(int(name))
     return sorted(out)
 
@@ -61,6 +70,7 @@ def booted_workers(srv):
 def wait_dirty_workers(srv, n, timeout=30):
     """Waits until the arbiter has `n` live children that answered boot."""
     arb = arbiter_pid(srv)
+    srv.wait_for_log(r"Dirty arbiter listening on", timeout)
     wait_until(lambda: len(children(arb)) == n, timeout, "%d dirty workers" % n)
     return arb
 

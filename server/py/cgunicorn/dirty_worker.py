@@ -186,8 +186,14 @@ class DirtyWorkerInfo:
             if self._worker_init is not None:
                 self._worker_init(self)
         except BaseException:
-            self.log.error("Dirty worker (pid:%s) failed while %s:\n%s", self.pid, stage,
-                           traceback.format_exc().rstrip())
+            text = "Dirty worker (pid:%s) failed while %s:\n%s" % (
+                self.pid, stage, traceback.format_exc().rstrip())
+            # The arbiter logs the first boot failure only (every worker
+            # would fail the same way); log here if it cannot be told.
+            try:
+                self._send(ERROR, 0, {"error": {"type": "DirtyWorkerError", "message": text}})
+            except BaseException:
+                self.log.error("%s", text)
             return False
         self.booted = True
         return True

@@ -44,11 +44,13 @@ def _call(req):
 
 def _stream(req):
     chunks = []
+    it = get_dirty_client().stream(req["app"], req["action"], *req.get("args", []),
+                                   **req.get("kwargs", {}))
     try:
-        for chunk in get_dirty_client().stream(req["app"], req["action"],
-                                               *req.get("args", []), **req.get("kwargs", {})):
+        for chunk in it:
             chunks.append(chunk)
             if req.get("take") and len(chunks) >= req["take"]:
+                it.close()  # stop early: the client sends CANCEL
                 break
         return {"chunks": chunks}
     except DirtyError as e:
