@@ -34,11 +34,10 @@ def test_worker_killed_mid_call(server_factory):
     srv = start(server_factory, [COUNTER], dirty_workers=1)
     arb = arbiter_pid(srv)
     (old,) = children(arb)
-    t0 = time.monotonic()
     e = call(srv, COUNTER, "die")["error"]
+    # DirtyWorkerError (not a timeout after dirty_timeout): told at once
     assert e["type"] == "DirtyWorkerError"
     assert str(old) in e["message"]
-    assert time.monotonic() - t0 < 10  # "promptly": far below dirty_timeout
     new = wait_until(lambda: [p for p in children(arb) if p != old], what="respawn")
     assert call(srv, COUNTER, "pid")["result"] == new[0]
     e = call(srv, COUNTER, "segfault")["error"]
@@ -47,20 +46,22 @@ def test_worker_killed_mid_call(server_factory):
     assert call(srv, COUNTER, "echo", "ok")["result"] == "ok"
 
 
-def test_external_kill_fails_in_flight_call(server_factory):
+def test_external_kill_fails_in_flight_call(server_factory, tmp_path):
     import threading
     srv = start(server_factory, [COUNTER], dirty_workers=1)
     arb = arbiter_pid(srv)
     (w,) = children(arb)
+    marker = str(tmp_path / "running")
     out = {}
-    t = threading.Thread(target=lambda: out.update(call(srv, COUNTER, "sleep", 30)))
+    t = threading.Thread(
+        target=lambda: out.update(call(srv, COUNTER, "sleep_marked", marker, 300)))
     t.start()
-    wait_until(lambda: "sleep" in open("/proc/%d/task/%d/stat" % (w, w)).read() or True)
-    time.sleep(0.5)
+    wait_until(lambda: os.path.exists(marker), what="the call to start")
     os.kill(w, signal.SIGKILL)
-    t.join(20)
+    t.join(60)
     assert not t.is_alive()
     assert out["error"]["type"] == "DirtyWorkerError"
+    assert out["error"]["worker_id"] == w
     assert call(srv, COUNTER, "echo", 1)["result"] == 1
 
 
@@ -126,19 +127,22 @@ def test_master_hup_and_usr1_reach_arbiter(server_factory):
     assert call(srv, COUNTER, "echo", 1)["result"] == 1
 
 
-def test_term_is_graceful(server_factory):
+def test_term_is_graceful(server_factory, tmp_path):
     import threading
     srv = start(server_factory, [COUNTER], workers=3, dirty_workers=1)
     arb = arbiter_pid(srv)
+    marker = str(tmp_path / "running")
     out = {}
-    t = threading.Thread(target=lambda: out.update(call(srv, COUNTER, "sleep", 1.5)))
+    t = threading.Thread(
+        target=lambda: out.update(call(srv, COUNTER, "sleep_marked", marker, 2)))
     t.start()
-    time.sleep(0.5)
+    wait_until(lambda: os.path.exists(marker), what="the call to start")
     os.kill(arb, signal.SIGTERM)
-    time.sleep(0.2)
+    srv.wait_for_log(r"Dirty arbiter: graceful shutdown \(TERM\)")
     late = call(srv, COUNTER, "echo", 1)
-    t.join(20)
-    assert out["result"]["slept"] == 1.5  # the in-flight call finished
+    t.join(60)
+    assert out["result"]["slept"] == 2  # the in-flight call finished
+    # a new call during the drain is refused (or finds the socket closed)
     assert late["error"]["type"] in ("DirtyNoWorkersAvailableError", "DirtyConnectionError")
     srv.wait_for_log(r"Dirty arbiter exiting \(pid: %d\)" % arb)
     # the master starts a new arbiter; calls work again

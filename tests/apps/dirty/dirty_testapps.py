@@ -26,6 +26,13 @@ class Counter(DirtyApp):
         time.sleep(seconds)
         return {"slept": seconds, "pid": os.getpid()}
 
+    def sleep_marked(self, marker, seconds):
+        """Creates `marker` once running, then sleeps (lets tests act mid-call)."""
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(seconds)
+        return {"slept": seconds, "pid": os.getpid()}
+
     def boom(self, text):
         raise ValueError(text)
 
