@@ -125,9 +125,12 @@ struct cg_asgi_req {
     bool should_close;               /* the request asked to close */
     int status;
     int ver_major, ver_minor;
+    bool close_announced;            /* the head said Connection: close */
     int64_t length;                  /* Content-Length the app gave, or -1 */
     uint64_t sent;
     uint64_t t0_us;
+    char *head;                      /* formatted head not yet written; owned */
+    size_t head_len;
 };
 
 /* ---- cg_py_asgi_scope.c ---- */
@@ -143,6 +146,8 @@ PyObject *cg_py_asgi_addr(const struct sockaddr *sa);
 
 /* ---- cg_py_asgi_conn.c ---- */
 extern PyTypeObject cg_asgi_conn_type;
+/* Watches the listeners while accepting (and below worker_connections). */
+void cg_py_asgi_listen(struct cg_asgi_srv *s);
 /* Accepts every pending connection on listener `idx`. */
 PyObject *cg_py_asgi_accept(struct cg_asgi_srv *s, size_t idx);
 /* Queues bytes for the socket (writes now when nothing is pending). Returns

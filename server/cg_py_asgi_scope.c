@@ -240,20 +240,21 @@ static int hexval(int ch)
 static PyObject *decode_path(const char *p, size_t n)
 {
     char stackbuf[512];
-    char *buf = n <= sizeof(stackbuf) ? stackbuf : PyMem_Malloc(n);
+    char *buf;
     size_t o = 0;
     PyObject *r;
 
     if (memchr(p, '%', n) == NULL) {
         return PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "replace");
     }
+    memset(stackbuf, 0, sizeof(stackbuf));
+    buf = n <= sizeof(stackbuf) ? stackbuf : PyMem_Malloc(n);
     if (buf == NULL) {
         return PyErr_NoMemory();
     }
     for (size_t i = 0; i < n; i++) {
         int h, l;
-        if (p[i] == '%' && i + 2 < n + 0 + 1 && i + 2 <= n - 1 + 1 && i + 2 < n + 1 &&
-            i + 2 <= n - 1 && (h = hexval((unsigned char)p[i + 1])) >= 0 &&
+        if (p[i] == '%' && i + 2 < n && (h = hexval((unsigned char)p[i + 1])) >= 0 &&
             (l = hexval((unsigned char)p[i + 2])) >= 0) {
             buf[o++] = (char)(h * 16 + l);
             i += 2;
@@ -289,8 +290,10 @@ static PyObject *headers_list(const struct cg_http_request *req, PyObject **subp
         if (subprotocols != NULL && *subprotocols == NULL && h->name.len == 22 &&
             memcmp(h->name.ptr, "SEC-WEBSOCKET-PROTOCOL", 22) == 0) {
             PyObject *v = PyUnicode_DecodeLatin1(h->value.ptr, (Py_ssize_t)h->value.len, NULL);
-            PyObject *parts = v ? PyUnicode_Split(v, PyUnicode_FromString(","), -1) : NULL;
+            PyObject *comma = PyUnicode_FromString(",");
+            PyObject *parts = (v && comma) ? PyUnicode_Split(v, comma, -1) : NULL;
             Py_XDECREF(v);
+            Py_XDECREF(comma);
             if (parts == NULL) {
                 Py_DECREF(list);
                 return NULL;

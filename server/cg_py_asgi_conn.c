@@ -1,0 +1,594 @@
+/* An ASGI worker connection: accept on the inherited listeners, read into
+ * the connection's buffer when the loop says the socket is readable, drive
+ * the request parser, hand heads to the HTTP or WebSocket side, write with
+ * writev and keep the rest until the socket is writable again, keep-alive,
+ * pipelining (the next head waits in the buffer until the response before
+ * it is complete) and back-pressure (reading stops while too many unread
+ * bytes pile up; send() waits while too many unsent bytes do).
+ *
+ * Loop thread, GIL held. Every callback takes a reference to the connection
+ * for its duration: closing drops the list's reference. */
+#include <Python.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "cg_log.h"
+#include "cg_py.h"
+#include "cg_py_asgi_int.h"
+
+#define READ_CHUNK (64 * 1024)
+
+static void process_input(struct cg_asgi_conn *c);
+
+/* ---- the Python type ---- */
+
+static void conn_dealloc(struct cg_asgi_conn *c)
+{
+    if (c->parser_ready) {
+        cg_http_parser_deinit(&c->parser);
+    }
+    if (c->fd >= 0) {
+        close(c->fd);
+    }
+    free(c->in);
+    free(c->out);
+    Py_XDECREF(c->client);
+    Py_XDECREF(c->server);
+    Py_XDECREF(c->on_read);
+    Py_XDECREF(c->on_write);
+    Py_XDECREF(c->drain_waiter);
+    Py_XDECREF((PyObject *)c->req);
+    Py_XDECREF((PyObject *)c->ws);
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+PyTypeObject cg_asgi_conn_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cgunicorn.asgi.Connection",
+    .tp_basicsize = sizeof(struct cg_asgi_conn),
+    .tp_dealloc = (destructor)conn_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+};
+
+/* ---- loop registration ---- */
+
+static void loop_call(PyObject *fn, int fd, PyObject *cb)
+{
+    PyObject *r = cb ? PyObject_CallFunction(fn, "iO", fd, cb) : PyObject_CallFunction(fn, "i", fd);
+    if (r == NULL) {
+        cg_py_log_exception("asgi worker: event loop registration failed");
+    }
+    Py_XDECREF(r);
+}
+
+void cg_py_asgi_conn_want_read(struct cg_asgi_conn *c, bool on)
+{
+    if (c->state == CG_ASGI_CLOSED || c->reading == on) {
+        return;
+    }
+    c->reading = on;
+    loop_call(on ? c->srv->add_reader : c->srv->remove_reader, c->fd, on ? c->on_read : NULL);
+}
+
+static void want_write(struct cg_asgi_conn *c, bool on)
+{
+    if (c->state == CG_ASGI_CLOSED || c->writing == on) {
+        return;
+    }
+    c->writing = on;
+    loop_call(on ? c->srv->add_writer : c->srv->remove_writer, c->fd, on ? c->on_write : NULL);
+}
+
+/* ---- close ---- */
+
+static void resolve_drain(struct cg_asgi_conn *c)
+{
+    if (c->req != NULL) {
+        cg_py_asgi_http_on_drain(c->req);
+    }
+    if (c->ws != NULL) {
+        cg_py_asgi_ws_on_drain(c->ws);
+    }
+}
+
+static void listen_update(struct cg_asgi_srv *s);
+
+void cg_py_asgi_conn_close(struct cg_asgi_conn *c)
+{
+    struct cg_asgi_srv *s = c->srv;
+
+    if (c->state == CG_ASGI_CLOSED) {
+        return;
+    }
+    Py_INCREF(c);
+    cg_py_asgi_conn_want_read(c, false);
+    want_write(c, false);
+    c->state = CG_ASGI_CLOSED;
+    c->eof = true;
+    close(c->fd);
+    c->fd = -1;
+    c->out_start = c->out_end = 0;
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        s->conns = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    c->prev = c->next = NULL;
+    s->nconns--;
+    /* Whoever waits on this connection learns that it is gone. */
+    if (c->req != NULL) {
+        cg_py_asgi_http_on_input(c->req);
+    }
+    if (c->ws != NULL) {
+        cg_py_asgi_ws_on_input(c->ws);
+    }
+    resolve_drain(c);
+    Py_CLEAR(c->req); /* it references c */
+    Py_CLEAR(c->ws);
+    Py_CLEAR(c->on_read); /* they reference c: break the cycle */
+    Py_CLEAR(c->on_write);
+    Py_DECREF(c); /* the list's reference */
+    listen_update(s);
+    Py_DECREF(c);
+}
+
+void cg_py_asgi_conn_close_soon(struct cg_asgi_conn *c)
+{
+    if (c->out_end == c->out_start) {
+        cg_py_asgi_conn_close(c);
+        return;
+    }
+    c->close_when_flushed = true;
+    cg_py_asgi_conn_want_read(c, false);
+}
+
+/* ---- writing ---- */
+
+static int out_append(struct cg_asgi_conn *c, const char *p, size_t n)
+{
+    if (c->out_start > 0 && c->out_start == c->out_end) {
+        c->out_start = c->out_end = 0;
+    }
+    if (c->out_end + n > c->out_cap) {
+        if (c->out_start > 0) {
+            memmove(c->out, c->out + c->out_start, c->out_end - c->out_start);
+            c->out_end -= c->out_start;
+            c->out_start = 0;
+        }
+        if (c->out_end + n > c->out_cap) {
+            size_t cap = c->out_cap ? c->out_cap : 16384;
+            while (cap < c->out_end + n) {
+                cap *= 2;
+            }
+            char *nb = realloc(c->out, cap);
+            if (nb == NULL) {
+                return -1;
+            }
+            c->out = nb;
+            c->out_cap = cap;
+        }
+    }
+    memcpy(c->out + c->out_end, p, n);
+    c->out_end += n;
+    return 0;
+}
+
+int cg_py_asgi_conn_write(struct cg_asgi_conn *c, const struct iovec *iov, int n)
+{
+    size_t total = 0, done = 0;
+
+    if (c->state == CG_ASGI_CLOSED) {
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        total += iov[i].iov_len;
+    }
+    if (c->out_end == c->out_start && total > 0) {
+        struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n };
+        ssize_t w;
+        do {
+            w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        } while (w < 0 && errno == EINTR);
+        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            if (errno != EPIPE && errno != ECONNRESET) {
+                cg_log_errno(CG_LOG_DEBUG, errno, "asgi: writing a response");
+            }
+            cg_py_asgi_conn_close(c);
+            return -1;
+        }
+        done = w > 0 ? (size_t)w : 0;
+    }
+    /* Keep what the socket did not take. */
+    size_t skip = done;
+    for (int i = 0; i < n && done < total; i++) {
+        if (skip >= iov[i].iov_len) {
+            skip -= iov[i].iov_len;
+            continue;
+        }
+        if (out_append(c, (const char *)iov[i].iov_base + skip, iov[i].iov_len - skip) < 0) {
+            cg_log(CG_LOG_ERROR, "asgi: out of memory buffering a response; closing");
+            cg_py_asgi_conn_close(c);
+            return -1;
+        }
+        skip = 0;
+    }
+    if (c->out_end > c->out_start) {
+        want_write(c, true);
+    }
+    return 0;
+}
+
+bool cg_py_asgi_conn_congested(const struct cg_asgi_conn *c)
+{
+    return c->state != CG_ASGI_CLOSED && c->out_end - c->out_start > CG_ASGI_WRITE_HIGH;
+}
+
+PyObject *cg_py_asgi_conn_drain_future(struct cg_asgi_conn *c)
+{
+    return PyObject_CallNoArgs(c->srv->create_future);
+}
+
+static PyObject *conn_on_write(PyObject *self, PyObject *unused)
+{
+    struct cg_asgi_conn *c = (struct cg_asgi_conn *)self;
+    (void)unused;
+
+    Py_INCREF(c);
+    while (c->state != CG_ASGI_CLOSED && c->out_end > c->out_start) {
+        ssize_t w = send(c->fd, c->out + c->out_start, c->out_end - c->out_start, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            break;
+        }
+        if (w <= 0) {
+            cg_py_asgi_conn_close(c);
+            break;
+        }
+        c->out_start += (size_t)w;
+    }
+    if (c->state != CG_ASGI_CLOSED && c->out_end == c->out_start) {
+        c->out_start = c->out_end = 0;
+        want_write(c, false);
+        if (c->close_when_flushed) {
+            cg_py_asgi_conn_close(c);
+        }
+    }
+    if (!cg_py_asgi_conn_congested(c)) {
+        resolve_drain(c);
+    }
+    Py_DECREF(c);
+    Py_RETURN_NONE;
+}
+
+/* ---- reading ---- */
+
+/* Reads once. Returns bytes read, 0 on EOF/error (c->eof set), -1 on EAGAIN. */
+static ssize_t conn_fill(struct cg_asgi_conn *c)
+{
+    if (c->in_start == c->in_end) {
+        c->in_start = c->in_end = 0;
+    } else if (c->in_cap - c->in_end < READ_CHUNK / 4 && c->in_start > 0) {
+        memmove(c->in, c->in + c->in_start, c->in_end - c->in_start);
+        c->in_end -= c->in_start;
+        c->in_start = 0;
+    }
+    if (c->in_cap - c->in_end < READ_CHUNK / 4) {
+        size_t cap = c->in_cap ? c->in_cap * 2 : READ_CHUNK;
+        char *nb = realloc(c->in, cap);
+        if (nb == NULL) {
+            c->eof = true;
+            return 0;
+        }
+        c->in = nb;
+        c->in_cap = cap;
+    }
+    for (;;) {
+        ssize_t n = recv(c->fd, c->in + c->in_end, c->in_cap - c->in_end, 0);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return -1;
+        }
+        if (n <= 0) {
+            c->eof = true;
+            return 0;
+        }
+        c->in_end += (size_t)n;
+        return n;
+    }
+}
+
+static PyObject *conn_on_read(PyObject *self, PyObject *unused)
+{
+    struct cg_asgi_conn *c = (struct cg_asgi_conn *)self;
+    (void)unused;
+
+    Py_INCREF(c);
+    if (c->state != CG_ASGI_CLOSED && conn_fill(c) != -1) {
+        if (c->eof) {
+            cg_py_asgi_conn_want_read(c, false);
+        }
+        process_input(c);
+    }
+    Py_DECREF(c);
+    Py_RETURN_NONE;
+}
+
+/* Answers a request error the way gunicorn's ASGI worker does. */
+static void parse_error(struct cg_asgi_conn *c)
+{
+    const struct cg_http_error *e = cg_http_parser_error(&c->parser);
+    int status = cg_http_error_status(e->kind);
+
+    if (status == 0) {
+        cg_py_asgi_conn_close(c);
+        return;
+    }
+    cg_log_debug("asgi: invalid request: %s", e->detail);
+    cg_py_asgi_http_error(c, status, cg_http_error_reason(e->kind), e->detail, NULL);
+}
+
+/* Discards the unread rest of a request body (keep-alive after a response
+ * that did not read it). Returns true when the body ended. */
+static bool drain_body(struct cg_asgi_conn *c)
+{
+    for (;;) {
+        size_t used = 0, dlen = 0;
+        const char *data = NULL;
+        enum cg_http_status st =
+            cg_http_parser_body(&c->parser, c->in + c->in_start, c->in_end - c->in_start, &used,
+                                SIZE_MAX, &data, &dlen);
+        c->in_start += used;
+        if (st == CG_HTTP_BODY_DONE) {
+            return true;
+        }
+        if (st == CG_HTTP_ERROR) {
+            cg_py_asgi_conn_close(c);
+            return false;
+        }
+        if (st == CG_HTTP_NEED_MORE) {
+            if (c->eof) {
+                cg_py_asgi_conn_close(c);
+            }
+            return false;
+        }
+    }
+}
+
+static void process_input(struct cg_asgi_conn *c)
+{
+    while (c->state != CG_ASGI_CLOSED) {
+        switch (c->state) {
+        case CG_ASGI_IDLE: {
+            size_t used = 0;
+            enum cg_http_status st = CG_HTTP_NEED_MORE;
+            if (c->in_end > c->in_start) {
+                st = cg_http_parser_head(&c->parser, c->in + c->in_start, c->in_end - c->in_start,
+                                         &used);
+                c->in_start += used;
+            }
+            if (st == CG_HTTP_ERROR) {
+                parse_error(c);
+                return;
+            }
+            if (st == CG_HTTP_NEED_MORE) {
+                if (c->eof) {
+                    if (cg_http_parser_eof(&c->parser) == CG_HTTP_ERROR &&
+                        cg_http_parser_error(&c->parser)->kind != CG_HTTP_ERR_NO_MORE_DATA) {
+                        parse_error(c);
+                    } else {
+                        cg_py_asgi_conn_close(c);
+                    }
+                    return;
+                }
+                cg_py_asgi_conn_want_read(c, true);
+                return;
+            }
+            /* HEAD_DONE */
+            const struct cg_http_request *req = cg_http_parser_request(&c->parser);
+            if (cg_py_asgi_ws_is_upgrade(req)) {
+                cg_py_asgi_ws_start(c, req);
+                return;
+            }
+            c->state = CG_ASGI_BUSY;
+            if (cg_py_asgi_http_start(c, req) < 0) {
+                return;
+            }
+            break;
+        }
+        case CG_ASGI_BUSY:
+            if (c->req != NULL) {
+                cg_py_asgi_http_on_input(c->req);
+            }
+            if (c->state == CG_ASGI_BUSY) {
+                /* Back-pressure: stop reading while the app is behind. */
+                cg_py_asgi_conn_want_read(c, !c->eof &&
+                                                 cg_py_asgi_conn_buffered(c) < CG_ASGI_READ_HIGH);
+                return;
+            }
+            break;
+        case CG_ASGI_DRAIN:
+            if (!drain_body(c)) {
+                if (c->state == CG_ASGI_DRAIN) {
+                    cg_py_asgi_conn_want_read(c, !c->eof);
+                }
+                return;
+            }
+            cg_http_parser_next(&c->parser);
+            c->state = CG_ASGI_IDLE;
+            c->idle_since_ms = cg_monotonic_ms();
+            break;
+        case CG_ASGI_WS:
+            if (c->ws != NULL) {
+                cg_py_asgi_ws_on_input(c->ws);
+            }
+            return;
+        case CG_ASGI_CLOSED:
+            return;
+        }
+    }
+}
+
+void cg_py_asgi_conn_request_done(struct cg_asgi_conn *c, bool keep_alive)
+{
+    if (c->state == CG_ASGI_CLOSED) {
+        return;
+    }
+    Py_CLEAR(c->req);
+    if (!keep_alive || !c->srv->w->alive) {
+        cg_py_asgi_conn_close_soon(c);
+        return;
+    }
+    Py_INCREF(c);
+    c->idle_since_ms = cg_monotonic_ms();
+    if (cg_http_parser_body_done(&c->parser)) {
+        cg_http_parser_next(&c->parser);
+        c->state = CG_ASGI_IDLE;
+    } else {
+        c->state = CG_ASGI_DRAIN;
+    }
+    process_input(c); /* a pipelined request may be waiting */
+    Py_DECREF(c);
+}
+
+void cg_py_asgi_conn_sweep(struct cg_asgi_srv *s, bool all)
+{
+    uint64_t now = cg_monotonic_ms();
+    uint64_t ka = (uint64_t)(s->conf->keepalive > 0 ? s->conf->keepalive : 0) * 1000u;
+    struct cg_asgi_conn *c = s->conns;
+
+    while (c != NULL) {
+        struct cg_asgi_conn *next = c->next;
+        /* Waiting for a request (a new connection that sent nothing yet
+         * too) or discarding an unread body. */
+        bool idle = (c->state == CG_ASGI_IDLE && c->in_end == c->in_start) ||
+                    c->state == CG_ASGI_DRAIN;
+        if (idle && (all || now - c->idle_since_ms >= ka)) {
+            cg_py_asgi_conn_close(c);
+        }
+        c = next;
+    }
+}
+
+/* ---- accept ---- */
+
+static PyMethodDef on_read_def = { "on_read", conn_on_read, METH_NOARGS, NULL };
+static PyMethodDef on_write_def = { "on_write", conn_on_write, METH_NOARGS, NULL };
+
+static struct cg_asgi_conn *conn_new(struct cg_asgi_srv *s, int fd, const struct cg_listener *l,
+                                     const struct sockaddr_storage *peer)
+{
+    struct cg_asgi_conn *c = PyObject_New(struct cg_asgi_conn, &cg_asgi_conn_type);
+    struct sockaddr_storage local;
+    socklen_t llen = sizeof(local);
+
+    if (c == NULL) {
+        close(fd);
+        return NULL;
+    }
+    memset((char *)c + sizeof(PyObject), 0, sizeof(*c) - sizeof(PyObject));
+    c->srv = s;
+    c->fd = fd;
+    c->l = l;
+    c->peer = *peer;
+    c->state = CG_ASGI_IDLE;
+    c->idle_since_ms = cg_monotonic_ms();
+    c->client = cg_py_asgi_addr(l->family == AF_UNIX ? NULL : (const struct sockaddr *)peer);
+    if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0 && l->family != AF_UNIX) {
+        c->server = cg_py_asgi_addr((struct sockaddr *)&local);
+    } else {
+        c->server = Py_NewRef(Py_None);
+    }
+    c->on_read = PyCFunction_New(&on_read_def, (PyObject *)c);
+    c->on_write = PyCFunction_New(&on_write_def, (PyObject *)c);
+    if (c->client == NULL || c->server == NULL || c->on_read == NULL || c->on_write == NULL) {
+        Py_DECREF(c);
+        return NULL;
+    }
+    cg_http_parser_init(&c->parser, &s->wsgi->limits,
+                        l->family == AF_UNIX ? NULL : (const struct sockaddr *)peer);
+    c->parser_ready = true;
+    return c;
+}
+
+static void listen_set(struct cg_asgi_srv *s, bool on)
+{
+    for (size_t i = 0; i < s->w->nlisteners; i++) {
+        if (on) {
+            loop_call(s->add_reader, s->w->listeners[i].fd,
+                      PyList_GET_ITEM(s->listen_cbs, (Py_ssize_t)i));
+        } else {
+            loop_call(s->remove_reader, s->w->listeners[i].fd, NULL);
+        }
+    }
+}
+
+static bool listening;
+
+/* Watches the listeners while accepting and below worker_connections. */
+static void listen_update(struct cg_asgi_srv *s)
+{
+    bool want = s->accepting && s->w->alive &&
+                (s->conf->worker_connections <= 0 ||
+                 s->nconns < (size_t)s->conf->worker_connections);
+    if (want != listening) {
+        listening = want;
+        listen_set(s, want);
+    }
+}
+
+void cg_py_asgi_listen(struct cg_asgi_srv *s)
+{
+    listen_update(s);
+}
+
+PyObject *cg_py_asgi_accept(struct cg_asgi_srv *s, size_t idx)
+{
+    const struct cg_listener *l = &s->w->listeners[idx];
+
+    for (int i = 0; i < 64 && listening; i++) {
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof(peer);
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                errno != ECONNABORTED) {
+                cg_log_errno(CG_LOG_ERROR, errno, "accept on %s", l->name);
+            }
+            break;
+        }
+        if (l->family != AF_UNIX) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        } else {
+            memset(&peer, 0, sizeof(peer));
+            peer.ss_family = AF_UNIX;
+        }
+        struct cg_asgi_conn *c = conn_new(s, fd, l, &peer);
+        if (c == NULL) {
+            cg_py_log_exception("asgi: cannot set up a connection");
+            continue;
+        }
+        /* The list holds the new reference. */
+        c->next = s->conns;
+        if (s->conns != NULL) {
+            s->conns->prev = c;
+        }
+        s->conns = c;
+        s->nconns++;
+        cg_py_asgi_conn_want_read(c, true);
+        listen_update(s);
+    }
+    Py_RETURN_NONE;
+}
