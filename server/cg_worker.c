@@ -14,6 +14,7 @@
 #include "cg_py_app.h"
 #include "cg_sig.h"
 #include "cg_worker.h"
+#include "cg_worker_asgi.h"
 
 static const int worker_signals[] = { SIGTERM, SIGQUIT, SIGINT, SIGUSR1, SIGWINCH, 0 };
 
@@ -93,6 +94,8 @@ void cg_worker_main(struct cg_worker *w, PyObject *preloaded_app)
     cg_worker_notify(w);
     if (strcmp(conf->worker_class, "sync") == 0) {
         cg_worker_sync_run(w);
+    } else if (strcmp(conf->worker_class, "asgi") == 0) {
+        code = cg_worker_asgi_run(w);
     } else {
         cg_log(CG_LOG_ERROR, "worker class '%s' is not implemented yet in cgunicorn; use -k sync",
                conf->worker_class);
