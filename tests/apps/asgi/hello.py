@@ -40,7 +40,7 @@ async def app(scope, receive, send):
             else:
                 await send({"type": "websocket.send", "bytes": msg["bytes"]})
     path = scope["path"]
-    if path == "/scope":
+    if path.startswith("/scope"):
         s = {k: v for k, v in scope.items() if k not in ("state",)}
         body = json.dumps(_jsonable(s), sort_keys=True).encode()
         await send({"type": "http.response.start", "status": 200,
