@@ -19,7 +19,8 @@ LDFLAGS_SAN := $(SAN_FLAGS)
 endif
 LIBS := $(shell pkg-config --libs libevent_core libevent_pthreads jansson 2>/dev/null) -lpthread $(PY_LDFLAGS)
 
-SRC := $(sort $(wildcard server/*.c http/*.c config/*.c dirty/*.c))
+# EXCLUDE (patterns) leaves sources out, e.g. a half-written file during development.
+SRC := $(filter-out $(EXCLUDE),$(sort $(wildcard server/*.c http/*.c config/*.c dirty/*.c)))
 LIB_SRC := $(filter-out server/cg_main.c,$(SRC))
 OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 GEN_SRC := $(BUILD)/gen/cg_pysrc.c

@@ -273,6 +273,7 @@ int cg_http_headers_parse(struct cg_http_parser *p, char *block, size_t len, boo
 static int fail_header(struct cg_http_parser *p, const char *which)
 {
     cg_http_error_set(&p->error, CG_HTTP_ERR_INVALID_HEADER, "Invalid HTTP Header: '%s'", which);
+    p->error_has_request = true;
     return -1;
 }
 
@@ -315,12 +316,14 @@ int cg_http_headers_framing(struct cg_http_parser *p)
                     chunked = true;
                     te = true;
                 } else if (ieq(a, n, "identity")) {
-                    /* Only "identity" is no coding at all. gunicorn 27 refuses
-                     * it without chunked; the corpus (valid/009) accepts
-                     * "Transfer-Encoding: identity" with Content-Length. */
+                    /* As gunicorn 27's server: identity is a coding like the
+                     * others, so without chunked last the length cannot be
+                     * determined (the corpus's valid/009 disagrees; see
+                     * docs/compatibility.md). */
                     if (chunked) {
                         return fail_header(p, "TRANSFER-ENCODING");
                     }
+                    te = true;
                 } else if (ieq(a, n, "compress") || ieq(a, n, "deflate") || ieq(a, n, "gzip")) {
                     if (chunked) {
                         return fail_header(p, "TRANSFER-ENCODING");

@@ -131,6 +131,11 @@ const struct cg_http_request *cg_http_parser_request(const struct cg_http_parser
     return (p->state == CG_HTTP_PS_BODY || p->state == CG_HTTP_PS_DONE) ? &p->req : NULL;
 }
 
+const struct cg_http_request *cg_http_parser_error_request(const struct cg_http_parser *p)
+{
+    return p->state == CG_HTTP_PS_ERROR && p->error_has_request ? &p->req : NULL;
+}
+
 const struct cg_http_error *cg_http_parser_error(const struct cg_http_parser *p)
 {
     return &p->error;
@@ -226,12 +231,12 @@ static int parse_request_line(struct cg_http_parser *p, size_t off, size_t len)
             }
         }
     }
-    /* RFC 9112 3.2: the target is printable; controls, SP and DEL are refused.
-     * Deliberately unlike gunicorn 27, bytes >= 0x80 are let through: the
-     * conformance corpus (valid/027) holds a raw UTF-8 path as valid. */
+    /* RFC 9112 3.2: the target is visible ASCII; controls, SP, DEL and raw
+     * bytes >= 0x80 are refused, as gunicorn 27's server does (the corpus's
+     * valid/027 disagrees; see docs/compatibility.md). */
     for (size_t i = 0; i < ulen; i++) {
         unsigned char c = (unsigned char)uri[i];
-        if (c < 0x21 || c == 0x7f) {
+        if (c < 0x21 || c >= 0x7f) {
             fail_repr(p, CG_HTTP_ERR_INVALID_REQUEST_LINE, "Invalid HTTP request line: ", line, len);
             return -1;
         }

@@ -93,6 +93,7 @@ struct cg_http_parser {
 
     enum cg_http_parser_state state;
     struct cg_http_error error;
+    bool error_has_request;     /* the error came after the head was read */
     struct cg_http_proxy_info proxy;
     unsigned req_count;
 
@@ -162,6 +163,11 @@ const struct cg_http_request *cg_http_parser_request(const struct cg_http_parser
 
 /* The error after ERROR (kind CG_HTTP_ERR_NONE otherwise). */
 const struct cg_http_error *cg_http_parser_error(const struct cg_http_parser *p);
+
+/* After ERROR: the request whose head was read when the error was found
+ * (gunicorn raises those errors with req=self, and logs an access line for
+ * them), or NULL when the head itself was malformed. */
+const struct cg_http_request *cg_http_parser_error_request(const struct cg_http_parser *p);
 
 /* The PROXY header of this connection, or NULL if none was received. Valid
  * for every request of the connection. */

@@ -78,6 +78,16 @@ static bool field_char_ok(unsigned char c)
     return c == ' ' || c == '\t' || (c >= 0x21 && c <= 0x7e) || c >= 0x80;
 }
 
+bool cg_http_is_field_value(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (!field_char_ok((unsigned char)s[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
 int cg_http_response_start(struct cg_http_response *r, const char *status, size_t len,
                            struct cg_http_error *err)
 {

@@ -125,4 +125,8 @@ size_t cg_http_chunk_prefix(char *buf, uint64_t n);
 /* RFC 9110 token check (gunicorn's TOKEN_RE). Exposed for the WSGI glue. */
 bool cg_http_is_token(const char *s, size_t len);
 
+/* Whether a header value has only SP/HTAB/VCHAR/obs-text (gunicorn's
+ * HEADER_VALUE_RE). */
+bool cg_http_is_field_value(const char *s, size_t len);
+
 #endif

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <netinet/in.h>
 
 #include "cg_log.h"
 #include "cg_py.h"
@@ -18,11 +19,29 @@
 #include "cg_py_wsgi_conn.h"
 #include "cg_py_wsgi_int.h"
 
-static uint64_t now_us(void)
+uint64_t cg_py_wsgi_now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* The request's headers as a list of (NAME, value) str pairs (new ref). */
+static PyObject *request_headers(const struct cg_http_request *req)
+{
+    PyObject *list = PyList_New((Py_ssize_t)req->n_headers);
+    for (size_t i = 0; list != NULL && i < req->n_headers; i++) {
+        const struct cg_http_header *h = &req->headers[i];
+        PyObject *pair = Py_BuildValue(
+            "(NN)", PyUnicode_DecodeLatin1(h->name.ptr, (Py_ssize_t)h->name.len, NULL),
+            PyUnicode_DecodeLatin1(h->value.ptr, (Py_ssize_t)h->value.len, NULL));
+        if (pair == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, pair); /* steals */
+    }
+    return list;
 }
 
 /* Logs one access line (only when an access log is configured). */
@@ -35,23 +54,13 @@ static void log_access(struct cg_wsgi *g, PyObject *environ, struct cg_wsgi_resp
         return;
     }
     hdrs = cg_py_wsgi_resp_headers(resp);
-    req_hdrs = PyList_New((Py_ssize_t)req->n_headers);
-    for (size_t i = 0; req_hdrs != NULL && i < req->n_headers; i++) {
-        PyObject *pair = Py_BuildValue(
-            "(NN)", PyUnicode_DecodeLatin1(req->headers[i].name.ptr, req->headers[i].name.len, NULL),
-            PyUnicode_DecodeLatin1(req->headers[i].value.ptr, req->headers[i].value.len, NULL));
-        if (pair == NULL) {
-            Py_CLEAR(req_hdrs);
-            break;
-        }
-        PyList_SET_ITEM(req_hdrs, (Py_ssize_t)i, pair); /* steals */
-    }
+    req_hdrs = request_headers(req);
     if (hdrs != NULL && req_hdrs != NULL) {
         PyObject *sent = resp->r.started ? PyLong_FromUnsignedLongLong(resp->r.sent)
                                          : Py_NewRef(Py_None);
         r = PyObject_CallMethod(g->access_log, "log", "OOONOK", environ,
                                 resp->status ? resp->status : Py_None, hdrs, sent, req_hdrs,
-                                (unsigned long long)(now_us() - t0));
+                                (unsigned long long)(cg_py_wsgi_now_us() - t0));
     }
     if (r == NULL) {
         cg_py_log_exception("access log failed");
@@ -59,6 +68,59 @@ static void log_access(struct cg_wsgi *g, PyObject *environ, struct cg_wsgi_resp
     Py_XDECREF(r);
     Py_XDECREF(hdrs);
     Py_XDECREF(req_hdrs);
+}
+
+/* The access line gunicorn's handle_error() logs for an error page when it
+ * knew the request: a bare environ (no headers, no PATH_INFO), the error
+ * status, nothing sent. */
+static void log_error_access(struct cg_wsgi *g, struct cg_wsgi_conn *c,
+                             const struct cg_http_request *req, int status, const char *reason,
+                             uint64_t t0)
+{
+    char proto[32], ip[64], port[16] = "-1";
+    PyObject *env = NULL, *st = NULL, *hdrs = NULL, *r = NULL;
+
+    if (g->access_log == NULL || req == NULL) {
+        return;
+    }
+    snprintf(proto, sizeof(proto), "HTTP/%d.%d", req->version_major, req->version_minor);
+    cg_wsgi_conn_peer_ip(c, ip, sizeof(ip));
+    if (c->peer.ss_family == AF_INET || c->peer.ss_family == AF_INET6) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)&c->peer;
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&c->peer;
+        snprintf(port, sizeof(port), "%d",
+                 ntohs(c->peer.ss_family == AF_INET ? s4->sin_port : s6->sin6_port));
+    }
+    env = PyDict_Copy(g->base_environ);
+    if (env != NULL) {
+        PyObject *vals = Py_BuildValue(
+            "{s:N,s:N,s:N,s:s,s:s,s:s}", "REQUEST_METHOD",
+            PyUnicode_DecodeLatin1(req->method.ptr, (Py_ssize_t)req->method.len, NULL),
+            "QUERY_STRING", PyUnicode_DecodeLatin1(req->query.ptr, (Py_ssize_t)req->query.len, NULL),
+            "RAW_URI", PyUnicode_DecodeLatin1(req->uri.ptr, (Py_ssize_t)req->uri.len, NULL),
+            "SERVER_PROTOCOL", proto, "REMOTE_ADDR", ip, "REMOTE_PORT", port);
+        if (vals == NULL || PyDict_Update(env, vals) < 0) {
+            Py_CLEAR(env);
+        }
+        Py_XDECREF(vals);
+    }
+    st = PyUnicode_FromFormat("%d %s", status, reason);
+    hdrs = PyList_New(0);
+    if (env != NULL && st != NULL && hdrs != NULL) {
+        PyObject *req_hdrs = request_headers(req);
+        if (req_hdrs != NULL) {
+            r = PyObject_CallMethod(g->access_log, "log", "OOOiOK", env, st, hdrs, 0, req_hdrs,
+                                    (unsigned long long)(cg_py_wsgi_now_us() - t0));
+            Py_DECREF(req_hdrs);
+        }
+    }
+    if (r == NULL) {
+        cg_py_log_exception("access log failed");
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(hdrs);
+    Py_XDECREF(st);
+    Py_XDECREF(env);
 }
 
 /* Streams the app's result. Returns 0, or -1 with a Python exception. */
@@ -150,7 +212,7 @@ bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive
     struct cg_http_error herr = { CG_HTTP_ERR_NONE, "" };
     struct cg_wsgi_resp resp;
     PyObject *environ = NULL, *input = NULL, *sock = NULL, *result = NULL;
-    uint64_t t0 = now_us();
+    uint64_t t0 = cg_py_wsgi_now_us();
     struct cg_body_src src = { cg_wsgi_conn_body_read, c };
     bool reuse = false;
 
@@ -188,17 +250,36 @@ bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive
         cg_py_log_exception("Error building the WSGI environ");
         goto cleanup;
     }
+    PyObject *hints = PyObject_GetAttr(sr, g->k.early_hints_attr);
+    if (hints == NULL || PyDict_SetItem(environ, g->k.wsgi_early_hints, hints) < 0) {
+        Py_XDECREF(hints);
+        Py_DECREF(sr);
+        cg_py_log_exception("Error building the WSGI environ");
+        goto cleanup;
+    }
+    Py_DECREF(hints);
     result = PyObject_CallFunctionObjArgs(g->app, environ, sr, NULL);
     if (result != NULL && send_result(g, &resp, result) == 0) {
         cg_py_wsgi_resp_close(g, &resp);
         reuse = keepalive && resp.write_errno == 0 && !cg_http_response_should_close(&resp.r);
+        log_access(g, environ, &resp, req, t0);
     } else if (resp.headers_sent) {
         /* Too late for a 500: log and close the connection. */
         cg_py_log_exception("Error handling request");
+        log_access(g, environ, &resp, req, t0);
+    } else if (c->body_error.kind != CG_HTTP_ERR_NONE) {
+        /* The body was malformed: the client's fault, answered as a request
+         * error (gunicorn's parser exception reaches its handle_error). */
+        PyErr_Clear();
+        Py_BEGIN_ALLOW_THREADS
+        cg_wsgi_conn_send_error(c, &c->body_error);
+        Py_END_ALLOW_THREADS
+        log_error_access(g, c, req, cg_http_error_status(c->body_error.kind),
+                         cg_http_error_reason(c->body_error.kind), t0);
     } else {
         send_500(c, req);
+        log_error_access(g, c, req, 500, "Internal Server Error", t0);
     }
-    log_access(g, environ, &resp, req, t0);
     close_result(result);
     cg_py_wsgi_start_response_unbind(sr);
     Py_DECREF(sr);
@@ -228,18 +309,31 @@ cleanup:
     return reuse;
 }
 
+void cg_py_wsgi_log_head_error(struct cg_wsgi *g, struct cg_wsgi_conn *c, uint64_t t0)
+{
+    const struct cg_http_request *req = cg_http_parser_error_request(&c->parser);
+    if (req != NULL) {
+        const struct cg_http_error *e = cg_http_parser_error(&c->parser);
+        log_error_access(g, c, req, cg_http_error_status(e->kind), cg_http_error_reason(e->kind),
+                         t0);
+    }
+}
+
 void cg_py_wsgi_serve(struct cg_wsgi *g, int fd, const struct cg_listener *l,
                       const struct sockaddr *peer, socklen_t peer_len)
 {
     struct cg_wsgi_conn c;
     enum cg_wsgi_head st;
 
+    uint64_t t0 = cg_py_wsgi_now_us();
     cg_wsgi_conn_init(&c, fd, l, peer, peer_len, &g->limits, -1);
     Py_BEGIN_ALLOW_THREADS
     st = cg_wsgi_conn_read_head(&c, true);
     Py_END_ALLOW_THREADS
     if (st == CG_WSGI_HEAD_READY) {
         cg_py_wsgi_handle(g, &c, false);
+    } else {
+        cg_py_wsgi_log_head_error(g, &c, t0);
     }
     cg_wsgi_conn_deinit(&c);
 }

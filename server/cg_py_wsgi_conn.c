@@ -216,6 +216,7 @@ ssize_t cg_wsgi_conn_body_read(void *conn, char *out, size_t n, struct cg_err *e
             if (e->kind == CG_HTTP_ERR_NO_MORE_DATA) {
                 return 0;
             }
+            c->body_error = *e;
             cg_err_set(err, "%s: %s", cg_http_error_name(e->kind), e->detail);
             return -1;
         }

@@ -296,7 +296,8 @@ PyObject *cg_py_wsgi_environ(struct cg_wsgi *g, const struct cg_http_request *re
             cg_http_error_repr(pr, sizeof(pr), path, plen, 0);
             cg_http_error_repr(sr, sizeof(sr), script, slen, 0);
             cg_http_error_set(herr, CG_HTTP_ERR_CONFIGURATION_PROBLEM,
-                              "Request path %s does not start with SCRIPT_NAME %s", pr, sr);
+                              "Configuration problem: Request path %s does not start with "
+                              "SCRIPT_NAME %s", pr, sr);
             Py_DECREF(env);
             return NULL;
         }

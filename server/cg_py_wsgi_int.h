@@ -23,7 +23,7 @@ struct cg_wsgi_keys {
     PyObject *REQUEST_METHOD, *QUERY_STRING, *RAW_URI, *SERVER_PROTOCOL, *CONTENT_TYPE,
         *CONTENT_LENGTH, *wsgi_url_scheme, *REMOTE_ADDR, *REMOTE_PORT, *SERVER_NAME,
         *SERVER_PORT, *PATH_INFO, *SCRIPT_NAME, *PROXY_PROTOCOL, *PROXY_ADDR, *PROXY_PORT,
-        *wsgi_input, *gunicorn_socket, *wsgi_early_hints;
+        *wsgi_input, *gunicorn_socket, *wsgi_early_hints, *early_hints_attr;
 };
 
 /* One HTTP response in progress: the protocol side (struct cg_http_response)
@@ -98,5 +98,13 @@ PyObject *cg_py_wsgi_resp_headers(const struct cg_wsgi_resp *resp);
  * can carry the next request (the parser is then ready for it). Needs the
  * GIL. */
 bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive);
+
+/* After cg_wsgi_conn_read_head() gave HEAD_CLOSE: logs the access line
+ * gunicorn logs for a refused request whose head it had read (needs the
+ * GIL; `t0` from cg_py_wsgi_now_us() when reading started). */
+void cg_py_wsgi_log_head_error(struct cg_wsgi *g, struct cg_wsgi_conn *c, uint64_t t0);
+
+/* Monotonic microseconds, for request durations. */
+uint64_t cg_py_wsgi_now_us(void);
 
 #endif

@@ -392,6 +392,80 @@ static PyObject *sr_write(StartResponseObject *self, PyObject *data)
     Py_RETURN_NONE;
 }
 
+/* wsgi.early_hints(headers): sends "103 Early Hints" with the given headers
+ * before the response, as gunicorn does (HTTP/1.1+ only; ignored once the
+ * response head went out). */
+static PyObject *sr_early_hints(StartResponseObject *self, PyObject *headers)
+{
+    struct cg_wsgi_resp *resp = self->resp;
+    PyObject *it = NULL, *item = NULL, *out = NULL; /* owned */
+    const char *line = "HTTP/1.1 103 Early Hints\r\n";
+
+    if (resp == NULL || resp->headers_sent || resp->req->version_major < 1 ||
+        (resp->req->version_major == 1 && resp->req->version_minor < 1)) {
+        Py_RETURN_NONE;
+    }
+    out = PyBytes_FromString(line);
+    it = out ? PyObject_GetIter(headers) : NULL;
+    if (it == NULL) {
+        goto fail;
+    }
+    while ((item = PyIter_Next(it)) != NULL) {
+        PyObject *name = NULL, *value = NULL, *bn = NULL, *bv = NULL;
+        if (!PyArg_ParseTuple(item, "OO", &name, &value)) {
+            goto fail;
+        }
+        bn = PyBytes_Check(name) ? Py_NewRef(name) : latin1_or_raise(self->g, name, name, true);
+        bv = bn == NULL ? NULL
+             : PyBytes_Check(value) ? Py_NewRef(value)
+                                    : latin1_or_raise(self->g, value, name, false);
+        if (bv == NULL) {
+            Py_XDECREF(bn);
+            goto fail;
+        }
+        const char *v = PyBytes_AS_STRING(bv);
+        size_t vl = (size_t)PyBytes_GET_SIZE(bv);
+        if (!cg_http_is_token(PyBytes_AS_STRING(bn), (size_t)PyBytes_GET_SIZE(bn))) {
+            PyErr_Format(self->g->exc_header_name, "%R", name);
+        } else if (!cg_http_is_field_value(v, vl)) {
+            PyErr_Format(self->g->exc_header, "%R", name);
+        } else {
+            while (vl > 0 && (*v == ' ' || *v == '\t')) {
+                v++;
+                vl--;
+            }
+            while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) {
+                vl--;
+            }
+            PyObject *piece = PyBytes_FromFormat("%s: %.*s\r\n", PyBytes_AS_STRING(bn),
+                                                 (int)vl, v);
+            PyBytes_ConcatAndDel(&out, piece);
+        }
+        Py_DECREF(bn);
+        Py_DECREF(bv);
+        Py_CLEAR(item);
+        if (out == NULL || PyErr_Occurred()) {
+            goto fail;
+        }
+    }
+    if (PyErr_Occurred()) {
+        goto fail;
+    }
+    PyBytes_ConcatAndDel(&out, PyBytes_FromString("\r\n"));
+    if (out == NULL) {
+        goto fail;
+    }
+    send_nogil(resp->conn, PyBytes_AS_STRING(out), (size_t)PyBytes_GET_SIZE(out));
+    Py_DECREF(out);
+    Py_DECREF(it);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(item);
+    Py_XDECREF(it);
+    Py_XDECREF(out);
+    return NULL;
+}
+
 static void sr_dealloc(StartResponseObject *self)
 {
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -399,6 +473,8 @@ static void sr_dealloc(StartResponseObject *self)
 
 static PyMethodDef sr_methods[] = {
     { "write", (PyCFunction)sr_write, METH_O, "write(data): the WSGI write() callable" },
+    { "early_hints", (PyCFunction)sr_early_hints, METH_O,
+      "early_hints(headers): send a 103 Early Hints response (wsgi.early_hints)" },
     { NULL, NULL, 0, NULL },
 };
 

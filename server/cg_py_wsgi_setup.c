@@ -26,7 +26,7 @@ static int intern_keys(struct cg_wsgi *g)
         K(SCRIPT_NAME, "SCRIPT_NAME"),       K(PROXY_PROTOCOL, "PROXY_PROTOCOL"),
         K(PROXY_ADDR, "PROXY_ADDR"),         K(PROXY_PORT, "PROXY_PORT"),
         K(wsgi_input, "wsgi.input"),         K(gunicorn_socket, "gunicorn.socket"),
-        K(wsgi_early_hints, "wsgi.early_hints"),
+        K(wsgi_early_hints, "wsgi.early_hints"), K(early_hints_attr, "early_hints"),
 #undef K
     };
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
@@ -51,7 +51,7 @@ static void release_keys(struct cg_wsgi *g)
 static PyObject *make_base_environ(struct cg_wsgi *g, PyObject *wsgimod)
 {
     const struct cg_conf *conf = g->conf;
-    PyObject *errors = PyObject_CallMethod(wsgimod, "ErrorsWrapper", "i", cg_log_fd());
+    PyObject *errors = PyObject_CallMethod(wsgimod, "WSGIErrorsWrapper", "i", cg_log_fd());
     PyObject *base = NULL;
 
     if (errors == NULL) {

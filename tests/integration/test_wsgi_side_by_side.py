@@ -202,6 +202,11 @@ def normalise(data, head, srv):
             elif k.lower() == "content-length" and dump is not None and "env" in dump:
                 assert int(v) == len(body)
                 v = "<length of dump>"
+            elif (k.lower() == "content-length" and head
+                  and r.header("Content-Type") == "application/json"):
+                # HEAD of an environ dump: its length counts the servers'
+                # own type names (masked below for GET), so it cannot match.
+                v = "<length of dump>"
             headers.append((k, v))
         if dump is not None and "env" in dump:
             for key in VOLATILE_ENV:

@@ -30,7 +30,7 @@ class FileWrapper:
         raise StopIteration
 
 
-class ErrorsWrapper(io.RawIOBase):
+class WSGIErrorsWrapper(io.RawIOBase):
     """wsgi.errors: text written here lands in the error log as written."""
 
     def __init__(self, fd):
