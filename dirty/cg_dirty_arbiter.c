@@ -201,6 +201,7 @@ static int spawn_worker(struct cg_dirty_arb *arb)
     }
     w->age = ++arb->worker_age;
     w->apps = apps;
+    cg_dirty_socket_tune(sv[1]);
     pid = cg_proc_fork(CG_ROLE_DIRTY_WORKER);
     if (pid < 0) {
         cg_log_errno(CG_LOG_ERROR, errno, "dirty arbiter: fork of a dirty worker failed");

@@ -7,6 +7,7 @@
 #include <Python.h>
 #include <event2/event.h>
 #include <stdbool.h>
+#include <event2/bufferevent.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -31,7 +32,9 @@ enum cg_dirty_arb_state {
 /* A connection from an HTTP worker's client (or a dirty worker's stash use). */
 struct cg_dirty_client {
     struct cg_dirty_arb *arb;
-    struct bufferevent *bev;
+    struct bufferevent *bev;         /* writes (and owns the fd) */
+    struct event *rev;               /* reads: see fill() in cg_dirty_relay.c */
+    struct evbuffer *in;             /* what was read, not yet handled */
     struct cg_dirty_call *calls;     /* its calls (cprev/cnext) */
     uint64_t skip;                   /* bytes of a refused frame still to discard */
     bool paused_workers;             /* some worker link waits for our output to drain */
@@ -63,6 +66,10 @@ struct cg_dirty_arb {
 double cg_dirty_now(void);
 
 /* --- cg_dirty_relay.c ------------------------------------------------ */
+
+/* Enlarges a Unix socket's kernel buffers (large payloads move in fewer
+ * wake-ups). Best effort. */
+void cg_dirty_socket_tune(int fd);
 
 /* Accept callback for the listening socket. */
 void cg_dirty_relay_on_accept(evutil_socket_t fd, short what, void *arg);

@@ -36,6 +36,8 @@
 struct cg_dirty_call;
 struct cg_dirty_wk;
 struct cg_dirty_arb; /* the arbiter (opaque here) */
+struct event;
+struct evbuffer;
 
 /* An intrusive doubly linked list of calls (queue or in-flight set). */
 struct cg_dirty_calls {
@@ -84,7 +86,9 @@ struct cg_dirty_wk {
     /* Owned by the I/O layer: */
     struct cg_dirty_arb *arb;
     int fd;                     /* the arbiter's end of the socketpair */
-    void *link;                 /* struct bufferevent * */
+    void *link;                 /* struct bufferevent * (writes; owns the fd) */
+    struct event *rev;          /* its read event */
+    struct evbuffer *in;        /* read, not yet handled */
     void *paused_by;            /* the client whose full buffer paused reading */
 };
 

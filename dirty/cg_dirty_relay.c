@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "cg_dirty_arbiter_int.h"
@@ -31,6 +32,67 @@ static void client_free(struct cg_dirty_client *cl);
 
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
+
+void cg_dirty_socket_tune(int fd)
+{
+    /* Unix sockets default to ~200 KiB of buffer: a 1 MiB payload then
+     * needs several sleep/wake-up rounds per hop. Ask for more (the kernel
+     * caps it at net.core.wmem_max/rmem_max; failure is harmless). */
+    int size = 2 * 1024 * 1024;
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+}
+
+/* libevent reads 4 KiB per callback by default: a 1 MiB payload would take
+ * 256 wake-ups. Let one read or write move up to 1 MiB. */
+/* libevent 2.1 reads at most 4 KiB per read event (EVBUFFER_MAX_READ),
+ * whatever max_single_read says, so the arbiter reads its sockets itself
+ * (the bufferevents only write): up to 4 MiB per wake-up in 256 KiB steps.
+ * Returns 0 (read what was there), or -1 at EOF (errno 0) or on error. */
+static int fill(struct evbuffer *in, evutil_socket_t fd)
+{
+    for (size_t total = 0; total < 4u * 1024u * 1024u;) {
+        struct evbuffer_iovec v[2];
+        int nv = evbuffer_reserve_space(in, 256 * 1024, v, 2);
+        if (nv <= 0) {
+            errno = ENOMEM;
+            return -1;
+        }
+        struct iovec iov[2];
+        for (int i = 0; i < nv; i++) {
+            iov[i].iov_base = v[i].iov_base;
+            iov[i].iov_len = v[i].iov_len;
+        }
+        ssize_t n = readv(fd, iov, nv);
+        if (n <= 0) {
+            evbuffer_commit_space(in, v, 0);
+            if (n == 0) {
+                errno = 0;
+                return -1;
+            }
+            return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? 0 : -1;
+        }
+        size_t left = (size_t)n;
+        for (int i = 0; i < nv; i++) {
+            size_t k = left < v[i].iov_len ? left : v[i].iov_len;
+            v[i].iov_len = k;
+            left -= k;
+        }
+        evbuffer_commit_space(in, v, nv);
+        total += (size_t)n;
+        if ((size_t)n < 256 * 1024) {
+            return 0;
+        }
+    }
+    return 0;
+}
+
+static void tune(struct bufferevent *bev)
+{
+    cg_dirty_socket_tune(bufferevent_getfd(bev));
+    bufferevent_set_max_single_read(bev, 1024 * 1024);
+    bufferevent_set_max_single_write(bev, 1024 * 1024);
+}
 
 static void client_calls_add(struct cg_dirty_client *cl, struct cg_dirty_call *c)
 {
@@ -241,7 +303,7 @@ static void call_complete(struct cg_dirty_arb *arb, struct cg_dirty_call *c)
 static void on_client_request(struct cg_dirty_client *cl, const struct cg_dirty_header *h)
 {
     struct cg_dirty_arb *arb = cl->arb;
-    struct evbuffer *in = bufferevent_get_input(cl->bev);
+    struct evbuffer *in = cl->in;
     size_t size = cg_dirty_frame_size(h);
     struct cg_dirty_route r = { 0 };
     struct cg_err err = { { 0 } };
@@ -357,7 +419,7 @@ static json_t *status_json(struct cg_dirty_arb *arb)
 static void on_client_local(struct cg_dirty_client *cl, const struct cg_dirty_header *h)
 {
     struct cg_dirty_arb *arb = cl->arb;
-    struct evbuffer *in = bufferevent_get_input(cl->bev);
+    struct evbuffer *in = cl->in;
     size_t size = cg_dirty_frame_size(h);
     unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)size);
     struct cg_dirty_msg m = { 0 };
@@ -418,11 +480,12 @@ static void skip_bytes(struct evbuffer *in, uint64_t *skip)
     *skip -= n;
 }
 
-static void on_client_read(struct bufferevent *bev, void *arg)
+/* Handles every whole frame in the client's input. Returns false when the
+ * connection was closed (cl is freed). */
+static bool client_process(struct cg_dirty_client *cl)
 {
-    struct cg_dirty_client *cl = arg;
     struct cg_dirty_arb *arb = cl->arb;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *in = cl->in;
     struct cg_dirty_header h;
     struct cg_err err = { { 0 } };
 
@@ -430,17 +493,17 @@ static void on_client_read(struct bufferevent *bev, void *arg)
         if (cl->skip > 0) {
             skip_bytes(in, &cl->skip);
             if (cl->skip > 0) {
-                return;
+                return true;
             }
         }
         enum frame_peek pk = frame_peek(in, arb->max_message, &h, &err);
         if (pk == PEEK_NEED_MORE) {
-            return;
+            return true;
         }
         if (pk == PEEK_BAD) {
             cg_log(CG_LOG_WARNING, "dirty arbiter: closing client connection: %s", err.msg);
             client_free(cl);
-            return;
+            return false;
         }
         if (pk == PEEK_TOO_BIG) {
             send_error(cl, h.id, "DirtyProtocolError",
@@ -488,17 +551,35 @@ static void on_client_write(struct bufferevent *bev, void *arg)
     for (struct cg_dirty_wk *w = cl->arb->pool.workers; w != NULL; w = w->next) {
         if (w->paused_by == cl) {
             w->paused_by = NULL;
-            if (w->link != NULL) {
-                bufferevent_enable(w->link, EV_READ);
+            if (w->rev != NULL) {
+                /* also handle what is already buffered */
+                event_add(w->rev, NULL);
+                event_active(w->rev, EV_READ, 0);
             }
         }
+    }
+}
+
+static void on_client_event(struct bufferevent *bev, short what, void *arg);
+
+static void on_client_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct cg_dirty_client *cl = arg;
+    int rc = fill(cl->in, fd);
+    int saved = errno;
+    (void)what;
+
+    if (client_process(cl) && rc < 0) {
+        errno = saved;
+        on_client_event(cl->bev, saved == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR, cl);
     }
 }
 
 static void on_client_event(struct bufferevent *bev, short what, void *arg)
 {
     struct cg_dirty_client *cl = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *in = cl->in;
+    (void)bev;
 
     if ((what & BEV_EVENT_EOF) && evbuffer_get_length(in) > 0 && cl->skip == 0) {
         cg_log(CG_LOG_WARNING,
@@ -537,6 +618,8 @@ static void client_free(struct cg_dirty_client *cl)
     if (cl->next != NULL) {
         cl->next->prev = cl->prev;
     }
+    event_free(cl->rev);
+    evbuffer_free(cl->in);
     bufferevent_free(cl->bev);
     free(cl);
     cg_dirty_arb_maybe_stop(arb);
@@ -571,9 +654,13 @@ void cg_dirty_relay_on_accept(evutil_socket_t fd, short what, void *arg)
             arb->clients->prev = cl;
         }
         arb->clients = cl;
-        bufferevent_setcb(cl->bev, on_client_read, on_client_write, on_client_event, cl);
+        tune(cl->bev);
+        cl->rev = event_new(arb->base, cfd, EV_READ | EV_PERSIST, on_client_readable, cl);
+        cl->in = evbuffer_new();
+        bufferevent_setcb(cl->bev, NULL, on_client_write, on_client_event, cl);
         bufferevent_setwatermark(cl->bev, EV_WRITE, CG_DIRTY_CLIENT_HIGH_WATER / 2, 0);
-        bufferevent_enable(cl->bev, EV_READ | EV_WRITE);
+        bufferevent_enable(cl->bev, EV_WRITE);
+        event_add(cl->rev, NULL);
         cg_log_debug("dirty arbiter: new client connection");
     }
 }
@@ -588,7 +675,7 @@ void cg_dirty_relay_on_accept(evutil_socket_t fd, short what, void *arg)
 static void boot_failure(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
                          const struct cg_dirty_header *h)
 {
-    struct evbuffer *in = bufferevent_get_input(w->link);
+    struct evbuffer *in = w->in;
     size_t size = cg_dirty_frame_size(h);
     unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)size);
     struct cg_dirty_msg m = { 0 };
@@ -617,7 +704,7 @@ static void boot_failure(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
 static int on_worker_frame(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
                            const struct cg_dirty_header *h, struct cg_err *err)
 {
-    struct evbuffer *in = bufferevent_get_input(w->link);
+    struct evbuffer *in = w->in;
     size_t size = cg_dirty_frame_size(h);
     struct cg_dirty_call *c;
     unsigned char hdr[CG_DIRTY_HEADER_SIZE];
@@ -654,7 +741,7 @@ static int on_worker_frame(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
         evbuffer_remove_buffer(in, out, size - sizeof(hdr));
         if (evbuffer_get_length(out) > CG_DIRTY_CLIENT_HIGH_WATER) {
             /* Slow reader: stop reading this worker until it drains. */
-            bufferevent_disable(w->link, EV_READ);
+            event_del(w->rev);
             w->paused_by = cl;
             cl->paused_workers = true;
         }
@@ -665,19 +752,24 @@ static int on_worker_frame(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
     return 0;
 }
 
-static void on_worker_read(struct bufferevent *bev, void *arg)
+static void on_worker_event(struct bufferevent *bev, short what, void *arg);
+
+static void on_worker_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct cg_dirty_wk *w = arg;
     struct cg_dirty_arb *arb = w->arb;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *in = w->in;
+    int rc = w->paused_by == NULL ? fill(in, fd) : 0;
+    int saved = errno;
     struct cg_dirty_header h;
     struct cg_err err = { { 0 } };
     char why[2200];
+    (void)what;
 
     while (w->link != NULL && w->paused_by == NULL) {
         enum frame_peek pk = frame_peek(in, SIZE_MAX, &h, &err);
         if (pk == PEEK_NEED_MORE) {
-            return;
+            break;
         }
         if (pk == PEEK_BAD || on_worker_frame(arb, w, &h, &err) < 0) {
             cg_log(CG_LOG_ERROR, "Dirty worker (pid:%d) sent a bad frame: %s; killing it",
@@ -687,6 +779,9 @@ static void on_worker_read(struct bufferevent *bev, void *arg)
             cg_dirty_relay_link_lost(arb, w, why);
             return;
         }
+    }
+    if (rc < 0 && w->link != NULL) {
+        on_worker_event(w->link, saved == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR, w);
     }
 }
 
@@ -714,8 +809,17 @@ int cg_dirty_relay_link_open(struct cg_dirty_arb *arb, struct cg_dirty_wk *w)
         return -1;
     }
     w->fd = -1; /* owned by the bufferevent now */
-    bufferevent_setcb(w->link, on_worker_read, NULL, on_worker_event, w);
-    bufferevent_enable(w->link, EV_READ | EV_WRITE);
+    tune(w->link);
+    w->rev = event_new(arb->base, bufferevent_getfd(w->link), EV_READ | EV_PERSIST,
+                       on_worker_readable, w);
+    w->in = evbuffer_new();
+    if (w->rev == NULL || w->in == NULL) {
+        cg_log(CG_LOG_ERROR, "dirty arbiter: cannot watch dirty worker (pid:%d)", (int)w->pid);
+        return -1;
+    }
+    bufferevent_setcb(w->link, NULL, NULL, on_worker_event, w);
+    bufferevent_enable(w->link, EV_WRITE);
+    event_add(w->rev, NULL);
     return 0;
 }
 
@@ -725,6 +829,14 @@ void cg_dirty_relay_link_lost(struct cg_dirty_arb *arb, struct cg_dirty_wk *w, c
         return;
     }
     w->link_dead = true;
+    if (w->rev != NULL) {
+        event_free(w->rev);
+        w->rev = NULL;
+    }
+    if (w->in != NULL) {
+        evbuffer_free(w->in);
+        w->in = NULL;
+    }
     bufferevent_free(w->link);
     w->link = NULL;
     if (w->paused_by != NULL) {
