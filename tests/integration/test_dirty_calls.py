@@ -149,7 +149,7 @@ def test_two_dirty_workers_share_load(server_factory):
 
 
 def test_per_app_worker_counts(server_factory):
-    # OnlyOne has `workers = 1`; Counter:1 from the spec; Echo-all via Counter.
+    # OnlyOne has the class attribute `workers = 1`; Counter goes to every worker.
     srv = start(server_factory, ["dirty_testapps:Counter", "dirty_testapps:OnlyOne"],
                 workers=2, dirty_workers=3)
     only = {call(srv, "dirty_testapps:OnlyOne", "pid")["result"] for _ in range(12)}
