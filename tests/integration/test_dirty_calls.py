@@ -157,3 +157,13 @@ def test_per_app_worker_counts(server_factory):
     assert len(only) == 1
     assert len(every) == 3
     assert "Spawned dirty worker" in srv.log()
+
+
+def test_spec_worker_count(server_factory):
+    # "module:Class:N" limits the app to N workers; the other app goes everywhere.
+    srv = start(server_factory, ["dirty_testapps:Counter:1", "dirty_testapps:OnlyOne:2"],
+                workers=2, dirty_workers=2)
+    counter = {call(srv, COUNTER, "pid")["result"] for _ in range(10)}
+    only = {call(srv, "dirty_testapps:OnlyOne", "pid")["result"] for _ in range(10)}
+    assert len(counter) == 1  # the spec's 1 wins
+    assert len(only) == 2     # the spec's 2 overrides the class attribute
