@@ -534,16 +534,14 @@ static void listen_set(struct cg_asgi_srv *s, bool on)
     }
 }
 
-static bool listening;
-
 /* Watches the listeners while accepting and below worker_connections. */
 static void listen_update(struct cg_asgi_srv *s)
 {
     bool want = s->accepting && s->w->alive &&
                 (s->conf->worker_connections <= 0 ||
                  s->nconns < (size_t)s->conf->worker_connections);
-    if (want != listening) {
-        listening = want;
+    if (want != s->listening) {
+        s->listening = want;
         listen_set(s, want);
     }
 }
@@ -557,7 +555,7 @@ PyObject *cg_py_asgi_accept(struct cg_asgi_srv *s, size_t idx)
 {
     const struct cg_listener *l = &s->w->listeners[idx];
 
-    for (int i = 0; i < 64 && listening; i++) {
+    for (int i = 0; i < 64 && s->listening; i++) {
         struct sockaddr_storage peer;
         socklen_t plen = sizeof(peer);
         int fd = accept4(l->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);

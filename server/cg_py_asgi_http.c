@@ -743,16 +743,10 @@ static int response_body(struct cg_asgi_req *r, PyObject *msg)
     }
     size_t size = view.buf ? (size_t)view.len : 0;
     if (r->omits_body && size > 0) {
-        if (!r->body_eof_sent || true) {
-            static bool warned;
-            if (!warned) {
-                cg_log(CG_LOG_WARNING,
-                       "ASGI app sent body bytes on a no-body response (status=%d); dropping "
-                       "per RFC 9110.",
-                       r->status);
-                warned = true;
-            }
-        }
+        cg_log(CG_LOG_WARNING,
+               "ASGI app sent body bytes on a no-body response (status=%d); dropping per "
+               "RFC 9110.",
+               r->status);
         size = 0;
     }
     if (r->length >= 0 && size > (uint64_t)r->length - r->sent) {
@@ -855,8 +849,7 @@ static PyObject *req_send(PyObject *self, PyObject *msg)
                 PyObject *st = PyDict_GetItemWithError(msg, s->k.status);
                 long code = st ? PyLong_AsLong(st) : -1;
                 if (code >= 100 && code < 200) {
-                    PyObject *saved_hdrs = tmp.resp_headers;
-                    tmp.resp_headers = NULL;
+                    tmp.resp_headers = NULL; /* r keeps its own */
                     if (response_start(&tmp, msg) == 0) {
                         /* Informational heads carry only the app's headers. */
                         char *end = strstr(tmp.head, "Server: gunicorn/asgi\r\n");
@@ -874,7 +867,6 @@ static PyObject *req_send(PyObject *self, PyObject *msg)
                     }
                     free(tmp.head);
                     Py_XDECREF(tmp.resp_headers);
-                    (void)saved_hdrs;
                 }
             }
         }

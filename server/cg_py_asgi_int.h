@@ -66,6 +66,7 @@ struct cg_asgi_srv {
     struct cg_asgi_conn *conns;  /* open connections (each holds one reference to itself) */
     size_t nconns;
     bool accepting;
+    bool listening;              /* the listeners are loop readers */
     bool quick;                  /* QUIT/INT: stop now */
     uint64_t ws_max;             /* websocket_max_message_size */
 };
