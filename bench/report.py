@@ -82,10 +82,12 @@ def machine_meta(mode, server_cpus, client_cpus, versions, elapsed, now):
     }
 
 
-def _best(sc, results, kinds):
+def _best(sc, results, kinds, prefix=""):
     best = None
     for vid in sc.variants:
         v = servers.VARIANTS[vid]
+        if not vid.startswith(prefix):
+            continue
         r = results.get((sc.id, vid))
         if v.kind in kinds and r and r["status"] == "ok":
             if best is None or r["rate"] > best[1]["rate"]:
@@ -104,6 +106,18 @@ def ratios(sc, results):
         if r and r["status"] == "ok":
             out[vid] = r["rate"] / peer[1]["rate"]
     return out
+
+
+def read_json(path):
+    """(scenario ids, results, meta) from a file write_json() wrote."""
+    with open(path) as f:
+        data = json.load(f)
+    results = {}
+    for sc in data["scenarios"]:
+        for vid, res in sc["servers"].items():
+            if res is not None:
+                results[(sc["id"], vid)] = res
+    return [sc["id"] for sc in data["scenarios"]], results, data["meta"]
 
 
 def write_json(path, scenarios, results, meta):
@@ -136,8 +150,9 @@ def _status_cell(res, notes):
 
 
 def _summary(scenarios, results, notes):
-    rows = ["| scenario | cgunicorn | best peer | cgunicorn / best peer | no-Python ceiling |",
-            "|---|---|---|---|---|"]
+    rows = ["| scenario | cgunicorn | best peer | cgunicorn / best peer | cgunicorn / gunicorn 27 "
+            "| no-Python ceiling |",
+            "|---|---|---|---|---|---|"]
     for sc in scenarios:
         cg = _best(sc, results, ("cgunicorn",))
         peer = _best(sc, results, ("peer",))
@@ -151,10 +166,13 @@ def _summary(scenarios, results, notes):
         peer_cell = ("%s %s (%s)" % (_fmt_rate(peer[1]["rate"]), sc.unit, peer[0].label)
                      if peer else "no peer ran")
         ratio = "**%.2f×**" % (cg[1]["rate"] / peer[1]["rate"]) if cg and peer else "—"
+        upstream = _best(sc, results, ("peer",), prefix="gu-")
+        vs_up = ("%.2f× (%s)" % (cg[1]["rate"] / upstream[1]["rate"], upstream[0].label)
+                 if cg and upstream else "—")
         ceil_cell = ("%s %s (%s)" % (_fmt_rate(ceil[1]["rate"]), sc.unit, ceil[0].label.split(" ")[0])
                      if ceil else "—")
-        rows.append("| %s | %s | %s | %s | %s |" % (sc.title, cg_cell, peer_cell, ratio,
-                                                    ceil_cell))
+        rows.append("| %s | %s | %s | %s | %s | %s |" % (sc.title, cg_cell, peer_cell, ratio,
+                                                         vs_up, ceil_cell))
     return rows
 
 
@@ -245,6 +263,7 @@ def write_chart(path, scenarios, results, meta):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker  # noqa: F401  (used as matplotlib.ticker)
     except ImportError as e:
         return "not drawn (matplotlib missing: %s)" % e
     bars = []   # (y label, value or None, kind, text)
@@ -265,7 +284,9 @@ def write_chart(path, scenarios, results, meta):
     height = max(3.0, 0.22 * len(bars) + 1.2)
     fig, ax = plt.subplots(figsize=(11, height))
     ys, labels = [], []
-    top = max([b[1] for b in bars if b and b[1] is not None] + [1.0])
+    vals = [b[1] for b in bars if b and b[1] is not None and b[1] > 0]
+    top = max(vals + [1.0])
+    low = min(vals + [1.0]) / 1.5     # log scale: ratios from ~0.05x to ~20x stay readable
     for i, b in enumerate(bars):
         if b is None:
             continue
@@ -273,16 +294,19 @@ def write_chart(path, scenarios, results, meta):
         ys.append(y)
         labels.append(b[0])
         if b[1] is not None:
-            ax.barh(y, b[1], color=COLORS[b[2]], height=0.8)
-            ax.text(b[1] + top * 0.01, y, b[3], va="center", fontsize=7)
+            ax.barh(y, b[1] - low, left=low, color=COLORS[b[2]], height=0.8)
+            ax.text(b[1] * 1.03, y, b[3], va="center", fontsize=7)
         else:
-            ax.text(top * 0.01, y, b[3], va="center", fontsize=7, color=COLORS[b[2]],
+            ax.text(low * 1.05, y, b[3], va="center", fontsize=7, color=COLORS[b[2]],
                     style="italic")
     ax.set_yticks(ys)
     ax.set_yticklabels(labels, fontsize=7)
     ax.axvline(1.0, color="black", linewidth=0.8, linestyle="--")
-    ax.set_xlim(0, top * 1.15)
-    ax.set_xlabel("rate relative to the best peer in the same scenario (1.0 = best peer)")
+    ax.set_xscale("log")
+    ax.set_xlim(low, top * 1.4)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: "%g×" % x))
+    ax.set_xlabel("rate relative to the best peer in the same scenario (1× = best peer; "
+                  "log scale)")
     ax.set_title("cgunicorn benchmark %s (%s): red cgunicorn, blue peers, green no-Python "
                  "ceiling" % (meta["date"], meta["mode"]), fontsize=9)
     fig.tight_layout()

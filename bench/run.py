@@ -130,7 +130,7 @@ def measure_dirty(srv, kind, mode):
     runs = []
     try:
         for _ in range(mode.runs):
-            r = _dirty_call(srv.port, kind, n, timeout=180)
+            r = _dirty_call(srv.port, kind, n, timeout=60)
             if r.get("n") != n or (kind == "stream" and r.get("items") != n * 1000):
                 return _unavailable(srv.variant, "dirty view answered %r" % (r,))
             runs.append(r)
@@ -229,6 +229,22 @@ def versions():
     return out
 
 
+def render(json_path):
+    ids, results, meta = report.read_json(json_path)
+    by_id = {s.id: s for s in SCENARIOS}
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        sys.exit("%s: scenarios %s are not defined in bench/scenarios.py any more"
+                 % (json_path, ", ".join(unknown)))
+    scenarios = [by_id[i] for i in ids]
+    stem = json_path[:-len(".json")] if json_path.endswith(".json") else json_path
+    png = stem + ".png"
+    note = report.write_chart(png, scenarios, results, meta)
+    report.write_markdown(stem + ".md", scenarios, results, meta, os.path.basename(png), note)
+    print("rewrote %s.md and %s" % (stem, png))
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 run per figure, shorter runs")
@@ -236,7 +252,11 @@ def main(argv=None):
                     help="regular expression on scenario ids")
     ap.add_argument("--out", default=os.path.join(servers.BENCH, "results"),
                     help="directory for the .md/.json/.png (default bench/results)")
+    ap.add_argument("--render", metavar="JSON",
+                    help="rewrite the .md and .png beside JSON from its figures; runs nothing")
     args = ap.parse_args(argv)
+    if args.render:
+        return render(args.render)
     mode = QUICK if args.quick else FULL
     scenarios = SCENARIOS
     if args.only:

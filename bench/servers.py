@@ -7,6 +7,7 @@ the whole group, then SIGKILL for whatever is left.
 """
 import http.client
 import os
+import re
 import shutil
 import signal
 import socket
@@ -223,6 +224,9 @@ class Running:
         argv = variant.build(app, self.port, self.tmpdir, dirty)
         env = dict(os.environ)
         env["PYTHONPATH"] = APPS
+        # Every server imports the apps' packages (FastAPI, ...) from bench/.venv;
+        # cgunicorn's embedded interpreter finds it through $VIRTUAL_ENV.
+        env["VIRTUAL_ENV"] = os.path.join(BENCH, ".venv")
         env["BENCH_DATA_DIR"] = self.tmpdir
         env.pop("GUNICORN_CMD_ARGS", None)
         self.argv = argv
@@ -238,11 +242,20 @@ class Running:
         Running.live.add(self)
 
     def log_tail(self, n=3):
+        """The log's most telling line: a traceback's last line, else the first
+        specific [ERROR] line, else the last n lines."""
         try:
             with open(self.log_path, errors="replace") as f:
                 lines = [ln.strip() for ln in f if ln.strip()]
         except OSError:
             return ""
+        for ln in reversed(lines):
+            if re.match(r"^[A-Za-z_.]*(Error|Exception|Exit)\b.*", ln):
+                return ln
+        generic = ("exited with code", "Shutting down", "Reason:", "Worker exiting")
+        for ln in lines:
+            if "[ERROR]" in ln and not any(g in ln for g in generic):
+                return re.sub(r"^\[[^]]*\] \[\d+\] ", "", ln)
         return " | ".join(lines[-n:])
 
     def has_listening_line(self):

@@ -12,6 +12,7 @@
 """
 import json
 import os
+import sys
 import time
 
 HELLO = b"Hello, World!"
@@ -81,6 +82,10 @@ def _dirty(environ):
         "p99_us": _percentile(times, 0.99) * 1e6,
         "calls_per_s": n / total if total > 0 else 0.0,
         "items": items,
+        # where the dirty client came from: a file of upstream gunicorn, or
+        # "<module> (no file)" for one served from inside cgunicorn's binary
+        "client_module": (getattr(sys.modules.get(type(client).__module__), "__file__", None)
+                          or "%s (no file)" % type(client).__module__),
     }
     return json.dumps(out).encode()
 
