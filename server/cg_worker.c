@@ -15,6 +15,7 @@
 #include "cg_sig.h"
 #include "cg_worker.h"
 #include "cg_worker_asgi.h"
+#include "cg_worker_gthread.h"
 
 static const int worker_signals[] = { SIGTERM, SIGQUIT, SIGINT, SIGUSR1, SIGWINCH, 0 };
 
@@ -94,6 +95,8 @@ void cg_worker_main(struct cg_worker *w, PyObject *preloaded_app)
     cg_worker_notify(w);
     if (strcmp(conf->worker_class, "sync") == 0) {
         cg_worker_sync_run(w);
+    } else if (strcmp(conf->worker_class, "gthread") == 0) {
+        code = cg_worker_gthread_run(w);
     } else if (strcmp(conf->worker_class, "asgi") == 0) {
         code = cg_worker_asgi_run(w);
     } else {

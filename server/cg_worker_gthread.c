@@ -1,0 +1,535 @@
+/* The gthread worker's event loop.
+ *
+ * Threads: the worker's main thread runs a libevent 2.1 event_base WITHOUT
+ * the GIL (it released it with PyEval_SaveThread() before starting the
+ * pool, and takes it back only for a moment to act on signals, which may
+ * run Python); `threads` pool threads (cg_worker_gthread_pool.c) run
+ * requests under the GIL.
+ *
+ * Life of a connection (struct cg_gthread_conn):
+ *
+ *   accept ─► WAIT ──head complete──► RUN (job queue → pool thread runs the
+ *              ▲                        │    app with cg_py_wsgi_handle)
+ *              └──── keep-alive ◄───────┤
+ *                                       └─► CLOSING (shutdown(SHUT_WR), the
+ *                                            loop discards what the peer
+ *                                            still sends, then close)
+ *
+ * WAIT: the loop reads the socket (non-blocking) and feeds the request
+ * parser (cg_wsgi_conn_read_head(c, false)) until a head is complete; a
+ * client dribbling its head only costs an event, never a thread. Deadlines:
+ * an idle kept-alive connection (no byte of its next request yet) is closed
+ * after `keepalive` seconds; a request head must be complete within
+ * `timeout` seconds of its first byte (of the accept, for a new
+ * connection); timeout 0 disables that limit.
+ *
+ * RUN: the pool thread runs the app. The request body is read by that thread
+ * on demand (wsgi.input), blocking with poll() for at most `timeout` seconds
+ * per wait (c.io_timeout_ms), as are the response writes. Pipelined requests
+ * already buffered are answered in order (by the same thread, or queued
+ * again behind other connections). The thread hands the connection back
+ * through the done queue (eventfd).
+ *
+ * Limits, as gunicorn's gthread worker: at most `worker_connections` open
+ * connections (the listeners are disabled at the cap); a response closes its
+ * connection when keepalive is 0, when the parked connections reach
+ * worker_connections - threads, when stopping, or at max_requests.
+ *
+ * Stopping: the signal self-pipe (cg_sig_fd()) is a loop event. TERM, a
+ * parent change or max_requests start a graceful stop: the listeners are
+ * disabled, idle kept-alive connections stay open at most 2 more seconds
+ * (STOP_LINGER_MS; a request arriving meanwhile is answered with
+ * "Connection: close"), in-flight requests get `graceful_timeout` seconds,
+ * then the worker exits. QUIT/INT exit at once. The loop reports liveness to
+ * the master at least every second. */
+#include <Python.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cg_log.h"
+#include "cg_py_wsgi.h"
+#include "cg_py_wsgi_int.h"
+#include "cg_sig.h"
+#include "cg_worker_gthread.h"
+#include "cg_worker_gthread_int.h"
+
+#define STOP_LINGER_MS 2000u   /* idle connections kept open once stopping */
+#define CLOSE_LINGER_MS 2000u  /* CLOSING: wait this long for the peer's FIN */
+#define CLOSE_DRAIN_MAX 65536u /* CLOSING: discard at most this much */
+#define ACCEPT_BATCH 64
+
+static void on_conn_event(evutil_socket_t fd, short what, void *arg);
+
+static uint64_t tick_ms(const struct cg_conf *conf)
+{
+    /* Report in at least twice per timeout period, and at least every second. */
+    int ms = conf->timeout > 0 ? conf->timeout * 500 : 1000;
+    return ms > 1000 ? 1000 : (ms < 50 ? 50 : (uint64_t)ms);
+}
+
+static struct timeval ms_tv(uint64_t ms)
+{
+    struct timeval tv = { (time_t)(ms / 1000u), (suseconds_t)((ms % 1000u) * 1000u) };
+    return tv;
+}
+
+/* ---- accepting -------------------------------------------------------- */
+
+static void set_accepting(struct cg_gthread *gt)
+{
+    bool want = !gt->stopping && gt->nconns < (size_t)gt->conf->worker_connections;
+    if (want == gt->accepting) {
+        return;
+    }
+    for (size_t i = 0; i < gt->w->nlisteners; i++) {
+        if (want) {
+            event_add(gt->listen_evs[i], NULL);
+        } else {
+            event_del(gt->listen_evs[i]);
+        }
+    }
+    gt->accepting = want;
+}
+
+/* ---- connection states ------------------------------------------------- */
+
+static void set_state(struct cg_gthread *gt, struct cg_gthread_conn *k, enum cg_gthread_state st)
+{
+    if (k->state == CG_GTHREAD_WAIT && st != CG_GTHREAD_WAIT) {
+        atomic_fetch_sub(&gt->nwait, 1);
+    } else if (k->state != CG_GTHREAD_WAIT && st == CG_GTHREAD_WAIT) {
+        atomic_fetch_add(&gt->nwait, 1);
+    }
+    if (k->state == CG_GTHREAD_RUN) {
+        gt->nrun--;
+    }
+    if (st == CG_GTHREAD_RUN) {
+        gt->nrun++;
+    }
+    k->state = st;
+}
+
+static void conn_free(struct cg_gthread *gt, struct cg_gthread_conn *k)
+{
+    if (k->state == CG_GTHREAD_WAIT) {
+        atomic_fetch_sub(&gt->nwait, 1);
+    } else if (k->state == CG_GTHREAD_RUN) {
+        gt->nrun--;
+    }
+    event_free(k->ev);
+    cg_wsgi_conn_deinit(&k->c);
+    if (k->prev != NULL) {
+        k->prev->next = k->next;
+    } else {
+        gt->conns = k->next;
+    }
+    if (k->next != NULL) {
+        k->next->prev = k->prev;
+    }
+    gt->nconns--;
+    free(k);
+    set_accepting(gt);
+    if (gt->stopping && gt->nconns == 0) {
+        event_base_loopexit(gt->base, NULL);
+    }
+}
+
+/* (Re)arms the connection's event with the time left to its deadline. */
+static void conn_arm(struct cg_gthread *gt, struct cg_gthread_conn *k)
+{
+    uint64_t now = cg_monotonic_ms();
+
+    if (k->deadline_ms == 0 && k->state == CG_GTHREAD_WAIT) {
+        if (k->idle) {
+            k->deadline_ms = now + (uint64_t)gt->conf->keepalive * 1000u;
+        } else if (gt->conf->timeout > 0) {
+            k->deadline_ms = now + (uint64_t)gt->conf->timeout * 1000u;
+        }
+    }
+    if (gt->stopping && k->state == CG_GTHREAD_WAIT) {
+        uint64_t cap = k->idle ? now + STOP_LINGER_MS : gt->stop_deadline_ms;
+        if (k->deadline_ms == 0 || k->deadline_ms > cap) {
+            k->deadline_ms = cap;
+        }
+    }
+    if (k->deadline_ms == 0) {
+        event_add(k->ev, NULL);
+        return;
+    }
+    struct timeval tv = ms_tv(k->deadline_ms > now ? k->deadline_ms - now : 0);
+    event_add(k->ev, &tv);
+}
+
+/* Ends a connection whose last response is out: half-close so the client
+ * reads everything before the FIN (a close with unread input would send a
+ * reset that can destroy the response), then discard its rest. */
+static void conn_close_graceful(struct cg_gthread *gt, struct cg_gthread_conn *k)
+{
+    if (shutdown(k->c.fd, SHUT_WR) < 0) {
+        conn_free(gt, k);
+        return;
+    }
+    set_state(gt, k, CG_GTHREAD_CLOSING);
+    k->drained = 0;
+    k->deadline_ms = cg_monotonic_ms() + CLOSE_LINGER_MS;
+    conn_arm(gt, k);
+}
+
+static void closing_step(struct cg_gthread *gt, struct cg_gthread_conn *k, short what)
+{
+    char scratch[16384];
+
+    if (what & EV_TIMEOUT) {
+        conn_free(gt, k);
+        return;
+    }
+    for (;;) {
+        ssize_t n = recv(k->c.fd, scratch, sizeof(scratch), 0);
+        if (n > 0) {
+            k->drained += (size_t)n;
+            if (k->drained <= CLOSE_DRAIN_MAX) {
+                continue;
+            }
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            conn_arm(gt, k);
+            return;
+        }
+        conn_free(gt, k); /* EOF, error, or too much */
+        return;
+    }
+}
+
+/* A complete head (or a refused one to log): queue it for the pool. */
+static void dispatch(struct cg_gthread *gt, struct cg_gthread_conn *k, bool head_error)
+{
+    set_state(gt, k, CG_GTHREAD_RUN);
+    k->head_error = head_error;
+    k->deadline_ms = 0;
+    cg_worker_gthread_pool_submit(gt, k);
+}
+
+/* The head read ended the connection: a bad request was answered (its
+ * access line is logged by a pool thread, which has the GIL), or the peer
+ * closed or failed. */
+static void head_closed(struct cg_gthread *gt, struct cg_gthread_conn *k)
+{
+    const struct cg_http_error *e = cg_http_parser_error(&k->c.parser);
+
+    if (e->kind == CG_HTTP_ERR_NONE) {
+        conn_free(gt, k);
+    } else if (gt->wsgi->access_log != NULL &&
+               cg_http_parser_error_request(&k->c.parser) != NULL) {
+        dispatch(gt, k, true);
+    } else {
+        conn_close_graceful(gt, k);
+    }
+}
+
+/* Reads and parses what the connection has; dispatches a complete head. */
+static void head_step(struct cg_gthread *gt, struct cg_gthread_conn *k)
+{
+    bool was_idle = k->idle;
+
+    switch (cg_worker_gthread_read_head(k)) {
+    case CG_WSGI_HEAD_READY:
+        dispatch(gt, k, false);
+        break;
+    case CG_WSGI_HEAD_MORE:
+        if (was_idle && !k->idle) {
+            k->deadline_ms = 0; /* the head's own deadline starts now */
+        }
+        conn_arm(gt, k);
+        break;
+    case CG_WSGI_HEAD_CLOSE:
+        head_closed(gt, k);
+        break;
+    }
+}
+
+static void on_conn_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct cg_gthread_conn *k = arg;
+    struct cg_gthread *gt = k->gt;
+    (void)fd;
+
+    if (k->state == CG_GTHREAD_CLOSING) {
+        closing_step(gt, k, what);
+    } else if (what & EV_TIMEOUT) {
+        conn_free(gt, k); /* idle past keepalive, or a head too slow */
+    } else {
+        head_step(gt, k);
+    }
+}
+
+static void on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    struct cg_gthread *gt = arg;
+    const struct cg_listener *l = NULL;
+    (void)what;
+
+    for (size_t i = 0; i < gt->w->nlisteners; i++) {
+        if (gt->w->listeners[i].fd == lfd) {
+            l = &gt->w->listeners[i];
+        }
+    }
+    for (int i = 0; i < ACCEPT_BATCH && gt->accepting; i++) {
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof(peer);
+        int fd = accept4(lfd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                cg_log_errno(CG_LOG_ERROR, errno, "accept on %s", l ? l->name : "?");
+            }
+            break;
+        }
+        struct cg_gthread_conn *k = calloc(1, sizeof(*k));
+        if (k == NULL) {
+            close(fd);
+            cg_log(CG_LOG_ERROR, "out of memory accepting a connection on %s", l->name);
+            break;
+        }
+        cg_wsgi_conn_init(&k->c, fd, l, (struct sockaddr *)&peer, plen, &gt->wsgi->limits,
+                          gt->conf->timeout > 0 ? gt->conf->timeout * 1000 : -1);
+        k->c.owner = k;
+        k->gt = gt;
+        k->ev = event_new(gt->base, fd, EV_READ, on_conn_event, k);
+        if (k->ev == NULL) {
+            cg_wsgi_conn_deinit(&k->c);
+            free(k);
+            cg_log(CG_LOG_ERROR, "out of memory accepting a connection on %s", l->name);
+            break;
+        }
+        k->state = CG_GTHREAD_WAIT;
+        atomic_fetch_add(&gt->nwait, 1);
+        k->t0_us = cg_py_wsgi_now_us();
+        k->next = gt->conns;
+        if (gt->conns != NULL) {
+            gt->conns->prev = k;
+        }
+        gt->conns = k;
+        gt->nconns++;
+        set_accepting(gt);
+        conn_arm(gt, k);
+    }
+}
+
+/* ---- stopping ---------------------------------------------------------- */
+
+static void begin_stop(struct cg_gthread *gt)
+{
+    if (gt->stopping) {
+        return;
+    }
+    gt->stopping = true;
+    gt->w->alive = false;
+    atomic_store(&gt->draining, true);
+    gt->stop_deadline_ms = cg_monotonic_ms() + (uint64_t)gt->conf->graceful_timeout * 1000u;
+    set_accepting(gt);
+    for (struct cg_gthread_conn *k = gt->conns; k != NULL; k = k->next) {
+        if (k->state == CG_GTHREAD_WAIT) {
+            conn_arm(gt, k); /* caps the deadline */
+        }
+    }
+    if (gt->nconns == 0) {
+        event_base_loopexit(gt->base, NULL);
+    }
+}
+
+static void check_stop(struct cg_gthread *gt)
+{
+    if (atomic_load(&gt->stop_asked) || !gt->w->alive) {
+        begin_stop(gt);
+    }
+}
+
+static void on_signal(evutil_socket_t fd, short what, void *arg)
+{
+    struct cg_gthread *gt = arg;
+    (void)fd;
+    (void)what;
+
+    /* Signal handling may run Python (hooks, Python-level handlers): it
+     * takes the GIL for that moment. */
+    PyEval_RestoreThread(gt->main_ts);
+    bool now = cg_worker_check_signals(gt->w);
+    gt->main_ts = PyEval_SaveThread();
+    if (now) {
+        gt->quick = true;
+        event_base_loopbreak(gt->base);
+        return;
+    }
+    check_stop(gt);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct cg_gthread *gt = arg;
+    (void)fd;
+    (void)what;
+
+    cg_worker_notify(gt->w);
+    on_signal(-1, 0, gt); /* also notices a parent change */
+    if (gt->stopping && cg_monotonic_ms() >= gt->stop_deadline_ms) {
+        event_base_loopbreak(gt->base);
+    }
+}
+
+static void on_done(evutil_socket_t fd, short what, void *arg)
+{
+    struct cg_gthread *gt = arg;
+    struct cg_gthread_conn *k = cg_worker_gthread_pool_take_done(gt);
+    (void)fd;
+    (void)what;
+
+    gt->w->nr = atomic_load(&gt->nr);
+    check_stop(gt);
+    while (k != NULL) {
+        struct cg_gthread_conn *next = k->qnext;
+        k->qnext = NULL;
+        if (!k->reuse) {
+            conn_close_graceful(gt, k);
+        } else {
+            set_state(gt, k, CG_GTHREAD_WAIT);
+            if (k->probed) {
+                conn_arm(gt, k); /* the thread found nothing complete */
+            } else {
+                head_step(gt, k); /* buffered pipelined bytes, or a quick client */
+            }
+        }
+        k = next;
+    }
+}
+
+/* ---- set-up and tear-down ---------------------------------------------- */
+
+static int loop_open(struct cg_gthread *gt, struct cg_err *err)
+{
+    struct cg_worker *w = gt->w;
+
+    gt->base = event_base_new();
+    gt->listen_evs = calloc(w->nlisteners ? w->nlisteners : 1, sizeof(*gt->listen_evs));
+    if (gt->base == NULL || gt->listen_evs == NULL) {
+        cg_err_set(err, "cannot create the gthread event loop (out of memory?)");
+        return -1;
+    }
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        if (evutil_make_socket_nonblocking(w->listeners[i].fd) < 0) {
+            cg_err_set(err, "listener %s: cannot make it non-blocking", w->listeners[i].name);
+            return -1;
+        }
+        gt->listen_evs[i] = event_new(gt->base, w->listeners[i].fd, EV_READ | EV_PERSIST,
+                                      on_accept, gt);
+        if (gt->listen_evs[i] == NULL) {
+            cg_err_set(err, "cannot watch listener %s", w->listeners[i].name);
+            return -1;
+        }
+    }
+    struct timeval tv = ms_tv(tick_ms(gt->conf));
+    gt->sig_ev = event_new(gt->base, cg_sig_fd(), EV_READ | EV_PERSIST, on_signal, gt);
+    gt->done_ev = event_new(gt->base, gt->done_fd, EV_READ | EV_PERSIST, on_done, gt);
+    gt->tick_ev = event_new(gt->base, -1, EV_PERSIST, on_tick, gt);
+    if (gt->sig_ev == NULL || gt->done_ev == NULL || gt->tick_ev == NULL ||
+        event_add(gt->sig_ev, NULL) < 0 || event_add(gt->done_ev, NULL) < 0 ||
+        event_add(gt->tick_ev, &tv) < 0) {
+        cg_err_set(err, "cannot register the gthread loop's events");
+        return -1;
+    }
+    set_accepting(gt);
+    return 0;
+}
+
+static void loop_close(struct cg_gthread *gt)
+{
+    /* Connections still in RUN belong to pool threads that outlived
+     * graceful_timeout (or QUIT): left to the process exit. */
+    for (struct cg_gthread_conn *k = gt->conns; k != NULL;) {
+        struct cg_gthread_conn *next = k->next;
+        if (k->state != CG_GTHREAD_RUN) {
+            conn_free(gt, k);
+        }
+        k = next;
+    }
+    for (size_t i = 0; gt->listen_evs != NULL && i < gt->w->nlisteners; i++) {
+        if (gt->listen_evs[i] != NULL) {
+            event_free(gt->listen_evs[i]);
+        }
+    }
+    free(gt->listen_evs);
+    gt->listen_evs = NULL;
+    if (gt->sig_ev != NULL) {
+        event_free(gt->sig_ev);
+    }
+    if (gt->done_ev != NULL) {
+        event_free(gt->done_ev);
+    }
+    if (gt->tick_ev != NULL) {
+        event_free(gt->tick_ev);
+    }
+    gt->sig_ev = gt->done_ev = gt->tick_ev = NULL;
+}
+
+int cg_worker_gthread_run(struct cg_worker *w)
+{
+    const struct cg_conf *conf = w->conf;
+    struct cg_gthread *gt = calloc(1, sizeof(*gt)); /* owned; leaked if threads outlive us */
+    struct cg_err err = { { 0 } };
+    int code = 0;
+
+    if (gt == NULL) {
+        cg_log(CG_LOG_ERROR, "worker %d cannot start: out of memory", (int)getpid());
+        return CG_WORKER_BOOT_ERROR;
+    }
+    gt->w = w;
+    gt->conf = conf;
+    gt->done_fd = -1;
+    pthread_mutex_init(&gt->mu, NULL);
+    pthread_cond_init(&gt->cv, NULL);
+    if (conf->keepalive > 0 && conf->worker_connections - conf->threads <= 0 && w->age <= 1) {
+        cg_log(CG_LOG_WARNING, "No keepalived connections can be handled. "
+                               "Check the number of worker connections and threads.");
+    }
+    gt->wsgi = cg_py_wsgi_new(w, &err);
+    if (gt->wsgi == NULL) {
+        cg_log(CG_LOG_ERROR, "worker %d cannot start: %s", (int)getpid(), err.msg);
+        free(gt);
+        return CG_WORKER_BOOT_ERROR;
+    }
+    gt->main_ts = PyEval_SaveThread(); /* the loop runs without the GIL */
+    if (cg_worker_gthread_pool_start(gt, &err) < 0 || loop_open(gt, &err) < 0) {
+        cg_log(CG_LOG_ERROR, "worker %d cannot start: %s", (int)getpid(), err.msg);
+        code = CG_WORKER_BOOT_ERROR;
+    } else {
+        cg_worker_notify(w);
+        event_base_dispatch(gt->base);
+    }
+    loop_close(gt);
+    /* Join the pool only when no thread still runs a request; otherwise the
+     * threads, and what they use (gt, the WSGI state, the app), are left to
+     * the process exit. */
+    bool joined = gt->nrun == 0;
+    cg_worker_gthread_pool_stop(gt, joined);
+    if (gt->base != NULL) {
+        event_base_free(gt->base);
+        gt->base = NULL;
+    }
+    PyEval_RestoreThread(gt->main_ts);
+    if (joined) {
+        cg_py_wsgi_free(gt->wsgi);
+        pthread_mutex_destroy(&gt->mu);
+        pthread_cond_destroy(&gt->cv);
+        free(gt);
+    } else {
+        Py_INCREF(w->app); /* a pool thread may still be calling it */
+    }
+    return code;
+}

@@ -1,0 +1,107 @@
+/* Declarations shared by the gthread worker's loop (cg_worker_gthread.c)
+ * and its thread pool (cg_worker_gthread_pool.c). */
+#ifndef CG_WORKER_GTHREAD_INT_H
+#define CG_WORKER_GTHREAD_INT_H
+
+#include <Python.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cg_err.h"
+#include "cg_py_wsgi_conn.h"
+#include "cg_worker.h"
+
+struct event;
+struct event_base;
+struct cg_wsgi;
+
+enum cg_gthread_state {
+    CG_GTHREAD_WAIT,    /* in the loop: waiting for (the rest of) a request head */
+    CG_GTHREAD_RUN,     /* queued for, or owned by, a pool thread */
+    CG_GTHREAD_CLOSING, /* write side shut; the loop discards what the peer still sends */
+};
+
+/* One client connection. The loop owns it in WAIT and CLOSING; in RUN it
+ * belongs to the pool thread that took it, until it is handed back through
+ * the done queue. Only the owner touches it. */
+struct cg_gthread_conn {
+    struct cg_wsgi_conn c; /* c.owner points back here */
+    struct cg_gthread *gt;
+    struct event *ev;      /* owned: readable/timeout event of c.fd */
+    enum cg_gthread_state state;
+    bool idle;             /* no byte of the next request has arrived yet */
+    bool head_error;       /* job: log the refused request's access line, then close */
+    bool reuse;            /* set by the pool: keep the connection for another request */
+    bool probed;           /* set by the pool: it already read the socket (nothing complete) */
+    uint64_t deadline_ms;  /* WAIT/CLOSING: close at this monotonic time (0: never) */
+    uint64_t t0_us;        /* when reading this request's head started */
+    size_t drained;        /* CLOSING: bytes discarded so far */
+    struct cg_gthread_conn *prev, *next; /* every open connection (loop thread only) */
+    struct cg_gthread_conn *qnext;       /* job queue or done queue */
+};
+
+struct cg_gthread_queue {
+    struct cg_gthread_conn *head, *tail;
+};
+
+/* The worker's state. Loop-only fields are marked; the rest is shared. */
+struct cg_gthread {
+    struct cg_worker *w;
+    const struct cg_conf *conf;
+    struct cg_wsgi *wsgi; /* owned; read-only once the pool runs */
+
+    /* loop thread only */
+    struct event_base *base;
+    struct event **listen_evs; /* one per listener; owned */
+    struct event *sig_ev, *done_ev, *tick_ev;
+    struct cg_gthread_conn *conns;
+    size_t nconns;
+    size_t nrun;               /* connections in RUN */
+    bool accepting;
+    bool stopping;             /* graceful stop under way */
+    bool quick;                /* QUIT/INT: leave now */
+    uint64_t stop_deadline_ms;
+    PyThreadState *main_ts;    /* the loop thread's Python state while it runs without the GIL */
+
+    /* shared between the loop and the pool */
+    _Atomic size_t nwait;      /* connections parked in the loop (keep-alive cap) */
+    _Atomic bool draining;     /* stopping: every response closes its connection */
+    _Atomic bool stop_asked;   /* max_requests reached in a pool thread */
+    _Atomic uint64_t nr;       /* requests handled */
+
+    /* the pool (cg_worker_gthread_pool.c) */
+    pthread_t *threads;
+    size_t nthreads;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct cg_gthread_queue jobs; /* under mu */
+    struct cg_gthread_queue done; /* under mu */
+    bool pool_quit;               /* under mu */
+    int done_fd;                  /* owned eventfd: the pool wakes the loop */
+};
+
+/* Starts conf->threads pool threads and the done eventfd. Called by the
+ * main thread after it released the GIL; signals are blocked in the pool
+ * threads (they go to the loop). Returns 0, or -1 with err. */
+int cg_worker_gthread_pool_start(struct cg_gthread *gt, struct cg_err *err);
+
+/* Queues a connection in state RUN for a pool thread (loop thread). */
+void cg_worker_gthread_pool_submit(struct cg_gthread *gt, struct cg_gthread_conn *k);
+
+/* Takes every connection the pool handed back, as a qnext-linked list, and
+ * clears the eventfd (loop thread). */
+struct cg_gthread_conn *cg_worker_gthread_pool_take_done(struct cg_gthread *gt);
+
+/* Asks the threads to exit once the job queue is empty. `join`: wait for
+ * them (only when no request is in flight); otherwise they are left to die
+ * with the process. Closes the eventfd. Called without the GIL. */
+void cg_worker_gthread_pool_stop(struct cg_gthread *gt, bool join);
+
+/* Reads what the socket has (never waits) and parses the head: READY, MORE
+ * (nothing complete yet; k->idle is cleared once a byte of the request
+ * arrived) or CLOSE. Any thread that owns k; no GIL needed. */
+enum cg_wsgi_head cg_worker_gthread_read_head(struct cg_gthread_conn *k);
+
+#endif
