@@ -49,6 +49,7 @@ int main(int argc, char **argv)
     enum cg_log_level level;
     int code = 1;
 
+    cg_master_init_early(argc, argv);
     cg_proc_init(argc, argv);
     if (cg_py_init(argc, argv, &err) < 0) {
         fprintf(stderr, "\nError: %s\n", err.msg);

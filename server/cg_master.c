@@ -1,10 +1,13 @@
 /* The master (gunicorn's "arbiter"): binds the listeners, forks and watches
- * HTTP workers and the dirty arbiter, and acts on signals in its loop.
+ * HTTP workers and the dirty arbiter, runs the server hooks, and acts on
+ * signals in its loop.
  *
  * Loop: poll(self-pipe, 1 s) -> handle signal flags -> reap children ->
  * abort silent workers (timeout) -> spawn/cull to the wanted count.
  * Signal semantics follow gunicorn: TERM graceful stop, INT/QUIT quick stop,
- * HUP replace workers, TTIN/TTOU one more/less, USR1 reopen logs. */
+ * HUP reload the configuration and replace the workers, TTIN/TTOU one
+ * more/less, USR1 reopen logs, USR2 re-execute the binary (cg_master_reload.c),
+ * WINCH stop the workers when daemonized. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -16,43 +19,21 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cg_daemon.h"
 #include "cg_dirty_arbiter.h"
 #include "cg_log.h"
 #include "cg_master.h"
+#include "cg_master_int.h"
 #include "cg_proc.h"
+#include "cg_py.h"
 #include "cg_py_app.h"
 #include "cg_sig.h"
-#include "cg_worker.h"
-
-#define MAX_SLOTS 1024
-
-struct child {
-    pid_t pid;
-    int slot;
-    int age;
-    bool aborted;
-    bool stopping; /* sent TERM (HUP/TTOU/cull) */
-};
-
-struct master {
-    struct cg_conf *conf;
-    struct cg_listener *ls;
-    size_t nls;
-    struct cg_worker_slot *slots; /* shared mapping, MAX_SLOTS entries */
-    struct child kids[MAX_SLOTS];
-    int nkids;
-    int num_workers;
-    int age;
-    PyObject *preloaded_app; /* owned; NULL unless preload_app */
-    pid_t dirty_pid;
-    bool dirty_on;
-    int exit_status;
-    const char *halt_reason;
-};
 
 static const int master_signals[] = {
     SIGHUP, SIGQUIT, SIGINT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD, 0,
 };
+
+#define HOOK_FAILED_IN_LOOP "Unhandled exception in main loop"
 
 uint64_t cg_monotonic_ms(void)
 {
@@ -61,9 +42,34 @@ uint64_t cg_monotonic_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static int free_slot(struct master *m)
+void cg_master_set_title(struct cg_master *m)
 {
-    for (int s = 0; s < MAX_SLOTS; s++) {
+    cg_proc_set_title("cgunicorn: master [%s]", m->proc_name);
+}
+
+/* num_workers = n, with nworkers_changed(server, new, old) as gunicorn's
+ * property setter (old is None the first time). */
+void cg_master_set_num_workers(struct cg_master *m, int n, bool first)
+{
+    int old = m->num_workers;
+
+    m->num_workers = n;
+    cg_py_hooks_server_set(&m->hooks, "num_workers", PyLong_FromLong(n));
+    if (m->conf->nworkers_changed == NULL) {
+        return;
+    }
+    int rc = first ? cg_py_hooks_call(m->conf->nworkers_changed, HOOK_FAILED_IN_LOOP, "(OiO)",
+                                      m->hooks.server, n, Py_None)
+                   : cg_py_hooks_call(m->conf->nworkers_changed, HOOK_FAILED_IN_LOOP, "(Oii)",
+                                      m->hooks.server, n, old);
+    if (rc < 0) {
+        m->fatal = true;
+    }
+}
+
+static int free_slot(struct cg_master *m)
+{
+    for (int s = 0; s < CG_MASTER_MAX_SLOTS; s++) {
         if (atomic_load(&m->slots[s].pid) == 0) {
             return s;
         }
@@ -71,15 +77,27 @@ static int free_slot(struct master *m)
     return -1;
 }
 
-static int spawn_worker(struct master *m)
+int cg_master_spawn_worker(struct cg_master *m)
 {
     int slot = free_slot(m);
-    if (slot < 0 || m->nkids >= MAX_SLOTS) {
+    PyObject *pyw = NULL; /* owned */
+
+    if (slot < 0 || m->nkids >= CG_MASTER_MAX_SLOTS) {
         cg_log(CG_LOG_ERROR, "cannot spawn a worker: %d workers is the most this build runs",
-               MAX_SLOTS);
+               CG_MASTER_MAX_SLOTS);
         return -1;
     }
     m->age++;
+    pyw = cg_py_hooks_worker_new(&m->hooks, m->age);
+    if (pyw == NULL) {
+        return -1;
+    }
+    if (cg_py_hooks_call(m->conf->pre_fork, HOOK_FAILED_IN_LOOP, "(OO)", m->hooks.server,
+                         pyw) < 0) {
+        m->fatal = true;
+        Py_DECREF(pyw);
+        return -1;
+    }
     atomic_store(&m->slots[slot].beat_ms, cg_monotonic_ms());
     atomic_store(&m->slots[slot].requests, 0);
     atomic_store(&m->slots[slot].pid, -1); /* reserved until the child fills it */
@@ -87,6 +105,7 @@ static int spawn_worker(struct master *m)
     if (pid < 0) {
         cg_log_errno(CG_LOG_ERROR, errno, "fork of a worker failed");
         atomic_store(&m->slots[slot].pid, 0);
+        Py_DECREF(pyw);
         return -1;
     }
     if (pid == 0) {
@@ -98,17 +117,20 @@ static int spawn_worker(struct master *m)
             .age = m->age,
             .ppid = getppid(),
             .alive = true,
+            .hooks = &m->hooks,
+            .py_worker = pyw,
         };
         atomic_store(&w.slot->pid, (int32_t)getpid());
         cg_worker_main(&w, m->preloaded_app);
     }
     atomic_store(&m->slots[slot].pid, (int32_t)pid);
-    m->kids[m->nkids++] = (struct child){ .pid = pid, .slot = slot, .age = m->age };
-    cg_log(CG_LOG_INFO, "Booting worker with pid: %d", (int)pid);
+    m->kids[m->nkids++] = (struct cg_master_child){ .pid = pid, .slot = slot, .age = m->age };
+    cg_py_hooks_worker_forked(&m->hooks, pyw, pid);
+    Py_DECREF(pyw);
     return 0;
 }
 
-static int live_workers(const struct master *m)
+static int live_workers(const struct cg_master *m)
 {
     int n = 0;
     for (int i = 0; i < m->nkids; i++) {
@@ -117,11 +139,11 @@ static int live_workers(const struct master *m)
     return n;
 }
 
-/* Kills the oldest running workers beyond num_workers, gracefully. */
-static void cull_workers(struct master *m)
+/* Stops the oldest running workers beyond num_workers, gracefully. */
+static void cull_workers(struct cg_master *m)
 {
     while (live_workers(m) > m->num_workers) {
-        struct child *oldest = NULL;
+        struct cg_master_child *oldest = NULL;
         for (int i = 0; i < m->nkids; i++) {
             if (!m->kids[i].stopping && (oldest == NULL || m->kids[i].age < oldest->age)) {
                 oldest = &m->kids[i];
@@ -135,31 +157,31 @@ static void cull_workers(struct master *m)
     }
 }
 
-static void manage_workers(struct master *m)
+void cg_master_manage_workers(struct cg_master *m)
 {
-    while (live_workers(m) < m->num_workers) {
-        if (spawn_worker(m) < 0) {
+    while (!m->fatal && live_workers(m) < m->num_workers) {
+        if (cg_master_spawn_worker(m) < 0) {
             break;
         }
     }
     cull_workers(m);
 }
 
-static void signal_workers(struct master *m, int signo)
+static void signal_workers(struct cg_master *m, int signo)
 {
     for (int i = 0; i < m->nkids; i++) {
         kill(m->kids[i].pid, signo);
     }
 }
 
-static void forward_dirty(struct master *m, int signo)
+static void forward_dirty(struct cg_master *m, int signo)
 {
     if (m->dirty_pid > 0) {
         kill(m->dirty_pid, signo);
     }
 }
 
-static void spawn_dirty(struct master *m)
+static void spawn_dirty(struct cg_master *m)
 {
     struct cg_err err = { { 0 } };
 
@@ -188,19 +210,46 @@ static void log_child_exit(const char *what, pid_t pid, int status)
     }
 }
 
-/* Reaps every exited child. Returns -1 when the server must halt (a worker
- * failed to boot), with m->exit_status and m->halt_reason set. */
-static int reap(struct master *m)
+/* One worker exited: gunicorn's reap_workers body. Returns -1 to halt. */
+static int worker_exited(struct cg_master *m, int idx, pid_t pid, int status)
+{
+    log_child_exit("Worker", pid, status);
+    atomic_store(&m->slots[m->kids[idx].slot].pid, 0);
+    m->kids[idx] = m->kids[--m->nkids];
+    PyObject *pyw = cg_py_hooks_worker_pop(&m->hooks, pid); /* owned */
+    int rc = 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == CG_WORKER_BOOT_ERROR) {
+        m->exit_status = CG_WORKER_BOOT_ERROR;
+        m->halt_reason = "Worker failed to boot.";
+        rc = -1;
+    } else if (WIFEXITED(status) && WEXITSTATUS(status) == CG_APP_LOAD_ERROR) {
+        m->exit_status = CG_APP_LOAD_ERROR;
+        m->halt_reason = "App failed to load.";
+        rc = -1;
+    } else if (pyw != NULL && cg_py_hooks_call(m->conf->child_exit, HOOK_FAILED_IN_LOOP, "(OO)",
+                                               m->hooks.server, pyw) < 0) {
+        m->fatal = true;
+    }
+    Py_XDECREF(pyw);
+    return rc;
+}
+
+int cg_master_reap(struct cg_master *m)
 {
     int status = 0;
     pid_t pid;
     int rc = 0;
 
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid == m->reexec_pid) {
+            m->reexec_pid = 0;
+            cg_py_hooks_server_set(&m->hooks, "reexec_pid", PyLong_FromLong(0));
+            continue;
+        }
         if (pid == m->dirty_pid) {
             m->dirty_pid = 0;
             log_child_exit("Dirty arbiter", pid, status);
-            if (WIFEXITED(status) && WEXITSTATUS(status) == CG_WORKER_BOOT_ERROR) {
+            if (WIFEXITED(status) && WEXITSTATUS(status) == CG_DIRTY_ARBITER_EXIT_BOOT_ERROR) {
                 m->exit_status = CG_WORKER_BOOT_ERROR;
                 m->halt_reason = "Dirty arbiter failed to boot.";
                 rc = -1;
@@ -218,16 +267,7 @@ static int reap(struct master *m)
             cg_log_debug("Reaped unknown child process (pid:%d, status:%d)", (int)pid, status);
             continue;
         }
-        log_child_exit("Worker", pid, status);
-        atomic_store(&m->slots[m->kids[idx].slot].pid, 0);
-        m->kids[idx] = m->kids[--m->nkids];
-        if (WIFEXITED(status) && WEXITSTATUS(status) == CG_WORKER_BOOT_ERROR) {
-            m->exit_status = CG_WORKER_BOOT_ERROR;
-            m->halt_reason = "Worker failed to boot.";
-            rc = -1;
-        } else if (WIFEXITED(status) && WEXITSTATUS(status) == CG_APP_LOAD_ERROR) {
-            m->exit_status = CG_APP_LOAD_ERROR;
-            m->halt_reason = "App failed to load.";
+        if (worker_exited(m, idx, pid, status) < 0) {
             rc = -1;
         }
     }
@@ -235,7 +275,7 @@ static int reap(struct master *m)
 }
 
 /* Aborts workers that have not reported in for `timeout` seconds. */
-static void murder_workers(struct master *m)
+static void murder_workers(struct cg_master *m)
 {
     if (m->conf->timeout <= 0) {
         return;
@@ -243,7 +283,7 @@ static void murder_workers(struct master *m)
     uint64_t now = cg_monotonic_ms();
     uint64_t limit = (uint64_t)m->conf->timeout * 1000u;
     for (int i = 0; i < m->nkids; i++) {
-        struct child *c = &m->kids[i];
+        struct cg_master_child *c = &m->kids[i];
         uint64_t beat = atomic_load(&m->slots[c->slot].beat_ms);
         if (now - beat <= limit) {
             continue;
@@ -259,26 +299,39 @@ static void murder_workers(struct master *m)
 }
 
 /* Stops every child: TERM (graceful) or QUIT (quick), then waits up to
- * graceful_timeout and SIGKILLs what is left. */
-static void stop_all(struct master *m, bool graceful)
+ * graceful_timeout (an INT/QUIT meanwhile turns it quick) and SIGKILLs what
+ * is left. Unix sockets are unlinked unless a USR2 partner or systemd
+ * shares them. */
+static void stop_all(struct cg_master *m, bool graceful)
 {
     int signo = graceful ? SIGTERM : SIGQUIT;
     uint64_t deadline = cg_monotonic_ms() + (uint64_t)m->conf->graceful_timeout * 1000u;
+    bool unlink_unix = m->reexec_pid == 0 && m->master_pid == 0 && !m->systemd &&
+                       !m->conf->reuse_port;
 
-    cg_listen_close_all(m->ls, m->nls, true);
+    cg_listen_close_all(m->ls, m->nls, unlink_unix);
     m->ls = NULL;
     m->nls = 0;
-    signal_workers(m, signo);
     forward_dirty(m, signo);
+    signal_workers(m, signo);
     while ((m->nkids > 0 || m->dirty_pid > 0) && cg_monotonic_ms() < deadline) {
-        reap(m);
+        if (graceful && (cg_sig_take(SIGINT) || cg_sig_take(SIGQUIT))) {
+            cg_log(CG_LOG_INFO, "Quick shutdown requested");
+            graceful = false;
+            signal_workers(m, SIGQUIT);
+            forward_dirty(m, SIGQUIT);
+            uint64_t quick = cg_monotonic_ms() + 2000u;
+            deadline = quick < deadline ? quick : deadline;
+        }
+        cg_master_reap(m);
+        cg_sig_drain();
         usleep(20000);
     }
     signal_workers(m, SIGKILL);
     forward_dirty(m, SIGKILL);
     while (m->nkids > 0 || m->dirty_pid > 0) {
         int before = m->nkids + (m->dirty_pid > 0);
-        reap(m);
+        cg_master_reap(m);
         if (m->nkids + (m->dirty_pid > 0) == before) {
             usleep(10000);
         }
@@ -286,50 +339,39 @@ static void stop_all(struct master *m, bool graceful)
 }
 
 /* Acts on pending signals. Returns 1 to stop gracefully, 2 quickly, 0 to go on. */
-static int handle_signals(struct master *m)
+static int handle_signals(struct cg_master *m)
 {
-    int stop = 0;
-
     cg_sig_drain();
     if (cg_sig_take(SIGCHLD)) {
         cg_log_debug("Handling signal: chld");
     }
-    if (cg_sig_take(SIGINT) || cg_sig_take(SIGQUIT)) {
-        cg_log(CG_LOG_INFO, "Handling signal: %s", "int/quit");
-        stop = 2;
+    if (cg_sig_take(SIGINT)) {
+        cg_log(CG_LOG_INFO, "Handling signal: int");
+        return 2;
+    }
+    if (cg_sig_take(SIGQUIT)) {
+        cg_log(CG_LOG_INFO, "Handling signal: quit");
+        return 2;
     }
     if (cg_sig_take(SIGTERM)) {
         cg_log(CG_LOG_INFO, "Handling signal: term");
-        stop = stop ? stop : 1;
-    }
-    if (stop) {
-        return stop;
+        return 1;
     }
     if (cg_sig_take(SIGHUP)) {
         cg_log(CG_LOG_INFO, "Handling signal: hup");
-        cg_log(CG_LOG_INFO, "Hang up: Master");
-        /* New workers first, then the old ones stop gracefully (no request is
-         * refused: the listeners stay open throughout). */
-        for (int i = 0; i < m->nkids; i++) {
-            m->kids[i].stopping = true;
-        }
-        int old = m->nkids;
-        for (int i = 0; i < m->num_workers; i++) {
-            spawn_worker(m);
-        }
-        for (int i = 0; i < old; i++) {
-            kill(m->kids[i].pid, SIGTERM);
-        }
+        cg_master_reload(m);
         forward_dirty(m, SIGHUP);
     }
     if (cg_sig_take(SIGTTIN)) {
         cg_log(CG_LOG_INFO, "Handling signal: ttin");
-        m->num_workers++;
+        cg_master_set_num_workers(m, m->num_workers + 1, false);
+        cg_master_manage_workers(m);
     }
     if (cg_sig_take(SIGTTOU)) {
         cg_log(CG_LOG_INFO, "Handling signal: ttou");
         if (m->num_workers > 1) {
-            m->num_workers--;
+            cg_master_set_num_workers(m, m->num_workers - 1, false);
+            cg_master_manage_workers(m);
         }
     }
     if (cg_sig_take(SIGUSR1)) {
@@ -339,108 +381,276 @@ static int handle_signals(struct master *m)
         forward_dirty(m, SIGUSR1);
     }
     if (cg_sig_take(SIGUSR2)) {
-        cg_log(CG_LOG_WARNING, "Handling signal: usr2: binary upgrade is not implemented yet "
-                               "in cgunicorn; signal ignored (use HUP to replace workers)");
+        cg_log(CG_LOG_INFO, "Handling signal: usr2");
+        cg_master_reexec(m);
     }
     if (cg_sig_take(SIGWINCH)) {
-        cg_log_debug("SIGWINCH ignored. Not daemonized");
+        cg_log(CG_LOG_INFO, "Handling signal: winch");
+        if (m->conf->daemon) {
+            cg_log(CG_LOG_INFO, "graceful stop of workers");
+            cg_master_set_num_workers(m, 0, false);
+            for (int i = 0; i < m->nkids; i++) {
+                m->kids[i].stopping = true;
+            }
+            signal_workers(m, SIGTERM);
+        } else {
+            cg_log_debug("SIGWINCH ignored. Not daemonized");
+        }
     }
     return 0;
 }
 
-static int setup(struct master *m, struct cg_err *err)
+/* Listeners: systemd's (LISTEN_FDS), the old master's (GUNICORN_FD, after
+ * USR2), else bound from `bind`. */
+static int open_listeners(struct cg_master *m, struct cg_err *err)
 {
     struct cg_conf *conf = m->conf;
+    int nsd = cg_systemd_listen_fds();
+    const char *inherited = getenv("GUNICORN_FD");
 
-    m->slots = mmap(NULL, sizeof(struct cg_worker_slot) * MAX_SLOTS, PROT_READ | PROT_WRITE,
-                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (nsd > 0 || (m->master_pid != 0 && inherited != NULL)) {
+        int fds[CG_MASTER_MAX_SLOTS];
+        int n = 0;
+        if (nsd > 0) {
+            m->systemd = true;
+            for (; n < nsd && n < CG_MASTER_MAX_SLOTS; n++) {
+                fds[n] = 3 + n;
+            }
+        } else {
+            for (const char *p = inherited; *p != '\0' && n < CG_MASTER_MAX_SLOTS;) {
+                char *end;
+                fds[n++] = (int)strtol(p, &end, 10);
+                p = *end == ',' ? end + 1 : end;
+                if (end == p && *p != '\0') {
+                    break;
+                }
+            }
+        }
+        unsetenv("GUNICORN_FD");
+        m->ls = calloc((size_t)(n ? n : 1), sizeof(*m->ls));
+        if (m->ls == NULL) {
+            cg_err_set(err, "out of memory");
+            return -1;
+        }
+        for (int i = 0; i < n; i++) {
+            if (cg_listen_adopt_fd(fds[i], &m->ls[i], err) < 0) {
+                return -1;
+            }
+            m->nls++;
+        }
+        return 0;
+    }
+    return cg_listen_open_all((const char *const *)conf->bind.v, conf->bind.n, conf->backlog,
+                              conf->reuse_port, conf->umask, &m->ls, &m->nls, err);
+}
+
+static int map_slots(struct cg_master *m, struct cg_err *err)
+{
+    m->slots = mmap(NULL, sizeof(struct cg_worker_slot) * CG_MASTER_MAX_SLOTS,
+                    PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (m->slots == MAP_FAILED) {
         m->slots = NULL;
         cg_err_set(err, "cannot map the worker liveness table: %s", strerror(errno));
         return -1;
     }
-    if (cg_sig_open(master_signals, err) < 0) {
+    return 0;
+}
+
+static int preload(struct cg_master *m, struct cg_err *err)
+{
+    PyObject *tb = NULL; /* owned */
+
+    m->preloaded_app = cg_py_app_load(m->conf->app_uri, &tb, err);
+    if (m->preloaded_app != NULL) {
+        return 0;
+    }
+    const char *text = tb ? PyUnicode_AsUTF8(tb) : NULL;
+    if (text != NULL) {
+        cg_log(CG_LOG_ERROR, "%s", text);
+    }
+    PyErr_Clear();
+    Py_XDECREF(tb);
+    return -1;
+}
+
+/* gunicorn's Arbiter.__init__/setup and start(): everything up to
+ * when_ready. Returns 0, or -1 with err (or a hook's traceback logged). */
+static int start(struct cg_master *m, struct cg_err *err)
+{
+    struct cg_conf *conf = m->conf;
+    const char *oldpid = getenv("GUNICORN_PID");
+    char names[4096];
+
+    snprintf(m->proc_name, sizeof(m->proc_name), "%s",
+             conf->proc_name ? conf->proc_name : conf->default_proc_name);
+    m->master_name = "Master";
+    if (map_slots(m, err) < 0 || cg_py_hooks_init(&m->hooks, conf, conf->workers, m->proc_name,
+                                                   err) < 0) {
         return -1;
     }
-    if (conf->preload_app) {
-        PyObject *tb = NULL; /* owned */
-        m->preloaded_app = cg_py_app_load(conf->app_uri, &tb, err);
-        if (m->preloaded_app == NULL) {
-            const char *text = tb ? PyUnicode_AsUTF8(tb) : NULL;
-            if (text != NULL) {
-                cg_log(CG_LOG_ERROR, "%s", text);
-            }
-            PyErr_Clear();
-            Py_XDECREF(tb);
+    cg_master_set_num_workers(m, conf->workers, true);
+    if (m->fatal || (conf->preload_app && preload(m, err) < 0)) {
+        return -1;
+    }
+    cg_log(CG_LOG_INFO, "Starting gunicorn %s", "27.0.1 (cgunicorn 0.1.0)");
+    cg_conf_warn_unimplemented(conf);
+    if (oldpid != NULL) {
+        m->master_pid = (pid_t)strtol(oldpid, NULL, 10);
+        size_t n = strlen(m->proc_name);
+        snprintf(m->proc_name + n, sizeof(m->proc_name) - n, ".2");
+        m->master_name = "Master.2";
+        cg_py_hooks_server_set(&m->hooks, "master_pid", PyLong_FromLong((long)m->master_pid));
+        cg_py_hooks_server_set(&m->hooks, "master_name", PyUnicode_FromString(m->master_name));
+        cg_py_hooks_server_set(&m->hooks, "proc_name", PyUnicode_FromString(m->proc_name));
+    }
+    if (conf->pidfile != NULL) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s%s", conf->pidfile, m->master_pid ? ".2" : "");
+        if (cg_pidfile_create(&m->pidfile, path, getpid(), err) < 0) {
             return -1;
         }
+        cg_py_hooks_server_set(&m->hooks, "pidfile", PyUnicode_FromString(path));
     }
-    if (cg_listen_open_all((const char *const *)conf->bind.v, conf->bind.n, conf->backlog,
-                           conf->reuse_port, conf->umask, &m->ls, &m->nls, err) < 0) {
+    if (cg_py_hooks_call(conf->on_starting, "Exception in on_starting hook", "(O)",
+                         m->hooks.server) < 0) {
+        cg_err_set(err, "the on_starting hook raised (traceback in the error log)");
+        return -1;
+    }
+    if (cg_sig_open(master_signals, err) < 0 || open_listeners(m, err) < 0) {
+        return -1;
+    }
+    cg_listen_describe(m->ls, m->nls, names, sizeof(names));
+    PyObject *lst = PyUnicode_FromString(names);
+    PyObject *split = lst ? PyUnicode_Split(lst, PyUnicode_FromString(","), -1) : NULL;
+    Py_XDECREF(lst);
+    if (split == NULL) {
+        PyErr_Clear();
+    } else {
+        cg_py_hooks_server_set(&m->hooks, "LISTENERS", split);
+    }
+    cg_log_debug("Arbiter booted");
+    cg_log(CG_LOG_INFO, "Listening at: %s (%d)", names, (int)getpid());
+    cg_log(CG_LOG_INFO, "Using worker: %s", conf->worker_class);
+    cg_systemd_notify("READY=1\nSTATUS=Gunicorn arbiter booted");
+    m->dirty_on = cg_dirty_wanted(conf);
+    if (m->dirty_on) {
+        if (cg_dirty_prepare(conf, err) < 0) {
+            return -1;
+        }
+        spawn_dirty(m);
+    }
+    if (cg_py_hooks_call(conf->when_ready, "Exception in when_ready hook", "(O)",
+                         m->hooks.server) < 0) {
+        cg_err_set(err, "the when_ready hook raised (traceback in the error log)");
         return -1;
     }
     return 0;
 }
 
+static struct cg_master the_master; /* large (kids table); one per process */
+
+void cg_master_init_early(int argc, char **argv)
+{
+    struct cg_master *m = &the_master;
+    ssize_t n;
+
+    m->argc = argc;
+    m->argv = calloc((size_t)argc + 1, sizeof(char *));
+    for (int i = 0; m->argv != NULL && i < argc; i++) {
+        m->argv[i] = strdup(argv[i]);
+    }
+    n = readlink("/proc/self/exe", m->exe, sizeof(m->exe) - 1);
+    m->exe[n > 0 ? n : 0] = '\0';
+    char *del = strstr(m->exe, " (deleted)");
+    if (del != NULL && del[10] == '\0') {
+        *del = '\0';
+    }
+    if (getcwd(m->cwd, sizeof(m->cwd)) == NULL) {
+        snprintf(m->cwd, sizeof(m->cwd), "/");
+    }
+}
+
+static void free_master(struct cg_master *m)
+{
+    cg_py_hooks_deinit(&m->hooks);
+    Py_CLEAR(m->preloaded_app);
+    if (m->slots != NULL) {
+        munmap(m->slots, sizeof(struct cg_worker_slot) * CG_MASTER_MAX_SLOTS);
+    }
+    for (int i = 0; m->argv != NULL && i < m->argc; i++) {
+        free(m->argv[i]);
+    }
+    free(m->argv);
+}
+
+/* gunicorn's halt(): stop, log, unlink the pid file, on_exit. */
+static int halt(struct cg_master *m, bool graceful)
+{
+    stop_all(m, graceful);
+    if (m->dirty_on) {
+        cg_dirty_cleanup();
+    }
+    if (m->exit_status != 0) {
+        cg_log(CG_LOG_ERROR, "Shutting down: %s", m->master_name);
+        cg_log(CG_LOG_ERROR, "Reason: %s", m->halt_reason);
+    } else {
+        cg_log(CG_LOG_INFO, "Shutting down: %s", m->master_name);
+    }
+    cg_pidfile_unlink(&m->pidfile);
+    cg_py_hooks_call(m->conf->on_exit, "Exception in on_exit hook", "(O)", m->hooks.server);
+    return m->exit_status;
+}
+
 int cg_master_run(struct cg_conf *conf, struct cg_err *err)
 {
-    static struct master m; /* large (kids table); one per process */
-    char names[4096];
-    int stop = 0;
+    struct cg_master *m = &the_master;
+    int stop = 0, code;
 
-    memset(&m, 0, sizeof(m));
-    m.conf = conf;
-    m.num_workers = conf->workers;
-    cg_log(CG_LOG_INFO, "Starting gunicorn %s", "27.0.1 (cgunicorn 0.1.0)");
-    cg_conf_warn_unimplemented(conf);
-    if (setup(&m, err) < 0) {
-        Py_XDECREF(m.preloaded_app);
+    m->conf = conf;
+    if (conf->daemon && cg_daemon_start(conf->enable_stdio_inheritance, err) < 0) {
+        free_master(m);
         return 1;
     }
-    cg_listen_describe(m.ls, m.nls, names, sizeof(names));
-    cg_log(CG_LOG_INFO, "Listening at: %s (%d)", names, (int)getpid());
-    cg_log(CG_LOG_INFO, "Using worker: %s", conf->worker_class);
-    cg_proc_set_title("cgunicorn: master [%s]",
-                      conf->proc_name ? conf->proc_name : conf->default_proc_name);
-    m.dirty_on = cg_dirty_wanted(conf);
-    if (m.dirty_on) {
-        if (cg_dirty_prepare(conf, err) < 0) {
-            cg_listen_close_all(m.ls, m.nls, true);
-            return 1;
-        }
-        spawn_dirty(&m);
+    if (start(m, err) < 0) {
+        cg_listen_close_all(m->ls, m->nls, true);
+        cg_pidfile_unlink(&m->pidfile);
+        free_master(m);
+        return 1;
     }
-    manage_workers(&m);
-    while (!stop) {
+    cg_master_set_title(m);
+    cg_master_manage_workers(m);
+    while (!stop && !m->fatal) {
         struct pollfd pfd = { .fd = cg_sig_fd(), .events = POLLIN };
+        cg_master_maybe_promote(m);
         Py_BEGIN_ALLOW_THREADS
         poll(&pfd, 1, 1000);
         Py_END_ALLOW_THREADS
-        stop = handle_signals(&m);
-        if (stop) {
+        stop = handle_signals(m);
+        if (stop || m->fatal) {
             break;
         }
-        if (reap(&m) < 0) {
+        if (cg_master_reap(m) < 0) {
             stop = 2;
             break;
         }
-        murder_workers(&m);
-        manage_workers(&m);
-        if (m.dirty_on && m.dirty_pid == 0) {
-            spawn_dirty(&m);
+        murder_workers(m);
+        cg_master_manage_workers(m);
+        if (m->dirty_on && m->dirty_pid == 0) {
+            spawn_dirty(m);
         }
     }
-    stop_all(&m, stop == 1);
-    if (m.dirty_on) {
-        cg_dirty_cleanup();
-    }
-    if (m.exit_status != 0) {
-        cg_log(CG_LOG_ERROR, "Shutting down: Master");
-        cg_log(CG_LOG_ERROR, "Reason: %s", m.halt_reason);
+    if (m->fatal) {
+        /* A hook raised in the loop (logged with its traceback): gunicorn
+         * stops the workers quickly and exits -1. */
+        stop_all(m, false);
+        if (m->dirty_on) {
+            cg_dirty_cleanup();
+        }
+        cg_pidfile_unlink(&m->pidfile);
+        code = 255;
     } else {
-        cg_log(CG_LOG_INFO, "Shutting down: Master");
+        code = halt(m, stop == 1);
     }
-    Py_XDECREF(m.preloaded_app);
-    munmap(m.slots, sizeof(struct cg_worker_slot) * MAX_SLOTS);
-    return m.exit_status;
+    free_master(m);
+    return code;
 }

@@ -4,6 +4,7 @@
 
 #include "cg_dirty_module.h"
 #include "cg_log.h"
+#include "cg_py_hooks.h"
 #include "cg_py_modules.h"
 
 /* Logs `msg` at `level` (0 debug .. 4 critical) into the error log. */
@@ -45,6 +46,7 @@ static const struct {
 } builtin_modules[] = {
     { "_cgunicorn", core_init },
     { "_cgunicorn_dirty", cg_dirty_module_init },
+    { "_cgunicorn_hooks", cg_py_hooks_module_init },
 };
 
 int cg_py_modules_register(struct cg_err *err)

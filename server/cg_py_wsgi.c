@@ -15,6 +15,7 @@
 
 #include "cg_log.h"
 #include "cg_py.h"
+#include "cg_py_hooks.h"
 #include "cg_py_input.h"
 #include "cg_py_wsgi_conn.h"
 #include "cg_py_wsgi_int.h"
@@ -211,7 +212,7 @@ bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive
     const struct sockaddr *peer = (const struct sockaddr *)&c->peer;
     struct cg_http_error herr = { CG_HTTP_ERR_NONE, "" };
     struct cg_wsgi_resp resp;
-    PyObject *environ = NULL, *input = NULL, *sock = NULL, *result = NULL;
+    PyObject *environ = NULL, *input = NULL, *sock = NULL, *result = NULL, *hreq = NULL;
     uint64_t t0 = cg_py_wsgi_now_us();
     struct cg_body_src src = { cg_wsgi_conn_body_read, c };
     bool reuse = false;
@@ -258,7 +259,9 @@ bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive
         goto cleanup;
     }
     Py_DECREF(hints);
-    result = PyObject_CallFunctionObjArgs(g->app, environ, sr, NULL);
+    if (cg_py_hooks_pre_request(g->w, req, environ, &hreq) == 0) {
+        result = PyObject_CallFunctionObjArgs(g->app, environ, sr, NULL);
+    }
     if (result != NULL && send_result(g, &resp, result) == 0) {
         cg_py_wsgi_resp_close(g, &resp);
         reuse = keepalive && resp.write_errno == 0 && !cg_http_response_should_close(&resp.r);
@@ -281,6 +284,7 @@ bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive
         log_error_access(g, c, req, 500, "Internal Server Error", t0);
     }
     close_result(result);
+    cg_py_hooks_post_request(g->w, &hreq, environ, &resp);
     cg_py_wsgi_start_response_unbind(sr);
     Py_DECREF(sr);
 cleanup:

@@ -1,7 +1,12 @@
 /* The part of an HTTP worker process that does not depend on its class:
- * boot (title, signals, app import), dispatch to the class's loop, signal
- * flags, liveness, and the exit codes the master understands. */
+ * boot (title, hooks, privileges, signals, app import), dispatch to the
+ * class's loop, signal flags, liveness, and the exit codes the master
+ * understands. The sequence follows gunicorn's spawn_worker/init_process:
+ *   "Booting worker" -> post_fork -> set user/group -> (reloader) -> load app
+ *   -> post_worker_init -> run -> "Worker exiting" -> worker_exit. */
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,29 +21,38 @@
 #include "cg_worker.h"
 #include "cg_worker_asgi.h"
 #include "cg_worker_gthread.h"
+#include "cg_worker_gthread.h"
 
-static const int worker_signals[] = { SIGTERM, SIGQUIT, SIGINT, SIGUSR1, SIGWINCH, 0 };
+/* QUIT, INT and ABRT are Python handlers (cg_py_hooks_worker_boot). */
+static const int worker_signals[] = { SIGTERM, SIGUSR1, SIGWINCH, 0 };
 
 bool cg_worker_check_signals(struct cg_worker *w)
 {
-    bool now = false;
-
     cg_sig_drain();
-    if (cg_sig_take(SIGQUIT) || cg_sig_take(SIGINT)) {
-        now = true;
+    if (PyGILState_Check() && PyErr_CheckSignals() < 0) {
+        cg_py_log_exception("Exception in a signal handler");
+        PyErr_Clear();
     }
     if (cg_sig_take(SIGTERM)) {
         w->alive = false;
     }
     if (cg_sig_take(SIGUSR1)) {
         cg_log_reopen();
+        if (PyGILState_Check() && w->hooks != NULL) {
+            PyObject *r = PyObject_CallMethod(w->hooks->mod, "reopen_access_logs", NULL);
+            if (r == NULL) {
+                cg_py_log_exception("cannot reopen the access log");
+                PyErr_Clear();
+            }
+            Py_XDECREF(r);
+        }
     }
     cg_sig_take(SIGWINCH); /* gunicorn workers ignore WINCH */
     if (getppid() != w->ppid) {
-        cg_log(CG_LOG_INFO, "Parent changed, shutting down: %d", (int)cg_proc.pid);
+        cg_log(CG_LOG_INFO, "Parent changed, shutting down: <Worker %d>", (int)cg_proc.pid);
         w->alive = false;
     }
-    return now;
+    return false;
 }
 
 static uint64_t requests_limit(const struct cg_conf *conf)
@@ -53,58 +67,179 @@ static uint64_t requests_limit(const struct cg_conf *conf)
     return (uint64_t)conf->max_requests + jitter;
 }
 
-void cg_worker_main(struct cg_worker *w, PyObject *preloaded_app)
+/* gunicorn's util.set_owner_process: group (or initgroups), then user. */
+static int set_owner(const struct cg_conf *conf, struct cg_err *err)
+{
+    uid_t uid = (uid_t)conf->user;
+    gid_t gid = (gid_t)conf->group;
+
+    if (gid != getgid() || (conf->initgroups && uid != getuid())) {
+        struct passwd *pw = getpwuid(uid);
+        if (conf->initgroups && pw != NULL && initgroups(pw->pw_name, gid) < 0) {
+            cg_err_set(err, "initgroups(%s, %u): %s", pw->pw_name, (unsigned)gid,
+                       strerror(errno));
+            return -1;
+        }
+        if (!conf->initgroups && geteuid() == 0 && setgroups(0, NULL) < 0) {
+            cg_err_set(err, "setgroups: %s", strerror(errno));
+            return -1;
+        }
+        if (setgid(gid) < 0) {
+            cg_err_set(err, "--group %u: setgid: %s (the master must run as root to switch)",
+                       (unsigned)gid, strerror(errno));
+            return -1;
+        }
+    }
+    if (uid != getuid() && setuid(uid) < 0) {
+        cg_err_set(err, "--user %u: setuid: %s (the master must run as root to switch)",
+                   (unsigned)uid, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Imports the app. Returns 0, or the exit code gunicorn uses: an exception
+ * while importing is logged with its traceback (WORKER_BOOT_ERROR); an app
+ * that cannot be found prints its one-line message (APP_LOAD_ERROR). */
+static int load_app(struct cg_worker *w, PyObject *preloaded_app)
+{
+    struct cg_err err = { { 0 } };
+    PyObject *tb = NULL; /* owned */
+
+    if (preloaded_app != NULL) {
+        w->app = Py_NewRef(preloaded_app);
+        return 0;
+    }
+    w->app = cg_py_app_load(w->conf->app_uri, &tb, &err);
+    if (w->app != NULL) {
+        return 0;
+    }
+    const char *text = tb ? PyUnicode_AsUTF8(tb) : NULL;
+    if (text != NULL) {
+        cg_log(CG_LOG_ERROR, "Exception in worker process\n%s", text);
+    } else {
+        PyErr_Clear();
+        fprintf(stderr, "%s\n", err.msg);
+        fflush(stderr);
+    }
+    Py_XDECREF(tb);
+    return text != NULL ? CG_WORKER_BOOT_ERROR : CG_APP_LOAD_ERROR;
+}
+
+static void start_reloader(struct cg_worker *w)
+{
+    const struct cg_conf *conf = w->conf;
+    PyObject *extra = PyList_New(0), *r = NULL; /* owned */
+
+    for (size_t i = 0; extra != NULL && i < conf->reload_extra_files.n; i++) {
+        PyObject *s = PyUnicode_DecodeFSDefault(conf->reload_extra_files.v[i]);
+        if (s == NULL || PyList_Append(extra, s) < 0) {
+            Py_XDECREF(s);
+            Py_CLEAR(extra);
+            break;
+        }
+        Py_DECREF(s);
+    }
+    if (extra != NULL) {
+        r = PyObject_CallMethod(w->hooks->mod, "start_reloader", "OOOO", w->hooks->server,
+                                w->py_worker, extra,
+                                conf->worker_int ? conf->worker_int : Py_None);
+    }
+    if (r == NULL) {
+        cg_py_log_exception("cannot start the reloader");
+        PyErr_Clear();
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(extra);
+}
+
+/* Boots the worker; returns 0 to run, else the exit code. */
+static int boot(struct cg_worker *w, PyObject *preloaded_app)
 {
     struct cg_err err = { { 0 } };
     const struct cg_conf *conf = w->conf;
-    int code = 0;
+    PyObject *server = w->hooks->server; /* borrowed */
+
+    if (cg_sig_open(worker_signals, &err) < 0) {
+        cg_log(CG_LOG_ERROR, "worker %d: %s", (int)getpid(), err.msg);
+        return CG_WORKER_BOOT_ERROR;
+    }
+    w->max_requests = requests_limit(conf);
+    if (cg_py_hooks_worker_boot(w) < 0) {
+        return CG_WORKER_BOOT_ERROR;
+    }
+    cg_log(CG_LOG_INFO, "Booting worker with pid: %d", (int)getpid());
+    if (cg_py_hooks_call(conf->post_fork, "Exception in worker process", "(OO)", server,
+                         w->py_worker) < 0) {
+        return CG_WORKER_BOOT_ERROR;
+    }
+    if (set_owner(conf, &err) < 0) {
+        cg_log(CG_LOG_ERROR, "Exception in worker process\n%s", err.msg);
+        return CG_WORKER_BOOT_ERROR;
+    }
+    cg_worker_notify(w);
+    if (conf->reload) {
+        start_reloader(w);
+    }
+    int code = load_app(w, preloaded_app);
+    if (code != 0) {
+        return code;
+    }
+    if (PyObject_SetAttrString(w->py_worker, "app", w->app) < 0 ||
+        PyObject_SetAttrString(w->py_worker, "wsgi", w->app) < 0) {
+        PyErr_Clear();
+    }
+    cg_worker_notify(w);
+    if (cg_py_hooks_call(conf->post_worker_init, "Exception in worker process", "(O)",
+                         w->py_worker) < 0) {
+        return CG_WORKER_BOOT_ERROR;
+    }
+    w->booted = true;
+    cg_py_hooks_worker_sync(w);
+    return 0;
+}
+
+void cg_worker_main(struct cg_worker *w, PyObject *preloaded_app)
+{
+    const struct cg_conf *conf = w->conf;
+    int code;
 
     srand((unsigned)getpid());
     cg_proc_set_title("cgunicorn: worker [%s]",
                       conf->proc_name ? conf->proc_name : conf->default_proc_name);
-    if (cg_sig_open(worker_signals, &err) < 0) {
-        cg_log(CG_LOG_ERROR, "worker %d: %s", (int)getpid(), err.msg);
-        _exit(CG_WORKER_BOOT_ERROR);
-    }
     cg_worker_notify(w);
-    w->max_requests = requests_limit(conf);
-    if (preloaded_app != NULL) {
-        Py_INCREF(preloaded_app);
-        w->app = preloaded_app;
-    } else {
-        PyObject *tb = NULL; /* owned */
-        w->app = cg_py_app_load(conf->app_uri, &tb, &err);
-        if (w->app == NULL) {
-            /* As gunicorn: an exception while importing is logged with its
-             * traceback and the worker exits WORKER_BOOT_ERROR; an app that
-             * cannot be found prints its one-line message, APP_LOAD_ERROR. */
-            const char *text = tb ? PyUnicode_AsUTF8(tb) : NULL;
-            if (text != NULL) {
-                cg_log(CG_LOG_ERROR, "Exception in worker process\n%s", text);
-            } else {
-                PyErr_Clear();
-                fprintf(stderr, "%s\n", err.msg);
-                fflush(stderr);
-            }
-            int boot_code = text != NULL ? CG_WORKER_BOOT_ERROR : CG_APP_LOAD_ERROR;
-            Py_XDECREF(tb);
-            cg_py_flush_stdio();
-            _exit(boot_code);
+    code = boot(w, preloaded_app);
+    if (code == 0) {
+        if (strcmp(conf->worker_class, "sync") == 0) {
+            cg_worker_sync_run(w);
+        } else if (strcmp(conf->worker_class, "gthread") == 0) {
+            code = cg_worker_gthread_run(w);
+        } else if (strcmp(conf->worker_class, "gthread") == 0) {
+            code = cg_worker_gthread_run(w);
+        } else if (strcmp(conf->worker_class, "asgi") == 0) {
+            code = cg_worker_asgi_run(w);
+        } else {
+            cg_log(CG_LOG_ERROR,
+                   "worker class '%s' is not implemented yet in cgunicorn; use -k sync",
+                   conf->worker_class);
+            code = CG_WORKER_BOOT_ERROR;
         }
     }
-    cg_worker_notify(w);
-    if (strcmp(conf->worker_class, "sync") == 0) {
-        cg_worker_sync_run(w);
-    } else if (strcmp(conf->worker_class, "gthread") == 0) {
-        code = cg_worker_gthread_run(w);
-    } else if (strcmp(conf->worker_class, "asgi") == 0) {
-        code = cg_worker_asgi_run(w);
-    } else {
-        cg_log(CG_LOG_ERROR, "worker class '%s' is not implemented yet in cgunicorn; use -k sync",
-               conf->worker_class);
-        code = CG_WORKER_BOOT_ERROR;
-    }
     cg_log(CG_LOG_INFO, "Worker exiting (pid: %d)", (int)getpid());
+    w->alive = false;
+    cg_py_hooks_worker_sync(w);
+    if (conf->worker_exit != NULL) {
+        PyObject *r = PyObject_CallFunctionObjArgs(conf->worker_exit, w->hooks->server,
+                                                   w->py_worker, NULL);
+        if (r == NULL) {
+            PyObject *tb = cg_py_format_exception();
+            cg_log(CG_LOG_WARNING, "Exception during worker exit:\n%s",
+                   tb && PyUnicode_AsUTF8(tb) ? PyUnicode_AsUTF8(tb) : "?");
+            Py_XDECREF(tb);
+            PyErr_Clear();
+        }
+        Py_XDECREF(r);
+    }
     Py_CLEAR(w->app);
     cg_py_flush_stdio();
     _exit(code);

@@ -12,6 +12,7 @@
 
 #include "cg_conf.h"
 #include "cg_listen.h"
+#include "cg_py_hooks.h"
 
 /* gunicorn's exit codes the master acts on. */
 #define CG_WORKER_BOOT_ERROR 3
@@ -38,6 +39,9 @@ struct cg_worker {
     uint64_t max_requests; /* 0 = unlimited; jitter applied */
     uint64_t nr;           /* requests handled */
     volatile bool alive;   /* false once a graceful stop was asked */
+    bool booted;           /* the app is loaded and post_worker_init ran */
+    struct cg_hooks *hooks; /* the master's, inherited through fork; not owned */
+    PyObject *py_worker;    /* the hooks' `worker` object; owned */
 };
 
 uint64_t cg_monotonic_ms(void);
@@ -54,8 +58,11 @@ static inline void cg_worker_notify(struct cg_worker *w)
 void cg_worker_main(struct cg_worker *w, PyObject *preloaded_app) __attribute__((noreturn));
 
 /* Polls the signal pipe and acts on worker signals (TERM: graceful, so
- * alive = false; QUIT/INT: exit now; USR1: reopen logs; also checks that the
- * master is still our parent). Returns true when the worker must stop now. */
+ * alive = false; USR1: reopen logs; also checks that the master is still our
+ * parent) and runs Python's pending signal handlers (QUIT/INT: worker_int
+ * then exit; ABRT: the stuck traceback, worker_abort, exit: these run in
+ * Python so they interrupt application code, as in gunicorn). Call it with
+ * the GIL held. Returns true when the worker must stop now. */
 bool cg_worker_check_signals(struct cg_worker *w);
 
 /* The sync worker loop (cg_worker_sync.c). Returns when the worker stops. */

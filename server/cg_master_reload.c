@@ -1,0 +1,250 @@
+/* The master's reloads, as gunicorn's arbiter:
+ *
+ * HUP  (cg_master_reload): re-read the configuration from the same command
+ *      line (config file, GUNICORN_CMD_ARGS, flags), apply it (environment,
+ *      log level and file, listeners when `bind` changed, pid file, process
+ *      title), run on_reload, start `workers` new workers and stop the old
+ *      ones gracefully. The listeners stay open throughout, so no request is
+ *      refused. A configuration that no longer loads is logged and the old
+ *      one kept (gunicorn would exit).
+ * USR2 (cg_master_reexec): fork, run pre_exec in the child, and exec this
+ *      binary again with the listeners passed in GUNICORN_FD (or LISTEN_FDS
+ *      under systemd) and our pid in GUNICORN_PID. The new master names
+ *      itself "Master.2" and writes "<pidfile>.2" until the old master exits
+ *      (cg_master_maybe_promote), then takes over "<pidfile>". */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cg_log.h"
+#include "cg_master_int.h"
+#include "cg_proc.h"
+#include "cg_py.h"
+#include "cg_sig.h"
+
+static bool same_binds(const struct cg_strlist *a, const struct cg_strlist *b)
+{
+    if (a->n != b->n) {
+        return false;
+    }
+    for (size_t i = 0; i < a->n; i++) {
+        if (strcmp(a->v[i], b->v[i]) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Loads the configuration again into `out`. Returns 0, or -1 (logged). */
+static int load_again(struct cg_master *m, struct cg_conf *out)
+{
+    struct cg_err err = { { 0 } };
+    enum cg_conf_mode mode;
+    enum cg_log_level level;
+    int code = 0;
+
+    if (chdir(m->cwd) < 0) {
+        cg_log_errno(CG_LOG_WARNING, errno, "reload: chdir %s", m->cwd);
+    }
+    if (cg_conf_load(out, m->argc, m->argv, &mode, &code, &err) < 0 || mode != CG_CONF_RUN ||
+        cg_conf_apply_pythonpath(out, &err) < 0 || cg_conf_check_binds(out, &err) < 0 ||
+        cg_log_level_parse(out->loglevel, &level, &err) < 0) {
+        cg_log(CG_LOG_ERROR, "reloading the configuration failed, keeping the previous one: %s",
+               err.msg[0] ? err.msg : "(see above)");
+        PyErr_Clear();
+        cg_conf_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+/* Applies what changed between the running conf and `next`, then makes
+ * `next` the running conf (its contents move into *m->conf). */
+static void apply(struct cg_master *m, struct cg_conf *next)
+{
+    struct cg_err err = { { 0 } };
+    struct cg_conf *cur = m->conf;
+    enum cg_log_level level = CG_LOG_INFO;
+    bool rebind = !same_binds(&cur->bind, &next->bind);
+    bool new_log = (cur->errorlog == NULL) != (next->errorlog == NULL) ||
+                   (cur->errorlog && strcmp(cur->errorlog, next->errorlog) != 0);
+
+    /* gunicorn resets the variables raw_env set, then applies the new ones. */
+    for (size_t i = 0; i < cur->raw_env.n; i++) {
+        char key[256];
+        const char *eq = strchr(cur->raw_env.v[i], '=');
+        size_t n = eq ? (size_t)(eq - cur->raw_env.v[i]) : 0;
+        if (n > 0 && n < sizeof(key)) {
+            memcpy(key, cur->raw_env.v[i], n);
+            key[n] = '\0';
+            PyObject *os = PyImport_ImportModule("os"); /* owned */
+            PyObject *env = os ? PyObject_GetAttrString(os, "environ") : NULL; /* owned */
+            PyObject *r = env ? PyObject_CallMethod(env, "pop", "sO", key, Py_None) : NULL;
+            Py_XDECREF(r);
+            Py_XDECREF(env);
+            Py_XDECREF(os);
+            PyErr_Clear();
+        }
+    }
+    if (cg_conf_apply_env(next, &err) < 0) {
+        cg_log(CG_LOG_ERROR, "raw_env: %s", err.msg);
+    }
+    cg_log_level_parse(next->loglevel, &level, &err);
+    if (new_log && cg_log_open(next->errorlog, level, &err) < 0) {
+        cg_log(CG_LOG_ERROR, "%s", err.msg);
+    }
+    cg_log_set_level(level);
+    cg_conf_free(cur);
+    *cur = *next; /* moves ownership */
+    memset(next, 0, sizeof(*next));
+    cg_py_hooks_set_conf(&m->hooks, cur);
+    if (rebind) {
+        struct cg_listener *ls = NULL;
+        size_t nls = 0;
+        char names[4096];
+        if (cg_listen_open_all((const char *const *)cur->bind.v, cur->bind.n, cur->backlog,
+                               cur->reuse_port, cur->umask, &ls, &nls, &err) < 0) {
+            cg_log(CG_LOG_ERROR, "cannot listen on the new addresses, keeping the old ones: %s",
+                   err.msg);
+        } else {
+            cg_listen_close_all(m->ls, m->nls, false);
+            m->ls = ls;
+            m->nls = nls;
+            cg_listen_describe(ls, nls, names, sizeof(names));
+            cg_log(CG_LOG_INFO, "Listening at: %s", names);
+        }
+    }
+}
+
+void cg_master_reload(struct cg_master *m)
+{
+    struct cg_conf next;
+    struct cg_err err = { { 0 } };
+    int last_age = m->age;
+
+    cg_log(CG_LOG_INFO, "Hang up: %s", m->master_name);
+    if (load_again(m, &next) == 0) {
+        apply(m, &next);
+    }
+    cg_master_set_num_workers(m, m->conf->workers, false);
+    cg_log_reopen();
+    if (cg_py_hooks_call(m->conf->on_reload, "Unhandled exception in main loop", "(O)",
+                         m->hooks.server) < 0) {
+        m->fatal = true;
+        return;
+    }
+    cg_pidfile_unlink(&m->pidfile);
+    if (m->conf->pidfile != NULL && cg_pidfile_create(&m->pidfile, m->conf->pidfile, getpid(),
+                                                      &err) < 0) {
+        cg_log(CG_LOG_ERROR, "%s", err.msg);
+    }
+    snprintf(m->proc_name, sizeof(m->proc_name), "%s%s",
+             m->conf->proc_name ? m->conf->proc_name : m->conf->default_proc_name,
+             m->master_pid ? ".2" : "");
+    cg_master_set_title(m);
+    /* New workers first; then the old ones (older than last_age) stop
+     * gracefully. The listeners stay open throughout. */
+    for (int i = 0; i < m->conf->workers && !m->fatal; i++) {
+        cg_master_spawn_worker(m);
+    }
+    for (int i = 0; i < m->nkids; i++) {
+        if (m->kids[i].age <= last_age && !m->kids[i].stopping) {
+            m->kids[i].stopping = true;
+            kill(m->kids[i].pid, SIGTERM);
+        }
+    }
+    cg_master_manage_workers(m);
+    /* Wait (reaping) until the old workers are gone, at most graceful_timeout. */
+    uint64_t deadline = cg_monotonic_ms() + (uint64_t)m->conf->graceful_timeout * 1000u;
+    while (cg_monotonic_ms() < deadline) {
+        bool old_left = false;
+        for (int i = 0; i < m->nkids; i++) {
+            old_left |= m->kids[i].age <= last_age;
+        }
+        if (!old_left) {
+            break;
+        }
+        cg_master_reap(m);
+        usleep(20000);
+    }
+}
+
+void cg_master_reexec(struct cg_master *m)
+{
+    char fds[4096] = "", num[32];
+    pid_t master = getpid();
+
+    if (m->reexec_pid != 0) {
+        cg_log(CG_LOG_WARNING, "USR2 signal ignored. Child exists.");
+        return;
+    }
+    if (m->master_pid != 0) {
+        cg_log(CG_LOG_WARNING, "USR2 signal ignored. Parent exists.");
+        return;
+    }
+    pid_t pid = cg_proc_fork(CG_ROLE_MASTER);
+    if (pid < 0) {
+        cg_log_errno(CG_LOG_ERROR, errno, "USR2: fork failed");
+        return;
+    }
+    if (pid > 0) {
+        m->reexec_pid = pid;
+        cg_py_hooks_server_set(&m->hooks, "reexec_pid", PyLong_FromLong((long)pid));
+        return;
+    }
+    /* The child: becomes the new master. */
+    if (cg_py_hooks_call(m->conf->pre_exec, "Exception in pre_exec hook", "(O)",
+                         m->hooks.server) < 0) {
+        _exit(1);
+    }
+    for (size_t i = 0; i < m->nls; i++) {
+        int fd = m->ls[i].fd;
+        fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) & ~FD_CLOEXEC);
+        size_t n = strlen(fds);
+        snprintf(fds + n, sizeof(fds) - n, "%s%d", i ? "," : "", fd);
+    }
+    snprintf(num, sizeof(num), "%d", (int)master);
+    setenv("GUNICORN_PID", num, 1);
+    if (m->systemd) {
+        snprintf(num, sizeof(num), "%d", (int)getpid());
+        setenv("LISTEN_PID", num, 1);
+        snprintf(num, sizeof(num), "%zu", m->nls);
+        setenv("LISTEN_FDS", num, 1);
+    } else {
+        setenv("GUNICORN_FD", fds, 1);
+    }
+    if (chdir(m->cwd) < 0) {
+        cg_log_errno(CG_LOG_ERROR, errno, "USR2: chdir %s", m->cwd);
+    }
+    cg_py_flush_stdio();
+    execv(m->exe, m->argv);
+    cg_log_errno(CG_LOG_ERROR, errno, "USR2: cannot execute %s", m->exe);
+    _exit(1);
+}
+
+void cg_master_maybe_promote(struct cg_master *m)
+{
+    struct cg_err err = { { 0 } };
+
+    if (m->master_pid == 0 || m->master_pid == getppid()) {
+        return;
+    }
+    cg_log(CG_LOG_INFO, "Master has been promoted.");
+    m->master_name = "Master";
+    m->master_pid = 0;
+    snprintf(m->proc_name, sizeof(m->proc_name), "%s",
+             m->conf->proc_name ? m->conf->proc_name : m->conf->default_proc_name);
+    unsetenv("GUNICORN_PID");
+    cg_py_hooks_server_set(&m->hooks, "master_pid", PyLong_FromLong(0));
+    cg_py_hooks_server_set(&m->hooks, "master_name", PyUnicode_FromString(m->master_name));
+    cg_py_hooks_server_set(&m->hooks, "proc_name", PyUnicode_FromString(m->proc_name));
+    if (m->pidfile.path[0] != '\0' && m->conf->pidfile != NULL &&
+        cg_pidfile_rename(&m->pidfile, m->conf->pidfile, &err) < 0) {
+        cg_log(CG_LOG_ERROR, "%s", err.msg);
+    }
+    cg_master_set_title(m);
+}

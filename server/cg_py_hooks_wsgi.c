@@ -1,0 +1,105 @@
+/* The per-request hooks of the WSGI workers: pre_request(worker, req) and
+ * post_request(worker, req, environ, resp), as gunicorn's sync and gthread
+ * workers call them. Nothing is built unless the user set one of them. */
+#include "cg_log.h"
+#include "cg_py.h"
+#include "cg_py_hooks.h"
+#include "cg_py_wsgi_int.h"
+
+/* The request's headers as (NAME, value) pairs (new reference). */
+static PyObject *header_list(const struct cg_http_request *req)
+{
+    PyObject *list = PyList_New((Py_ssize_t)req->n_headers);
+    for (size_t i = 0; list != NULL && i < req->n_headers; i++) {
+        const struct cg_http_header *h = &req->headers[i];
+        PyObject *pair = Py_BuildValue(
+            "(NN)", PyUnicode_DecodeLatin1(h->name.ptr, (Py_ssize_t)h->name.len, NULL),
+            PyUnicode_DecodeLatin1(h->value.ptr, (Py_ssize_t)h->value.len, NULL));
+        if (pair == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, pair); /* steals */
+    }
+    return list;
+}
+
+int cg_py_hooks_pre_request(struct cg_worker *w, const struct cg_http_request *req,
+                            PyObject *environ, PyObject **hreq)
+{
+    const struct cg_conf *conf = w->conf;
+    PyObject *hdrs = NULL, *r = NULL; /* owned */
+
+    *hreq = NULL;
+    if (conf->pre_request == NULL && conf->post_request == NULL) {
+        if (cg_log_enabled(CG_LOG_DEBUG)) { /* gunicorn's default pre_request */
+            size_t n = req->uri.len;
+            for (size_t i = 0; i < req->uri.len; i++) {
+                if (req->uri.ptr[i] == '?' || req->uri.ptr[i] == '#') {
+                    n = i;
+                    break;
+                }
+            }
+            cg_log(CG_LOG_DEBUG, "%.*s %.*s", (int)req->method.len, req->method.ptr, (int)n,
+                   req->uri.ptr);
+        }
+        return 0;
+    }
+    hdrs = header_list(req);
+    *hreq = hdrs ? PyObject_CallMethod(w->hooks->mod, "make_request", "OO", environ, hdrs) : NULL;
+    Py_XDECREF(hdrs);
+    if (*hreq == NULL) {
+        return -1;
+    }
+    if (conf->pre_request == NULL) {
+        PyObject *m = PyObject_GetAttrString(*hreq, "method");
+        PyObject *p = m ? PyObject_GetAttrString(*hreq, "path") : NULL;
+        if (p != NULL && cg_log_enabled(CG_LOG_DEBUG)) {
+            cg_log(CG_LOG_DEBUG, "%s %s", PyUnicode_AsUTF8(m), PyUnicode_AsUTF8(p));
+        }
+        Py_XDECREF(m);
+        Py_XDECREF(p);
+        PyErr_Clear();
+        return 0;
+    }
+    cg_py_hooks_worker_sync(w);
+    r = PyObject_CallFunctionObjArgs(conf->pre_request, w->py_worker, *hreq, NULL);
+    if (r == NULL) {
+        return -1; /* the exception stays set: the caller answers 500 */
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+void cg_py_hooks_post_request(struct cg_worker *w, PyObject **hreq, PyObject *environ,
+                              const struct cg_wsgi_resp *resp)
+{
+    PyObject *hdrs = NULL, *pyresp = NULL, *r = NULL; /* owned */
+    PyObject *fn = w->conf->post_request;             /* borrowed */
+
+    if (*hreq == NULL || fn == NULL) {
+        Py_CLEAR(*hreq);
+        return;
+    }
+    PyObject *et, *ev, *etb; /* a pending error, kept aside */
+    PyErr_Fetch(&et, &ev, &etb);
+    hdrs = resp->headers_sent ? cg_py_wsgi_resp_headers(resp) : PyList_New(0);
+    pyresp = hdrs ? PyObject_CallMethod(w->hooks->mod, "Response", "OOK",
+                                        resp->status ? resp->status : Py_None, hdrs,
+                                        (unsigned long long)resp->r.sent)
+                  : NULL;
+    if (pyresp != NULL) {
+        cg_py_hooks_worker_sync(w);
+        r = PyObject_CallFunctionObjArgs(fn, w->py_worker, *hreq,
+                                         environ ? environ : Py_None, pyresp, NULL);
+    }
+    if (r == NULL) {
+        cg_py_log_exception("Exception in post_request hook");
+        PyErr_Clear();
+    }
+    PyErr_Restore(et, ev, etb);
+    Py_XDECREF(r);
+    Py_XDECREF(pyresp);
+    Py_XDECREF(hdrs);
+    Py_CLEAR(*hreq);
+}

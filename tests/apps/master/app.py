@@ -1,0 +1,20 @@
+"""Test app for the master suites: / answers, /hang never returns (the
+master's timeout aborts it), /pid names the worker."""
+import os
+import time
+
+
+def hang_forever():
+    while True:
+        time.sleep(0.2)
+
+
+def app(environ, start_response):
+    path = environ.get("PATH_INFO", "/")
+    if path == "/hang":
+        hang_forever()
+    body = ("pid=%d\n" % os.getpid()).encode()
+    if path == "/version":
+        body = os.environ.get("APP_VERSION", "none").encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
