@@ -10,7 +10,7 @@ so that every suite is parametrised the same way:
                    upstream gunicorn; with CG_TEST_SERVERS=gunicorn they
                    compare two upstream instances, which validates the
                    suites themselves.
-  CG_TEST_WORKERS  comma list of worker classes (default "sync").  Adding
+  CG_TEST_WORKERS  comma list of worker classes (default "sync,gthread").  Adding
                    gthread or asgi later is one more value here (or in
                    WORKER_CLASSES), never a copied test.
 
@@ -64,7 +64,7 @@ def _env_list(name, default, allowed):
 
 
 SERVERS = _env_list("CG_TEST_SERVERS", "cgunicorn", KNOWN_SERVERS)
-WORKER_CLASSES = _env_list("CG_TEST_WORKERS", "sync", tuple(WORKER_TRAITS))
+WORKER_CLASSES = _env_list("CG_TEST_WORKERS", "sync,gthread", tuple(WORKER_TRAITS))
 # Side by side: the candidate is the first server asked for; the reference
 # is always upstream gunicorn.
 CANDIDATE = SERVERS[0]

@@ -45,6 +45,7 @@
 #include <Python.h>
 #include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -355,8 +356,13 @@ static void check_stop(struct cg_gthread *gt)
 static void on_signal(evutil_socket_t fd, short what, void *arg)
 {
     struct cg_gthread *gt = arg;
-    (void)fd;
     (void)what;
+
+    if (fd >= 0 && fd == gt->wake_r) {
+        char buf[64];
+        while (read(gt->wake_r, buf, sizeof(buf)) > 0) {
+        }
+    }
 
     /* Signal handling may run Python (hooks, Python-level handlers): it
      * takes the GIL for that moment. */
@@ -412,6 +418,58 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
 
 /* ---- set-up and tear-down ---------------------------------------------- */
 
+/* Signals with Python-level handlers (signal.signal) run those handlers only
+ * when the main thread runs Python: point signal.set_wakeup_fd() at a pipe
+ * the loop watches, so such a signal wakes the loop, which then takes the
+ * GIL (on_signal). Without it (failure) the tick still catches them. Needs
+ * the GIL. */
+static void wakeup_open(struct cg_gthread *gt)
+{
+    int p[2];
+    PyObject *mod = NULL, *fn = NULL, *args = NULL, *kw = NULL, *r = NULL;
+
+    gt->wake_r = gt->wake_w = gt->old_wakeup = -1;
+    if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) {
+        return;
+    }
+    mod = PyImport_ImportModule("signal");
+    fn = mod ? PyObject_GetAttrString(mod, "set_wakeup_fd") : NULL;
+    args = fn ? Py_BuildValue("(i)", p[1]) : NULL;
+    kw = args ? Py_BuildValue("{s:O}", "warn_on_full_buffer", Py_False) : NULL;
+    r = kw ? PyObject_Call(fn, args, kw) : NULL;
+    if (r == NULL) {
+        PyErr_Clear();
+        close(p[0]);
+        close(p[1]);
+    } else {
+        gt->wake_r = p[0];
+        gt->wake_w = p[1];
+        gt->old_wakeup = (int)PyLong_AsLong(r);
+        PyErr_Clear();
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(kw);
+    Py_XDECREF(args);
+    Py_XDECREF(fn);
+    Py_XDECREF(mod);
+}
+
+/* Gives the wakeup fd back and closes our pipe. Needs the GIL. */
+static void wakeup_close(struct cg_gthread *gt)
+{
+    if (gt->wake_r < 0) {
+        return;
+    }
+    PyObject *mod = PyImport_ImportModule("signal");
+    PyObject *r = mod ? PyObject_CallMethod(mod, "set_wakeup_fd", "i", gt->old_wakeup) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(mod);
+    PyErr_Clear();
+    close(gt->wake_r);
+    close(gt->wake_w);
+    gt->wake_r = gt->wake_w = -1;
+}
+
 static int loop_open(struct cg_gthread *gt, struct cg_err *err)
 {
     struct cg_worker *w = gt->w;
@@ -438,6 +496,13 @@ static int loop_open(struct cg_gthread *gt, struct cg_err *err)
     gt->sig_ev = event_new(gt->base, cg_sig_fd(), EV_READ | EV_PERSIST, on_signal, gt);
     gt->done_ev = event_new(gt->base, gt->done_fd, EV_READ | EV_PERSIST, on_done, gt);
     gt->tick_ev = event_new(gt->base, -1, EV_PERSIST, on_tick, gt);
+    if (gt->wake_r >= 0) {
+        gt->wake_ev = event_new(gt->base, gt->wake_r, EV_READ | EV_PERSIST, on_signal, gt);
+        if (gt->wake_ev == NULL || event_add(gt->wake_ev, NULL) < 0) {
+            cg_err_set(err, "cannot register the gthread loop's events");
+            return -1;
+        }
+    }
     if (gt->sig_ev == NULL || gt->done_ev == NULL || gt->tick_ev == NULL ||
         event_add(gt->sig_ev, NULL) < 0 || event_add(gt->done_ev, NULL) < 0 ||
         event_add(gt->tick_ev, &tv) < 0) {
@@ -475,7 +540,10 @@ static void loop_close(struct cg_gthread *gt)
     if (gt->tick_ev != NULL) {
         event_free(gt->tick_ev);
     }
-    gt->sig_ev = gt->done_ev = gt->tick_ev = NULL;
+    if (gt->wake_ev != NULL) {
+        event_free(gt->wake_ev);
+    }
+    gt->sig_ev = gt->done_ev = gt->tick_ev = gt->wake_ev = NULL;
 }
 
 int cg_worker_gthread_run(struct cg_worker *w)
@@ -504,6 +572,7 @@ int cg_worker_gthread_run(struct cg_worker *w)
         free(gt);
         return CG_WORKER_BOOT_ERROR;
     }
+    wakeup_open(gt);
     gt->main_ts = PyEval_SaveThread(); /* the loop runs without the GIL */
     if (cg_worker_gthread_pool_start(gt, &err) < 0 || loop_open(gt, &err) < 0) {
         cg_log(CG_LOG_ERROR, "worker %d cannot start: %s", (int)getpid(), err.msg);
@@ -523,6 +592,7 @@ int cg_worker_gthread_run(struct cg_worker *w)
         gt->base = NULL;
     }
     PyEval_RestoreThread(gt->main_ts);
+    wakeup_close(gt);
     if (joined) {
         cg_py_wsgi_free(gt->wsgi);
         pthread_mutex_destroy(&gt->mu);

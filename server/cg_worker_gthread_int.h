@@ -63,6 +63,9 @@ struct cg_gthread {
     bool stopping;             /* graceful stop under way */
     bool quick;                /* QUIT/INT: leave now */
     uint64_t stop_deadline_ms;
+    int wake_r, wake_w;        /* owned: signal.set_wakeup_fd() pipe (Python-level handlers) */
+    int old_wakeup;            /* the wakeup fd before ours */
+    struct event *wake_ev;
     PyThreadState *main_ts;    /* the loop thread's Python state while it runs without the GIL */
 
     /* shared between the loop and the pool */
