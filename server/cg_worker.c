@@ -21,7 +21,6 @@
 #include "cg_worker.h"
 #include "cg_worker_asgi.h"
 #include "cg_worker_gthread.h"
-#include "cg_worker_gthread.h"
 
 /* QUIT, INT and ABRT are Python handlers (cg_py_hooks_worker_boot). */
 static const int worker_signals[] = { SIGTERM, SIGUSR1, SIGWINCH, 0 };
@@ -212,8 +211,6 @@ void cg_worker_main(struct cg_worker *w, PyObject *preloaded_app)
     if (code == 0) {
         if (strcmp(conf->worker_class, "sync") == 0) {
             cg_worker_sync_run(w);
-        } else if (strcmp(conf->worker_class, "gthread") == 0) {
-            code = cg_worker_gthread_run(w);
         } else if (strcmp(conf->worker_class, "gthread") == 0) {
             code = cg_worker_gthread_run(w);
         } else if (strcmp(conf->worker_class, "asgi") == 0) {
