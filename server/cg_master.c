@@ -362,12 +362,12 @@ static int handle_signals(struct cg_master *m)
         cg_master_reload(m);
         forward_dirty(m, SIGHUP);
     }
-    if (cg_sig_take(SIGTTIN)) {
+    for (int n = cg_sig_take_count(SIGTTIN); n > 0; n--) {
         cg_log(CG_LOG_INFO, "Handling signal: ttin");
         cg_master_set_num_workers(m, m->num_workers + 1, false);
         cg_master_manage_workers(m);
     }
-    if (cg_sig_take(SIGTTOU)) {
+    for (int n = cg_sig_take_count(SIGTTOU); n > 0; n--) {
         cg_log(CG_LOG_INFO, "Handling signal: ttou");
         if (m->num_workers > 1) {
             cg_master_set_num_workers(m, m->num_workers - 1, false);

@@ -3,12 +3,15 @@
  * byte, and restores errno. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cg_sig.h"
 
-static volatile sig_atomic_t pending[NSIG];
+/* Deliveries not yet taken, per signal; lock-free atomics are
+ * async-signal-safe. */
+static atomic_int pending[NSIG];
 static bool handled[NSIG];
 static int pipe_r = -1;
 static int pipe_w = -1;
@@ -16,7 +19,7 @@ static int pipe_w = -1;
 static void on_signal(int signo)
 {
     int saved = errno;
-    pending[signo] = 1;
+    atomic_fetch_add(&pending[signo], 1);
     if (write(pipe_w, "", 1) < 0) {
         /* pipe full: a wake-up is already queued */
     }
@@ -65,11 +68,15 @@ void cg_sig_drain(void)
 
 bool cg_sig_take(int signo)
 {
-    if (signo <= 0 || signo >= NSIG || !pending[signo]) {
-        return false;
+    return cg_sig_take_count(signo) > 0;
+}
+
+int cg_sig_take_count(int signo)
+{
+    if (signo <= 0 || signo >= NSIG) {
+        return 0;
     }
-    pending[signo] = 0;
-    return true;
+    return atomic_exchange(&pending[signo], 0);
 }
 
 void cg_sig_reset_child(void)
@@ -81,7 +88,7 @@ void cg_sig_reset_child(void)
             signal(s, SIG_DFL);
             handled[s] = false;
         }
-        pending[s] = 0;
+        atomic_store(&pending[s], 0);
     }
     signal(SIGPIPE, SIG_IGN);
     sigemptyset(&empty);

@@ -22,6 +22,10 @@ void cg_sig_drain(void);
 /* Returns true once per delivery batch of `signo` and clears its flag. */
 bool cg_sig_take(int signo);
 
+/* How many times `signo` arrived since it was last taken (0 if not), and
+ * clears it: for signals whose every delivery counts (TTIN, TTOU). */
+int cg_sig_take_count(int signo);
+
 /* Child side of fork: default handlers for every signal we handled, empty
  * mask, the parent's self-pipe closed, flags cleared. */
 void cg_sig_reset_child(void);

@@ -18,3 +18,12 @@ def app(environ, start_response):
         body = os.environ.get("APP_VERSION", "none").encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def slow_app(environ, start_response):
+    """/slow takes SLOW_SECONDS (default 1.5) to answer, in small steps."""
+    if environ.get("PATH_INFO") == "/slow":
+        end = time.monotonic() + float(os.environ.get("SLOW_SECONDS", "1.5"))
+        while time.monotonic() < end:
+            time.sleep(0.05)
+    return app(environ, start_response)
