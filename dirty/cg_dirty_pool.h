@@ -66,8 +66,11 @@ struct cg_dirty_call {
     struct cg_dirty_call *cprev, *cnext; /* in the client's list of calls */
     void *req;                  /* the held request frame body */
     void *timer;                /* deadline / kill-grace timer */
-    double deadline_sec;        /* the call's timeout in seconds (0: none) */
-    bool timed_out;             /* the deadline passed (kill-grace armed) */
+    double started;             /* monotonic seconds when it arrived */
+    double total_sec;           /* the caller's timeout for the whole call (0: none) */
+    double idle_sec;            /* dirty_timeout: the longest wait for the worker's
+                                   next frame, restarted by each chunk (0: none) */
+    bool timed_out;             /* a deadline passed (kill-grace armed) */
     char action[96];            /* for log and error messages */
 };
 

@@ -212,8 +212,50 @@ static void arm_timer(struct cg_dirty_call *c, double seconds)
     evtimer_add((struct event *)c->timer, &tv);
 }
 
-/* The caller's deadline passed (first firing) or the worker did not give
- * the call up within the grace period after it (second firing). */
+/* Arms the call's deadline: dirty_timeout from now (the wait for the
+ * worker's next frame; restarted at dispatch and by every chunk), capped by
+ * what is left of the caller's timeout for the whole call. */
+static void rearm(struct cg_dirty_call *c)
+{
+    double wait = c->idle_sec > 0 ? c->idle_sec : -1;
+
+    if (c->total_sec > 0) {
+        double left = c->started + c->total_sec - cg_dirty_now();
+        if (wait < 0 || left < wait) {
+            wait = left;
+        }
+    }
+    if (wait >= 0) {
+        arm_timer(c, wait);
+    }
+}
+
+/* The worker may read again (its output for a paused client is wanted no
+ * more, or the client drained). Also handles what is already buffered. */
+static void worker_resume(struct cg_dirty_wk *w)
+{
+    w->paused_by = NULL;
+    if (w->rev != NULL) {
+        event_add(w->rev, NULL);
+        event_active(w->rev, EV_READ, 0);
+    }
+}
+
+/* The caller gave up on a call (CANCEL, its deadline): later frames for it
+ * are dropped, and a worker paused because that caller read too slowly is
+ * let go so it can reach the cancellation. */
+static void call_abandon(struct cg_dirty_call *c)
+{
+    struct cg_dirty_client *cl = c->client;
+
+    call_detach(c);
+    if (cl != NULL && c->worker != NULL && c->worker->paused_by == cl) {
+        worker_resume(c->worker);
+    }
+}
+
+/* A deadline passed (first firing) or the worker did not give the call up
+ * within the grace period after it (second firing). */
 static void on_call_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct cg_dirty_call *c = arg;
@@ -221,16 +263,25 @@ static void on_call_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (!c->timed_out) {
+        double now = cg_dirty_now();
+        bool total = c->total_sec > 0 && now >= c->started + c->total_sec - 0.001;
+        if (!total && c->worker != NULL && c->worker->paused_by != NULL) {
+            /* The worker's frames wait for a slow reader (back-pressure):
+             * the worker is not late, a caller is. */
+            rearm(c);
+            return;
+        }
         c->timed_out = true;
         if (c->client != NULL) {
-            double t = c->deadline_sec;
+            double t = total ? c->total_sec : c->idle_sec;
             send_error(c->client, c->cid, "DirtyTimeoutError",
                        json_pack("{s:f}", "timeout", t),
-                       "Dirty call %s.%s timed out after %gs (dirty_timeout or the call's "
-                       "timeout)",
+                       total ? "Dirty call %s.%s timed out after %gs (the client's timeout)"
+                             : "Dirty call %s.%s timed out: no reply from the worker for %gs "
+                               "(dirty_timeout)",
                        arb->pool.apps[c->app].path, c->action, t);
         }
-        call_detach(c);
+        call_abandon(c);
         if (c->state == CG_DIRTY_CALL_QUEUED) {
             cg_dirty_pool_dequeue(&arb->pool, c);
             call_free(c);
@@ -267,6 +318,9 @@ static void dispatch(struct cg_dirty_arb *arb, struct cg_dirty_call *c, struct c
     evbuffer_add_buffer(out, req);
     evbuffer_free(req);
     c->req = NULL;
+    if (c->timer != NULL && !c->timed_out) {
+        rearm(c); /* the wait for the worker starts now */
+    }
 }
 
 void cg_dirty_relay_pump(struct cg_dirty_arb *arb, struct cg_dirty_wk *w)
@@ -350,14 +404,12 @@ static void on_client_request(struct cg_dirty_client *cl, const struct cg_dirty_
     evbuffer_remove_buffer(in, c->req, size);
     client_calls_add(cl, c);
 
-    double t = arb->timeout;
-    if (r.timeout > 0 && (t <= 0 || r.timeout < t)) {
-        t = r.timeout;
-    }
-    if (t > 0) {
-        c->deadline_sec = t;
+    c->started = cg_dirty_now();
+    c->idle_sec = arb->timeout > 0 ? arb->timeout : 0;
+    c->total_sec = r.timeout > 0 ? r.timeout : 0;
+    if (c->idle_sec > 0 || c->total_sec > 0) {
         c->timer = evtimer_new(arb->base, on_call_timer, c);
-        arm_timer(c, t);
+        rearm(c);
     }
     struct cg_dirty_wk *w = cg_dirty_pool_pick(&arb->pool, app);
     if (w != NULL) {
@@ -381,7 +433,7 @@ static void on_client_cancel(struct cg_dirty_client *cl, uint64_t cid)
     if (c == NULL) {
         return; /* already finished: nothing to cancel */
     }
-    call_detach(c);
+    call_abandon(c);
     if (c->state == CG_DIRTY_CALL_QUEUED) {
         cg_dirty_pool_dequeue(&cl->arb->pool, c);
         call_free(c);
@@ -550,12 +602,7 @@ static void on_client_write(struct bufferevent *bev, void *arg)
     cl->paused_workers = false;
     for (struct cg_dirty_wk *w = cl->arb->pool.workers; w != NULL; w = w->next) {
         if (w->paused_by == cl) {
-            w->paused_by = NULL;
-            if (w->rev != NULL) {
-                /* also handle what is already buffered */
-                event_add(w->rev, NULL);
-                event_active(w->rev, EV_READ, 0);
-            }
+            worker_resume(w);
         }
     }
 }
@@ -739,6 +786,9 @@ static int on_worker_frame(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
         cg_dirty_frame_set_id(hdr, c->cid);
         evbuffer_add(out, hdr, sizeof(hdr));
         evbuffer_remove_buffer(in, out, size - sizeof(hdr));
+        if (h->type == CG_DIRTY_CHUNK && c->timer != NULL && !c->timed_out) {
+            rearm(c); /* dirty_timeout counts from the last chunk */
+        }
         if (evbuffer_get_length(out) > CG_DIRTY_CLIENT_HIGH_WATER) {
             /* Slow reader: stop reading this worker until it drains. */
             event_del(w->rev);
@@ -759,12 +809,20 @@ static void on_worker_readable(evutil_socket_t fd, short what, void *arg)
     struct cg_dirty_wk *w = arg;
     struct cg_dirty_arb *arb = w->arb;
     struct evbuffer *in = w->in;
-    int rc = w->paused_by == NULL ? fill(in, fd) : 0;
-    int saved = errno;
     struct cg_dirty_header h;
     struct cg_err err = { { 0 } };
     char why[2200];
+    int rc = 0;
     (void)what;
+
+    /* Read only when no whole frame is waiting: a resumed worker (see
+     * on_client_write) first drains what it already sent, so a slow client
+     * holds at most ~HIGH_WATER + one read's worth of this worker's output
+     * here, and the rest stays in the socket (the worker blocks: back-pressure). */
+    if (w->paused_by == NULL && frame_peek(in, SIZE_MAX, &h, &err) == PEEK_NEED_MORE) {
+        rc = fill(in, fd);
+    }
+    int saved = errno;
 
     while (w->link != NULL && w->paused_by == NULL) {
         enum frame_peek pk = frame_peek(in, SIZE_MAX, &h, &err);

@@ -427,12 +427,22 @@ class DirtyStreamIterator:
         self.close()
 
     def __del__(self):
-        # Dropped before its end (e.g. `break` out of a for loop): cancel.
-        # The caller's lock may be held here, so the CANCEL is queued.
+        # Dropped before its end (`break` out of a for loop, a WSGI response
+        # closed because the HTTP client went away): cancel, so the worker
+        # closes the generator and is free again. The caller's lock may be
+        # held by this thread here (a finalizer can run anywhere): then the
+        # CANCEL goes out before the next frame this client sends.
         if getattr(self, "_started", False) and not self._exhausted:
             self._exhausted = True
             try:
-                self.client._chan.cancel_later(self._request_id)
+                lock = self.client._lock
+                if lock.acquire(blocking=False):
+                    try:
+                        self.client._chan.cancel(self._request_id)
+                    finally:
+                        lock.release()
+                else:
+                    self.client._chan.cancel_later(self._request_id)
             except Exception:
                 pass
 

@@ -1,0 +1,1 @@
+"""The `myapp` package of the seed guide's examples (tests/apps/dirty)."""
