@@ -204,7 +204,23 @@ static PyObject *mod_reopen_logs(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* _cgunicorn_hooks.defer_quit(): from the QUIT/INT handler. When the worker
+ * is serving a request, it finishes it and then exits (True); else False
+ * and the handler exits at once. */
+static PyObject *mod_defer_quit(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    if (current_worker == NULL || !current_worker->busy) {
+        Py_RETURN_FALSE;
+    }
+    current_worker->alive = false;
+    current_worker->quit_after_request = true;
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef mod_methods[] = {
+    { "defer_quit", mod_defer_quit, METH_NOARGS, "Exit after the current request." },
     { "worker_notify", mod_worker_notify, METH_NOARGS, "Report this worker alive." },
     { "reopen_logs", mod_reopen_logs, METH_NOARGS, "Reopen the error log." },
     { NULL, NULL, 0, NULL },

@@ -51,7 +51,7 @@ bool cg_worker_check_signals(struct cg_worker *w)
         cg_log(CG_LOG_INFO, "Parent changed, shutting down: <Worker %d>", (int)cg_proc.pid);
         w->alive = false;
     }
-    return false;
+    return w->quit_after_request;
 }
 
 static uint64_t requests_limit(const struct cg_conf *conf)
@@ -114,15 +114,23 @@ static int load_app(struct cg_worker *w, PyObject *preloaded_app)
         return 0;
     }
     const char *text = tb ? PyUnicode_AsUTF8(tb) : NULL;
-    if (text != NULL) {
-        cg_log(CG_LOG_ERROR, "Exception in worker process\n%s", text);
-    } else {
+    /* gunicorn: AppImportError (the app object cannot be found) prints its
+     * message and exits APP_LOAD_ERROR, any other exception is logged with
+     * its traceback and exits WORKER_BOOT_ERROR. cg_py_app_load formats
+     * both; the exception's type names which one it was. */
+    bool not_found = text == NULL || strstr(text, "AppImportError: ") != NULL;
+    if (not_found) {
+        if (text != NULL) {
+            cg_log_debug("Exception while loading the application\n%s", text);
+        }
         PyErr_Clear();
         fprintf(stderr, "%s\n", err.msg);
         fflush(stderr);
+    } else {
+        cg_log(CG_LOG_ERROR, "Exception in worker process\n%s", text);
     }
     Py_XDECREF(tb);
-    return text != NULL ? CG_WORKER_BOOT_ERROR : CG_APP_LOAD_ERROR;
+    return not_found ? CG_APP_LOAD_ERROR : CG_WORKER_BOOT_ERROR;
 }
 
 static void start_reloader(struct cg_worker *w)

@@ -40,6 +40,11 @@ struct cg_worker {
     uint64_t nr;           /* requests handled */
     volatile bool alive;   /* false once a graceful stop was asked */
     bool booted;           /* the app is loaded and post_worker_init ran */
+    /* The sync worker sets `busy` while it accepts and serves connections;
+     * a QUIT/INT that arrives then lets the current request finish
+     * (quit_after_request) instead of cutting it. */
+    volatile bool busy;
+    volatile bool quit_after_request;
     struct cg_hooks *hooks; /* the master's, inherited through fork; not owned */
     PyObject *py_worker;    /* the hooks' `worker` object; owned */
 };
@@ -62,7 +67,8 @@ void cg_worker_main(struct cg_worker *w, PyObject *preloaded_app) __attribute__(
  * parent) and runs Python's pending signal handlers (QUIT/INT: worker_int
  * then exit; ABRT: the stuck traceback, worker_abort, exit: these run in
  * Python so they interrupt application code, as in gunicorn). Call it with
- * the GIL held. Returns true when the worker must stop now. */
+ * the GIL held. Returns true when the worker must stop now (a QUIT/INT
+ * arrived during a request, which has finished). */
 bool cg_worker_check_signals(struct cg_worker *w);
 
 /* The sync worker loop (cg_worker_sync.c). Returns when the worker stops. */

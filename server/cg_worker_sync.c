@@ -26,7 +26,7 @@ static int poll_timeout_ms(const struct cg_conf *conf)
 
 /* Accepts and serves every pending connection on one listener. Returns false
  * when the worker must stop. */
-static bool accept_ready(struct cg_worker *w, struct cg_wsgi *wsgi, struct cg_listener *l)
+static bool accept_loop(struct cg_worker *w, struct cg_wsgi *wsgi, struct cg_listener *l)
 {
     for (;;) {
         struct sockaddr_storage peer;
@@ -55,6 +55,16 @@ static bool accept_ready(struct cg_worker *w, struct cg_wsgi *wsgi, struct cg_li
             return false;
         }
     }
+}
+
+static bool accept_ready(struct cg_worker *w, struct cg_wsgi *wsgi, struct cg_listener *l)
+{
+    bool go_on;
+
+    w->busy = true; /* a QUIT now waits for the request in hand */
+    go_on = accept_loop(w, wsgi, l);
+    w->busy = false;
+    return go_on && !cg_worker_check_signals(w);
 }
 
 void cg_worker_sync_run(struct cg_worker *w)

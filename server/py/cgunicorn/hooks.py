@@ -9,6 +9,7 @@ calls go through `call()`, which the C side uses too.
 """
 import os
 import signal
+import socket  # noqa: F401 (imported in the master: workers need it after dropping privileges)
 import sys
 import threading
 import time
@@ -328,6 +329,8 @@ def _on_quit(signum, frame):
         except Exception:
             log.exception("Exception in worker process")
             _exit_worker(255)
+    if _cgunicorn_hooks.defer_quit():
+        return  # the request in hand finishes, then the worker exits
     time.sleep(0.1)
     _exit_worker(0)
 
