@@ -10,9 +10,13 @@ so that every suite is parametrised the same way:
                    upstream gunicorn; with CG_TEST_SERVERS=gunicorn they
                    compare two upstream instances, which validates the
                    suites themselves.
-  CG_TEST_WORKERS  comma list of worker classes (default "sync,gthread").  Adding
-                   gthread or asgi later is one more value here (or in
-                   WORKER_CLASSES), never a copied test.
+  CG_TEST_WORKERS  comma list of worker classes (default "sync,gthread,asgi").
+                   Adding a class is one more value here (or in
+                   WORKER_TRAITS), never a copied test.  WSGI suites run the
+                   WSGI classes of the list (WORKER_CLASSES); suites whose
+                   app has an ASGI twin (the corpus: envapp.py and
+                   asgienvapp.py) run them all (ALL_WORKER_CLASSES), each
+                   class serving its trait's "dump_app".
 
 Nothing here decides a verdict on timing: deadlines only bound waits.
 """
@@ -42,10 +46,18 @@ Server = harness.Server
 KNOWN_SERVERS = ("cgunicorn", "gunicorn")
 # Worker classes the suites know how to drive.  keeps_alive: whether the
 # worker serves more than one request per connection (sync does not).
+# wsgi: whether it serves WSGI apps; dump_app: the request-dumping app it
+# serves (same JSON whatever the protocol).
 WORKER_TRAITS = {
-    "sync": {"keeps_alive": False},
-    "gthread": {"keeps_alive": True},
-    "asgi": {"keeps_alive": True},
+    "sync": {"keeps_alive": False, "wsgi": True, "dump_app": "envapp:app"},
+    "gthread": {"keeps_alive": True, "wsgi": True, "dump_app": "envapp:app"},
+    "asgi": {"keeps_alive": True, "wsgi": False, "dump_app": "asgienvapp:app",
+             # ASGI servers (upstream's gunicorn -k asgi, uvicorn) take the
+             # client's half-close (FIN) for a disconnect: the request in
+             # flight gets http.disconnect and no answer is sent.  Suites
+             # keep the write side open and read the answers they expect
+             # (exchange_until) instead.
+             "half_close_is_disconnect": True},
 }
 
 
@@ -64,7 +76,8 @@ def _env_list(name, default, allowed):
 
 
 SERVERS = _env_list("CG_TEST_SERVERS", "cgunicorn", KNOWN_SERVERS)
-WORKER_CLASSES = _env_list("CG_TEST_WORKERS", "sync,gthread", tuple(WORKER_TRAITS))
+ALL_WORKER_CLASSES = _env_list("CG_TEST_WORKERS", "sync,gthread,asgi", tuple(WORKER_TRAITS))
+WORKER_CLASSES = [w for w in ALL_WORKER_CLASSES if WORKER_TRAITS[w]["wsgi"]]
 # Side by side: the candidate is the first server asked for; the reference
 # is always upstream gunicorn.
 CANDIDATE = SERVERS[0]
@@ -76,10 +89,12 @@ def binary(name):
 
 
 def start(server_name, args, worker_class="sync", env=None, cwd=APPS, bind=None,
-          app="envapp:app"):
-    """Starts `server_name` serving `app` (module in tests/apps/http by
-    default) with one worker of `worker_class`.  Returns a harness.Server
-    with `.calls` (the app-call record file) and `.name` added."""
+          app=None):
+    """Starts `server_name` serving `app` (module in tests/apps/http; by
+    default the worker class's dump_app) with one worker of `worker_class`.
+    Returns a harness.Server with `.calls` (the app-call record file) and
+    `.name` added."""
+    app = app or WORKER_TRAITS[worker_class]["dump_app"]
     fd, calls = _mktemp("calls")
     env = dict(env or {})
     env.setdefault("CG_APP_CALLS", calls)
@@ -118,7 +133,7 @@ class ServerPool:
         self.failed = {}
 
     def get(self, server_name, worker_class, args=(), env=None, bind=None,
-            app="envapp:app", tag=None):
+            app=None, tag=None):
         """`tag` tells apart servers that are otherwise configured alike
         (e.g. the two upstream instances of a validation run)."""
         key = (server_name, worker_class, tuple(args),
@@ -205,6 +220,49 @@ def exchange(srv, pieces, pause=0.0, half_close=True, timeout=10):
                 if e.errno != errno.ENOTCONN:
                     raise
         return read_all(s)
+    finally:
+        s.close()
+
+
+def _complete_finals(data):
+    """Number of complete final responses at the start of `data`, or None
+    when the last one is not complete yet."""
+    try:
+        return len(final_responses(parse_responses(data)))
+    except (ValueError, IndexError):
+        return None
+
+
+def exchange_until(srv, pieces, finals, pause=0.0, timeout=10):
+    """Like exchange(), without the half-close: sends `pieces` and returns
+    what the server sent once `finals` complete final responses have
+    arrived, or once it closed the connection, whichever is first.  For
+    servers that take a half-close for a disconnect (WORKER_TRAITS)."""
+    if isinstance(pieces, (bytes, bytearray)):
+        pieces = [bytes(pieces)]
+    s = connect(srv, timeout)
+    out = bytearray()
+    try:
+        for i, p in enumerate(pieces):
+            if i and pause:
+                time.sleep(pause)
+            try:
+                s.sendall(p)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        while _complete_finals(bytes(out)) != finals or finals == 0:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            except socket.timeout:
+                raise AssertionError(
+                    "server sent %r and then neither completed %d answer(s) "
+                    "nor closed within the socket timeout" % (bytes(out[:300]), finals))
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
     finally:
         s.close()
 

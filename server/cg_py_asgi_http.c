@@ -333,6 +333,29 @@ static PyObject *req_task_done(PyObject *self, PyObject *task)
 
 /* ---- receive ---- */
 
+/* The request body is malformed (chunk framing, trailers). Before the
+ * response started, gunicorn's ASGI worker answers the parser's error status
+ * (400) and closes, as for a bad head; after, it can only close. The app
+ * then sees http.disconnect and its sends are ignored. */
+static void body_error(struct cg_asgi_req *r)
+{
+    struct cg_asgi_conn *c = r->conn;
+    const struct cg_http_error *e = cg_http_parser_error(&c->parser);
+    int status = cg_http_error_status(e->kind);
+
+    cg_log_debug("asgi: bad request body: %s", e->detail);
+    r->disconnected = true;
+    if (r->started || status == 0 || c->state == CG_ASGI_CLOSED) {
+        cg_py_asgi_conn_close(c);
+        return;
+    }
+    r->started = r->complete = true;
+    r->status = status;
+    Py_CLEAR(r->log_info); /* error answers get no access line, as for a bad head */
+    cg_py_asgi_http_error(c, status, cg_http_error_reason(e->kind), e->detail, NULL);
+    finish(r, false);
+}
+
 /* Takes the request body bytes available now. Returns a new message, or
  * NULL without an exception when the caller must wait, or NULL with one. */
 static PyObject *take_body(struct cg_asgi_req *r)
@@ -367,16 +390,17 @@ static PyObject *take_body(struct cg_asgi_req *r)
             break;
         }
         if (st == CG_HTTP_ERROR) {
-            r->disconnected = true;
-            cg_log_debug("asgi: bad request body: %s", cg_http_parser_error(&c->parser)->detail);
-            cg_py_asgi_conn_close(c);
+            body_error(r);
             return disconnect_msg(s);
         }
         /* NEED_MORE */
         if (c->eof && nspans == 0) {
             st = cg_http_parser_eof(&c->parser);
             if (st != CG_HTTP_BODY_DONE) {
+                /* The client left before the end of the body: the
+                 * connection is lost (upstream answers nothing either). */
                 r->disconnected = true;
+                cg_py_asgi_conn_close(c);
                 return disconnect_msg(s);
             }
             more = false;
@@ -460,8 +484,12 @@ void cg_py_asgi_http_on_input(struct cg_asgi_req *r)
     if (r->receive_waiter == NULL) {
         return;
     }
-    if (r->conn->state == CG_ASGI_CLOSED || r->conn->eof) {
-        r->disconnected = r->disconnected || !r->body_done || r->body_eof_sent;
+    Py_INCREF(r); /* take_body may close the connection, which drops its reference */
+    /* After a closed connection, or EOF once the whole body was received,
+     * the app learns of the disconnect. With the body incomplete, take_body
+     * hands over what is buffered first and then treats EOF as lost. */
+    if (r->conn->state == CG_ASGI_CLOSED || (r->conn->eof && r->body_eof_sent)) {
+        r->disconnected = true;
     }
     PyObject *m = take_body(r);
     if (m != NULL) {
@@ -470,6 +498,7 @@ void cg_py_asgi_http_on_input(struct cg_asgi_req *r)
     } else if (PyErr_Occurred()) {
         cg_py_log_exception("asgi: reading a request body");
     }
+    Py_DECREF(r);
 }
 
 void cg_py_asgi_http_on_drain(struct cg_asgi_req *r)
