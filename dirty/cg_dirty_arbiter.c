@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "cg_dirty_arbiter.h"
+#include "cg_dirty_mem.h"
 #include "cg_dirty_arbiter_int.h"
 #include "cg_dirty_codec.h"
 #include "cg_dirty_worker.h"
@@ -645,6 +646,7 @@ static void arbiter_main(struct cg_conf *conf)
     static struct cg_dirty_arb arb; /* lives until _exit */
     struct cg_err err = { { 0 } };
 
+    cg_dirty_mem_tune();
     arb.conf = conf;
     arb.listen_fd = -1;
     arb.ppid = getppid();

@@ -37,6 +37,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include <jansson.h>
 
@@ -209,6 +210,36 @@ enum cg_dirty_enc_error {
  * a Python exception set and *why (may be NULL) saying which kind. */
 PyObject *cg_dirty_frame_encode_py(enum cg_dirty_type type, uint64_t id, PyObject *body,
                                    size_t max_message, enum cg_dirty_enc_error *why);
+
+/* A frame encoded for scatter-gather output (writev/sendmsg) without
+ * copying its bytes values: iov[0] is the header + JSON (owned by the
+ * frame), iov[1..iovcnt-1] point into the bytes-like objects of the body,
+ * which stay referenced (and buffer views held) until release. */
+struct cg_dirty_py_frame {
+    struct iovec *iov;     /* owned */
+    int iovcnt;
+    size_t len;            /* total bytes */
+    void *priv;            /* the encoder state (owned) */
+};
+
+/* As cg_dirty_frame_encode_py(), into `f`. Returns 0, or -1 with a Python
+ * exception and *why. The iovecs may be read without the GIL (the memory
+ * is pinned); release with cg_dirty_py_frame_release() (needs the GIL). */
+int cg_dirty_frame_encode_py_iov(enum cg_dirty_type type, uint64_t id, PyObject *body,
+                                 size_t max_message, struct cg_dirty_py_frame *f,
+                                 enum cg_dirty_enc_error *why);
+
+/* As cg_dirty_frame_encode_py(), as a list for socket.sendmsg(): item 0 is
+ * a bytes object with the header and JSON, then each bytes-like value of
+ * the body itself, in blob order (nothing copied). New reference, or NULL
+ * with a Python exception and *why. The objects must not change size before
+ * they are sent. */
+PyObject *cg_dirty_frame_encode_py_parts(enum cg_dirty_type type, uint64_t id, PyObject *body,
+                                         size_t max_message, enum cg_dirty_enc_error *why);
+
+/* Drops what an encoded frame holds; `f` becomes empty. Needs the GIL.
+ * An empty `f` is fine. */
+void cg_dirty_py_frame_release(struct cg_dirty_py_frame *f);
 
 /* Decodes a frame body: json (J bytes) + blob (B bytes) into a new dict
  * (new reference). Bytes values become bytes objects (one copy each). NULL

@@ -431,23 +431,128 @@ static int enc_body(struct enc *e, PyObject *body)
     return PUT_LIT(e, "}");
 }
 
+/* Encodes the body after a reserved header and fills the header in.
+ * Returns 0, or -1 with a Python exception and e->why. */
+static int enc_frame(struct enc *e, uint64_t id, PyObject *body)
+{
+    struct cg_dirty_header h = { .type = e->type, .id = id };
+
+    if (reserve(e, CG_DIRTY_HEADER_SIZE + 64) < 0) {
+        return -1;
+    }
+    e->len = CG_DIRTY_HEADER_SIZE;
+    if (enc_body(e, body) < 0) {
+        return -1;
+    }
+    size_t json_len = e->len - CG_DIRTY_HEADER_SIZE;
+    if (enc_size(e) > e->max_message || json_len > UINT32_MAX || e->blob_len > UINT32_MAX) {
+        return fail_too_large(e, enc_size(e));
+    }
+    h.json_len = (uint32_t)json_len;
+    h.blob_len = (uint32_t)e->blob_len;
+    cg_dirty_header_encode((unsigned char *)e->buf, &h);
+    return 0;
+}
+
+int cg_dirty_frame_encode_py_iov(enum cg_dirty_type type, uint64_t id, PyObject *body,
+                                 size_t max_message, struct cg_dirty_py_frame *f,
+                                 enum cg_dirty_enc_error *why)
+{
+    struct enc *e = calloc(1, sizeof(*e)); /* owned; moves into f->priv */
+
+    memset(f, 0, sizeof(*f));
+    if (e == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    e->max_message = max_message;
+    e->type = type;
+    if (enc_frame(e, id, body) < 0) {
+        goto fail;
+    }
+    f->iov = malloc((1 + e->nslices) * sizeof(*f->iov));
+    if (f->iov == NULL) {
+        PyErr_NoMemory();
+        e->why = CG_DIRTY_ENC_OTHER;
+        goto fail;
+    }
+    f->iov[0].iov_base = e->buf;
+    f->iov[0].iov_len = e->len;
+    f->iovcnt = 1;
+    for (size_t i = 0; i < e->nslices; i++) {
+        if (e->slices[i].len > 0) {
+            f->iov[f->iovcnt].iov_base = (void *)e->slices[i].data;
+            f->iov[f->iovcnt].iov_len = e->slices[i].len;
+            f->iovcnt++;
+        }
+    }
+    f->len = enc_size(e);
+    f->priv = e;
+    return 0;
+fail:
+    if (why != NULL) {
+        *why = (e != NULL && e->why) ? e->why : CG_DIRTY_ENC_OTHER;
+    }
+    if (e != NULL) {
+        enc_release(e);
+        free(e);
+    }
+    return -1;
+}
+
+void cg_dirty_py_frame_release(struct cg_dirty_py_frame *f)
+{
+    if (f->priv != NULL) {
+        enc_release(f->priv);
+        free(f->priv);
+    }
+    free(f->iov);
+    memset(f, 0, sizeof(*f));
+}
+
+PyObject *cg_dirty_frame_encode_py_parts(enum cg_dirty_type type, uint64_t id, PyObject *body,
+                                         size_t max_message, enum cg_dirty_enc_error *why)
+{
+    struct enc e = { .max_message = max_message, .type = type };
+    PyObject *parts = NULL; /* owned until returned */
+
+    if (enc_frame(&e, id, body) < 0) {
+        goto cleanup;
+    }
+    parts = PyList_New((Py_ssize_t)(1 + e.nslices));
+    if (parts == NULL) {
+        goto nomem;
+    }
+    PyObject *head = PyBytes_FromStringAndSize(e.buf, (Py_ssize_t)e.len);
+    if (head == NULL) {
+        goto nomem;
+    }
+    PyList_SET_ITEM(parts, 0, head);
+    for (size_t i = 0; i < e.nslices; i++) {
+        struct slice *sl = &e.slices[i];
+        /* the whole object: PyBUF_SIMPLE views cover all of it */
+        PyObject *obj = sl->is_view ? sl->view.obj : sl->owner;
+        PyList_SET_ITEM(parts, (Py_ssize_t)(1 + i), Py_NewRef(obj));
+    }
+    goto cleanup;
+nomem:
+    Py_CLEAR(parts);
+    e.why = CG_DIRTY_ENC_OTHER;
+cleanup:
+    if (parts == NULL && why != NULL) {
+        *why = e.why ? e.why : CG_DIRTY_ENC_OTHER;
+    }
+    enc_release(&e);
+    return parts;
+}
+
 PyObject *cg_dirty_frame_encode_py(enum cg_dirty_type type, uint64_t id, PyObject *body,
                                    size_t max_message, enum cg_dirty_enc_error *why)
 {
     struct enc e = { .max_message = max_message, .type = type };
     PyObject *frame = NULL; /* owned until returned */
-    struct cg_dirty_header h = { .type = type, .id = id };
 
-    if (reserve(&e, CG_DIRTY_HEADER_SIZE + 64) < 0) {
-        goto cleanup;
-    }
-    e.len = CG_DIRTY_HEADER_SIZE;
-    if (enc_body(&e, body) < 0) {
-        goto cleanup;
-    }
-    size_t json_len = e.len - CG_DIRTY_HEADER_SIZE;
-    if (enc_size(&e) > max_message || json_len > UINT32_MAX || e.blob_len > UINT32_MAX) {
-        fail_too_large(&e, enc_size(&e));
+    if (enc_frame(&e, id, body) < 0) {
         goto cleanup;
     }
     frame = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)enc_size(&e));
@@ -455,10 +560,7 @@ PyObject *cg_dirty_frame_encode_py(enum cg_dirty_type type, uint64_t id, PyObjec
         e.why = CG_DIRTY_ENC_OTHER;
         goto cleanup;
     }
-    h.json_len = (uint32_t)json_len;
-    h.blob_len = (uint32_t)e.blob_len;
     char *out = PyBytes_AS_STRING(frame);
-    cg_dirty_header_encode((unsigned char *)e.buf, &h);
     memcpy(out, e.buf, e.len);
     out += e.len;
     for (size_t i = 0; i < e.nslices; i++) {

@@ -4,6 +4,9 @@
  *   encode(type, id, body, max_message=DEFAULT_MAX_MESSAGE) -> bytes
  *       a whole frame; raises UnsupportedValueError (a TypeError) naming the
  *       value's type and path, or MessageTooLargeError (a ValueError)
+ *   encode_parts(type, id, body, max_message=...) -> list
+ *       the same frame as [header + JSON bytes, each bytes-like value...]
+ *       for socket.sendmsg() (large payloads are not copied)
  *   decode_header(buf, max_message=DEFAULT_MAX_MESSAGE) -> (type, id, J, B)
  *       raises ValueError for a bad header or one past max_message
  *   decode_body(buf, json_len) -> dict     buf holds the J + B bytes
@@ -13,7 +16,10 @@
  * Registered by the table in server/cg_py_modules.c. */
 #include <Python.h>
 
+#include <stdbool.h>
+
 #include "cg_dirty_codec.h"
+#include "cg_dirty_mem.h"
 #include "cg_dirty_module.h"
 
 /* Created once per process at import (single-phase init, one interpreter);
@@ -52,7 +58,7 @@ static int parse_type(int type)
     return 0;
 }
 
-static PyObject *mod_encode(PyObject *self, PyObject *args, PyObject *kwargs)
+static PyObject *encode_common(PyObject *args, PyObject *kwargs, const char *fmt, bool parts)
 {
     static char *kwlist[] = { "type", "id", "body", "max_message", NULL };
     int type;
@@ -62,16 +68,17 @@ static PyObject *mod_encode(PyObject *self, PyObject *args, PyObject *kwargs)
     size_t max_message;
     enum cg_dirty_enc_error why = CG_DIRTY_ENC_OTHER;
 
-    (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iKO!|O:encode", kwlist, &type, &id,
-                                     &PyDict_Type, &body, &max_obj)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, fmt, kwlist, &type, &id, &PyDict_Type, &body,
+                                     &max_obj)) {
         return NULL;
     }
     if (parse_type(type) < 0 || parse_max(max_obj, &max_message) < 0) {
         return NULL;
     }
-    PyObject *frame = cg_dirty_frame_encode_py((enum cg_dirty_type)type, id, body, max_message,
-                                               &why);
+    PyObject *frame = parts ? cg_dirty_frame_encode_py_parts((enum cg_dirty_type)type, id, body,
+                                                             max_message, &why)
+                            : cg_dirty_frame_encode_py((enum cg_dirty_type)type, id, body,
+                                                       max_message, &why);
     if (frame != NULL || why == CG_DIRTY_ENC_OTHER) {
         return frame;
     }
@@ -89,6 +96,18 @@ static PyObject *mod_encode(PyObject *self, PyObject *args, PyObject *kwargs)
     Py_XDECREF(evalue);
     Py_XDECREF(etb);
     return NULL;
+}
+
+static PyObject *mod_encode(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    (void)self;
+    return encode_common(args, kwargs, "iKO!|O:encode", false);
+}
+
+static PyObject *mod_encode_parts(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    (void)self;
+    return encode_common(args, kwargs, "iKO!|O:encode_parts", true);
 }
 
 static PyObject *mod_decode_header(PyObject *self, PyObject *args, PyObject *kwargs)
@@ -161,6 +180,10 @@ static PyObject *mod_type_name(PyObject *self, PyObject *arg)
 static PyMethodDef dirty_methods[] = {
     { "encode", (PyCFunction)(void (*)(void))mod_encode, METH_VARARGS | METH_KEYWORDS,
       "encode(type, id, body, max_message=DEFAULT_MAX_MESSAGE) -> bytes: a whole frame" },
+    { "encode_parts", (PyCFunction)(void (*)(void))mod_encode_parts,
+      METH_VARARGS | METH_KEYWORDS,
+      "encode_parts(type, id, body, max_message=DEFAULT_MAX_MESSAGE) -> list: the frame as "
+      "[header+JSON bytes, then each bytes-like value itself] for socket.sendmsg()" },
     { "decode_header", (PyCFunction)(void (*)(void))mod_decode_header,
       METH_VARARGS | METH_KEYWORDS,
       "decode_header(buf, max_message=DEFAULT_MAX_MESSAGE) -> (type, id, json_len, blob_len)" },
@@ -192,6 +215,7 @@ PyObject *cg_dirty_module_init(void)
 {
     PyObject *m = PyModule_Create(&dirty_def); /* owned until returned */
 
+    cg_dirty_mem_tune(); /* this process moves dirty frames: keep big blocks */
     if (m == NULL) {
         return NULL;
     }

@@ -9,6 +9,7 @@
 #include <Python.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -17,10 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "cg_dirty_codec.h"
+#include "cg_dirty_mem.h"
 #include "cg_dirty_worker.h"
 #include "cg_log.h"
 #include "cg_proc.h"
@@ -51,13 +54,17 @@ static PyObject *py_worker; /* the Python Worker object */
 /* ------------------------------------------------------------------ */
 /* Writing frames                                                      */
 
-static int write_all(const unsigned char *p, size_t n)
+/* Writes iovecs fully (advancing them; IOV_MAX at a time) under the write
+ * lock, so frames of concurrent calls never interleave. 0, or -1 (errno). */
+static int write_iov(struct iovec *iov, int iovcnt)
 {
     int rc = 0;
 
     pthread_mutex_lock(&write_lock);
-    while (n > 0) {
-        ssize_t w = send(link_fd, p, n, MSG_NOSIGNAL);
+    while (iovcnt > 0) {
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)(iovcnt < IOV_MAX ? iovcnt
+                                                                                   : IOV_MAX) };
+        ssize_t w = sendmsg(link_fd, &mh, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR) {
                 continue;
@@ -65,41 +72,53 @@ static int write_all(const unsigned char *p, size_t n)
             rc = -1;
             break;
         }
-        p += w;
-        n -= (size_t)w;
+        while (iovcnt > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
     }
     pthread_mutex_unlock(&write_lock);
     return rc;
 }
 
+static int write_all(const unsigned char *p, size_t n)
+{
+    struct iovec iov = { .iov_base = (void *)p, .iov_len = n };
+    return n == 0 ? 0 : write_iov(&iov, 1);
+}
+
 /* send(type, id, body): encodes and writes one frame; raises TypeError /
- * ValueError when body cannot be encoded, OSError when the link is gone. */
+ * ValueError when body cannot be encoded, OSError when the link is gone.
+ * Bytes values go from their Python objects straight to the socket
+ * (sendmsg with one iovec each), not through a frame-sized copy. */
 static PyObject *py_send(PyObject *self, PyObject *args)
 {
     int type;
     unsigned long long id;
-    PyObject *body, *frame;
-    char *p;
-    Py_ssize_t n;
-    int rc;
+    PyObject *body;
+    struct cg_dirty_py_frame f;
+    int rc, saved;
     (void)self;
 
     if (!PyArg_ParseTuple(args, "iKO!", &type, &id, &PyDict_Type, &body)) {
         return NULL;
     }
-    frame = cg_dirty_frame_encode_py((enum cg_dirty_type)type, id, body, max_message, NULL);
-    if (frame == NULL) {
-        return NULL;
-    }
-    if (PyBytes_AsStringAndSize(frame, &p, &n) < 0) {
-        Py_DECREF(frame);
+    if (cg_dirty_frame_encode_py_iov((enum cg_dirty_type)type, id, body, max_message, &f,
+                                     NULL) < 0) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    rc = write_all((const unsigned char *)p, (size_t)n);
+    rc = write_iov(f.iov, f.iovcnt);
+    saved = errno;
     Py_END_ALLOW_THREADS
-    Py_DECREF(frame);
+    cg_dirty_py_frame_release(&f);
     if (rc < 0) {
+        errno = saved;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     Py_RETURN_NONE;
@@ -261,16 +280,17 @@ static void *pool_thread(void *arg)
     }
 }
 
-static void enqueue(uint64_t id, const unsigned char *frame, size_t len)
+/* Queues a REQUEST frame for the pool; takes ownership of `frame` (malloc'd). */
+static void enqueue(uint64_t id, unsigned char *frame, size_t len)
 {
     struct job *j = calloc(1, sizeof(*j));
 
-    if (j == NULL || (j->frame = malloc(len)) == NULL) {
-        free(j);
+    if (j == NULL) {
+        free(frame);
         cg_log(CG_LOG_ERROR, "dirty worker: out of memory for a call");
         return;
     }
-    memcpy(j->frame, frame, len);
+    j->frame = frame;
     j->len = len;
     j->id = id;
     pthread_mutex_lock(&q_lock);
@@ -311,10 +331,48 @@ static bool idle(void)
 /* ------------------------------------------------------------------ */
 /* The main thread                                                     */
 
+/* Frames up to this size are read in batches into the small buffer and
+ * copied out; larger ones are received straight into their own exact-size
+ * buffer, which the job then owns (no copy, no buffer growth). */
+#define SMALL_FRAME (64u * 1024u)
+#define INBUF_SIZE (256u * 1024u)
+
 struct inbuf {
-    unsigned char *p;
-    size_t len, cap;
+    unsigned char *p;    /* INBUF_SIZE bytes */
+    size_t len;
+    unsigned char *big;  /* a large frame being received, or NULL */
+    size_t big_have, big_size;
+    struct cg_dirty_header big_h;
 };
+
+/* A whole frame: queue a REQUEST (taking `frame`), apply a CANCEL. */
+static void on_frame(const struct cg_dirty_header *h, unsigned char *frame, size_t size)
+{
+    if (h->type == CG_DIRTY_REQUEST) {
+        enqueue(h->id, frame, size);
+        return;
+    }
+    if (h->type == CG_DIRTY_CANCEL) {
+        cancel(h->id);
+    }
+    free(frame);
+}
+
+/* recv() into p; 0 (maybe nothing yet), or -1 when the link is closed/broken. */
+static int recv_some(unsigned char *p, size_t room, size_t *got)
+{
+    ssize_t n = recv(link_fd, p, room, MSG_DONTWAIT);
+
+    *got = 0;
+    if (n == 0) {
+        return -1;
+    }
+    if (n < 0) {
+        return (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+    }
+    *got = (size_t)n;
+    return 0;
+}
 
 /* Reads what the link has and queues whole frames. Returns -1 when the
  * link is closed or sent garbage (the arbiter is gone or broken). */
@@ -322,24 +380,27 @@ static int read_link(struct inbuf *b)
 {
     struct cg_dirty_header h;
     struct cg_err err = { { 0 } };
+    size_t n;
 
-    if (b->cap - b->len < 65536) {
-        size_t cap = b->cap ? b->cap * 2 : 262144;
-        unsigned char *np = realloc(b->p, cap);
-        if (np == NULL) {
-            return -1;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    ssize_t n = recv(link_fd, b->p + b->len, b->cap - b->len, MSG_DONTWAIT);
-    if (n == 0) {
+    if (b->p == NULL && (b->p = malloc(INBUF_SIZE)) == NULL) {
         return -1;
     }
-    if (n < 0) {
-        return (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+    if (b->big != NULL) {
+        if (recv_some(b->big + b->big_have, b->big_size - b->big_have, &n) < 0) {
+            return -1;
+        }
+        b->big_have += n;
+        if (b->big_have == b->big_size) {
+            unsigned char *frame = b->big;
+            b->big = NULL;
+            on_frame(&b->big_h, frame, b->big_size);
+        }
+        return 0;
     }
-    b->len += (size_t)n;
+    if (recv_some(b->p + b->len, INBUF_SIZE - b->len, &n) < 0) {
+        return -1;
+    }
+    b->len += n;
     size_t off = 0;
     while (b->len - off >= CG_DIRTY_HEADER_SIZE) {
         if (cg_dirty_header_decode(b->p + off, SIZE_MAX, &h, &err) < 0) {
@@ -347,22 +408,37 @@ static int read_link(struct inbuf *b)
             return -1;
         }
         size_t size = cg_dirty_frame_size(&h);
-        if (b->len - off < size) {
-            if (size > b->cap) {
-                unsigned char *np = realloc(b->p, size + 65536);
-                if (np == NULL) {
-                    return -1;
-                }
-                b->p = np;
-                b->cap = size + 65536;
+        size_t have = b->len - off;
+        if (size > SMALL_FRAME) {
+            /* its own buffer: what is here now, the rest received into it */
+            unsigned char *frame = malloc(size);
+            if (frame == NULL) {
+                cg_log(CG_LOG_ERROR, "dirty worker: out of memory for a %zu-byte frame", size);
+                return -1;
             }
+            size_t k = have < size ? have : size;
+            memcpy(frame, b->p + off, k);
+            off += k;
+            if (k < size) {
+                b->big = frame;
+                b->big_have = k;
+                b->big_size = size;
+                b->big_h = h;
+                break;
+            }
+            on_frame(&h, frame, size);
+            continue;
+        }
+        if (have < size) {
             break;
         }
-        if (h.type == CG_DIRTY_REQUEST) {
-            enqueue(h.id, b->p + off, size);
-        } else if (h.type == CG_DIRTY_CANCEL) {
-            cancel(h.id);
+        unsigned char *frame = malloc(size);
+        if (frame == NULL) {
+            cg_log(CG_LOG_ERROR, "dirty worker: out of memory for a call");
+            return -1;
         }
+        memcpy(frame, b->p + off, size);
+        on_frame(&h, frame, size);
         off += size;
     }
     memmove(b->p, b->p + off, b->len - off);
@@ -443,6 +519,7 @@ void cg_dirty_worker_main(const struct cg_dirty_worker_spec *spec)
     pid_t arbiter = getppid();
     bool graceful = false, immediate = false;
 
+    cg_dirty_mem_tune();
     link_fd = spec->fd;
     max_message = spec->max_message;
     cg_proc_set_title("cgunicorn: dirty-worker");

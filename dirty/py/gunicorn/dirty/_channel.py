@@ -51,6 +51,21 @@ def encode(msg_type, request_id, body, max_message):
         raise DirtyProtocolError(str(e)) from None
 
 
+def encode_parts(msg_type, request_id, body, max_message):
+    """The frame as a list of buffers (header + JSON, then each bytes value
+    as it is) for Channel.send(): big payloads are not copied."""
+    try:
+        return codec.encode_parts(msg_type, request_id, body, max_message)
+    except codec.UnsupportedValueError as e:
+        raise DirtySerializationError(str(e)) from None
+    except codec.MessageTooLargeError as e:
+        raise DirtyProtocolError(str(e)) from None
+
+
+# A receive buffer larger than this is not kept after the frame it held.
+_KEEP_RBUF = 4 << 20
+
+
 class Channel:
     """A sync connection. ``timeout`` bounds connecting and each call."""
 
@@ -70,8 +85,11 @@ class Channel:
         self._hdr = bytearray(codec.HEADER_SIZE)
         self._hdr_got = 0
         self._head = None
-        self._body = None
+        self._body_len = 0
         self._body_got = 0
+        # Frame bodies are received into this reused buffer (decoding copies
+        # values out of it): no zero-filled allocation per frame.
+        self._rbuf = bytearray(64 << 10)
 
     # -- connection ------------------------------------------------------
 
@@ -114,7 +132,14 @@ class Channel:
         self._sendall(frame, deadline)
 
     def _sendall(self, frame, deadline):
+        """Sends a frame: bytes, or a list of buffers from encode_parts()."""
         try:
+            if isinstance(frame, list):
+                if len(frame) == 1:
+                    frame = frame[0]
+                else:
+                    self._sendmsg_all(frame, deadline)
+                    return
             self.sock.settimeout(self._remaining(deadline))
             self.sock.sendall(frame)
         except socket.timeout:
@@ -126,6 +151,22 @@ class Channel:
             self.close()
             raise DirtyConnectionError("Communication error: %s" % (e,),
                                        socket_path=self.socket_path) from e
+
+    def _sendmsg_all(self, parts, deadline):
+        views = [memoryview(p).cast("B") for p in parts]
+        while views:
+            self.sock.settimeout(self._remaining(deadline))
+            n = self.sock.sendmsg(views[:512])
+            while n > 0:
+                k = len(views[0])
+                if n >= k:
+                    n -= k
+                    views.pop(0)
+                else:
+                    views[0] = views[0][n:]
+                    n = 0
+            while views and not len(views[0]):
+                views.pop(0)
 
     def cancel(self, request_id):
         """Tells the arbiter the caller gave up on request_id; its later
@@ -183,22 +224,30 @@ class Channel:
                     self.close()
                     raise DirtyProtocolError("Bad message from the dirty arbiter: %s" % (e,),
                                              raw_data=bytes(self._hdr)) from None
-                self._body = bytearray(self._head[2] + self._head[3])
+                self._body_len = self._head[2] + self._head[3]
                 self._body_got = 0
-        view = memoryview(self._body)
-        while self._body_got < len(self._body):
-            self._body_got += self._recv_into(view[self._body_got:], deadline)
-        view.release()
+                if len(self._rbuf) < self._body_len:
+                    self._rbuf = bytearray(self._body_len)
+        view = memoryview(self._rbuf)
+        try:
+            while self._body_got < self._body_len:
+                self._body_got += self._recv_into(view[self._body_got:self._body_len],
+                                                  deadline)
+        finally:
+            view.release()
         msg_type, rid, json_len, _ = self._head
-        body = self._body
+        body = memoryview(self._rbuf)[:self._body_len]
         self._head = None
         self._hdr_got = 0
-        self._body = None
         try:
             return msg_type, rid, codec.decode_body(body, json_len)
         except ValueError as e:
             self.close()
             raise DirtyProtocolError("Bad message from the dirty arbiter: %s" % (e,)) from None
+        finally:
+            body.release()
+            if len(self._rbuf) > _KEEP_RBUF:
+                self._rbuf = bytearray(64 << 10)
 
     def recv_for(self, request_id, deadline, timeout_message, timeout_value):
         """Returns (type, body) of the next frame for request_id. Frames for

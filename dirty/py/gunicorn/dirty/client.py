@@ -20,7 +20,7 @@ import weakref
 import _cgunicorn_dirty as codec
 
 from . import _channel
-from ._channel import SOCKET_ENV, encode
+from ._channel import SOCKET_ENV, encode, encode_parts
 from .errors import (
     DirtyConnectionError,
     DirtyError,
@@ -99,9 +99,9 @@ class DirtyClient:
         with self._lock:
             chan = self._chan
             rid = chan.new_id()
-            frame = encode(codec.REQUEST, rid,
-                           _request_body(app_path, action, args, kwargs, self.timeout),
-                           chan.max_message)
+            frame = encode_parts(codec.REQUEST, rid,
+                                 _request_body(app_path, action, args, kwargs, self.timeout),
+                                 chan.max_message)
             deadline = time.monotonic() + self.timeout if self.timeout else None
             chan.send(frame, deadline)
             try:
@@ -347,10 +347,10 @@ class DirtyStreamIterator:
     def _start(self):
         chan = self.client._chan
         self._request_id = rid = chan.new_id()
-        frame = encode(codec.REQUEST, rid,
-                       _request_body(self.app_path, self.action, self.args, self.kwargs,
-                                     self.client.timeout, stream=True),
-                       chan.max_message)
+        frame = encode_parts(codec.REQUEST, rid,
+                             _request_body(self.app_path, self.action, self.args, self.kwargs,
+                                           self.client.timeout, stream=True),
+                             chan.max_message)
         now = time.monotonic()
         self._deadline = now + self.client.timeout if self.client.timeout else None
         self._last_chunk_time = now
