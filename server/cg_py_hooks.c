@@ -219,7 +219,22 @@ static PyObject *mod_defer_quit(PyObject *self, PyObject *unused)
     Py_RETURN_TRUE;
 }
 
+/* _cgunicorn_hooks.abort_request(): from the SIGABRT handler. When the
+ * sync worker is serving a request, it stops after unwinding it (True). */
+static PyObject *mod_abort_request(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    if (current_worker == NULL || !current_worker->busy) {
+        Py_RETURN_FALSE;
+    }
+    current_worker->alive = false;
+    current_worker->quit_after_request = true;
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef mod_methods[] = {
+    { "abort_request", mod_abort_request, METH_NOARGS, "Unwind the request, then exit." },
     { "defer_quit", mod_defer_quit, METH_NOARGS, "Exit after the current request." },
     { "worker_notify", mod_worker_notify, METH_NOARGS, "Report this worker alive." },
     { "reopen_logs", mod_reopen_logs, METH_NOARGS, "Reopen the error log." },

@@ -314,6 +314,11 @@ def _on_abort(signum, frame):
         except Exception:
             log.exception("Exception in worker process")
             _exit_worker(255)
+    if _cgunicorn_hooks.abort_request():
+        # As gunicorn's sync worker: SystemExit unwinds the stuck request,
+        # which is answered 500 ("Error handling request"); post_request
+        # runs, then the worker exits.
+        raise SystemExit(1)
     _exit_worker(1)
 
 
