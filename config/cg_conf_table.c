@@ -538,7 +538,7 @@ const struct cg_conf_setting cg_conf_settings[] = {
     { .name = "asgi_disconnect_grace_period", .cli = { "--asgi-disconnect-grace-period" },
       .meta = "INT", .section = CG_SECTION_WORKER, .type = CG_CONF_INT, .action = CG_ACT_INT,
       .dflt = "3", .check = cg_conf_check_pos_int, .offset = OFF(asgi_disconnect_grace_period),
-      .flags = 0,
+      .flags = CG_CONF_IMPLEMENTED,
       .help = "Seconds an ASGI app gets to finish after a client disconnects." },
     { .name = "websocket_max_message_size", .cli = { "--websocket-max-message-size" },
       .meta = "INT", .section = CG_SECTION_WORKER, .type = CG_CONF_LONG, .action = CG_ACT_INT,
