@@ -126,6 +126,7 @@ void cg_py_asgi_conn_close(struct cg_asgi_conn *c)
     /* Whoever waits on this connection learns that it is gone. */
     if (c->req != NULL) {
         cg_py_asgi_http_on_input(c->req);
+        cg_py_asgi_http_on_lost(c->req);
     }
     if (c->ws != NULL) {
         cg_py_asgi_ws_on_input(c->ws);
@@ -410,6 +411,12 @@ static void process_input(struct cg_asgi_conn *c)
         case CG_ASGI_BUSY:
             if (c->req != NULL) {
                 cg_py_asgi_http_on_input(c->req);
+            }
+            /* EOF: gunicorn's ASGI worker takes the client's FIN for a lost
+             * connection (the grace period starts); a response the app
+             * still sends in time is delivered before closing. */
+            if (c->eof && c->req != NULL && c->state == CG_ASGI_BUSY) {
+                cg_py_asgi_http_on_lost(c->req);
             }
             if (c->state == CG_ASGI_BUSY) {
                 /* Back-pressure: stop reading while the app is behind. */

@@ -29,6 +29,7 @@ static void req_dealloc(struct cg_asgi_req *r)
     Py_XDECREF(r->send_waiter);
     Py_XDECREF(r->log_info);
     Py_XDECREF(r->resp_headers);
+    Py_XDECREF(r->grace_timer);
     free(r->head);
     Py_TYPE(r)->tp_free((PyObject *)r);
 }
@@ -277,6 +278,64 @@ static void log_exception_obj(PyObject *exc, const char *what)
     cg_py_log_exception(what);
 }
 
+/* ---- client gone: asgi_disconnect_grace_period ---- */
+
+static void cancel_task(struct cg_asgi_req *r)
+{
+    struct cg_asgi_srv *s = r->conn->srv;
+    PyObject *done = r->task ? PyObject_CallMethodNoArgs(r->task, s->k.done) : NULL;
+    if (done == Py_False) {
+        PyObject *res = PyObject_CallMethodNoArgs(r->task, s->k.cancel);
+        Py_XDECREF(res);
+    }
+    if (PyErr_Occurred()) {
+        cg_py_log_exception("asgi: cancelling an application task");
+    }
+    Py_XDECREF(done);
+}
+
+/* call_later target: the grace period is over. */
+static PyObject *req_grace_over(PyObject *self, PyObject *unused)
+{
+    struct cg_asgi_req *r = (struct cg_asgi_req *)self;
+    (void)unused;
+    Py_INCREF(r);
+    Py_CLEAR(r->grace_timer);
+    cancel_task(r);
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef grace_def = { "_grace_over", req_grace_over, METH_NOARGS, NULL };
+
+void cg_py_asgi_http_on_lost(struct cg_asgi_req *r)
+{
+    struct cg_asgi_srv *s = r->conn->srv;
+    int grace = s->conf->asgi_disconnect_grace_period;
+    PyObject *done = NULL, *cb = NULL;
+
+    if (r->lost || r->task == NULL) {
+        return;
+    }
+    r->lost = true;
+    done = PyObject_CallMethodNoArgs(r->task, s->k.done);
+    if (done != Py_False) {
+        goto cleanup; /* finished already (or cannot tell: nothing to cancel) */
+    }
+    if (grace <= 0) {
+        cancel_task(r);
+        goto cleanup;
+    }
+    cb = PyCFunction_New(&grace_def, (PyObject *)r);
+    r->grace_timer = cb ? PyObject_CallFunction(s->call_later, "iO", grace, cb) : NULL;
+cleanup:
+    if (PyErr_Occurred()) {
+        cg_py_log_exception("asgi: arming asgi_disconnect_grace_period");
+    }
+    Py_XDECREF(done);
+    Py_XDECREF(cb);
+}
+
 /* task.add_done_callback target: the application call ended. */
 static PyObject *req_task_done(PyObject *self, PyObject *task)
 {
@@ -286,6 +345,14 @@ static PyObject *req_task_done(PyObject *self, PyObject *task)
     PyObject *exc = NULL;
 
     Py_INCREF(r);
+    if (r->grace_timer != NULL) {
+        PyObject *res = PyObject_CallMethodNoArgs(r->grace_timer, s->k.cancel);
+        if (res == NULL) {
+            cg_py_log_exception("asgi: disarming asgi_disconnect_grace_period");
+        }
+        Py_XDECREF(res);
+        Py_CLEAR(r->grace_timer);
+    }
     if (cancelled == Py_False) {
         exc = PyObject_CallMethodNoArgs(task, s->k.exception);
     }

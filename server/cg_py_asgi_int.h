@@ -118,6 +118,9 @@ struct cg_asgi_req {
     PyObject *send_waiter;           /* future for a send() waiting on drain; owned */
     PyObject *log_info;              /* request facts for the access log, or NULL; owned */
     PyObject *resp_headers;          /* response headers for the access log, or NULL; owned */
+    PyObject *grace_timer;           /* loop TimerHandle that cancels the task once
+                                      * asgi_disconnect_grace_period ran out; owned */
+    bool lost;                       /* the client is gone (closed, reset, or EOF) */
     bool detached;                   /* no longer the connection's current request */
     bool started, complete, chunked, omits_body, is_head, expect_continue, continue_sent;
     bool body_done;                  /* the parser reached the end of the request body */
@@ -184,6 +187,10 @@ extern PyTypeObject cg_asgi_req_type;
 int cg_py_asgi_http_start(struct cg_asgi_conn *c, const struct cg_http_request *req);
 /* New input or EOF arrived for the current request: wake a pending receive. */
 void cg_py_asgi_http_on_input(struct cg_asgi_req *r);
+/* The client went away while the application call runs: as gunicorn's
+ * ASGI worker, the app gets http.disconnect and asgi_disconnect_grace_period
+ * seconds to finish, then its task is cancelled (at once for 0). */
+void cg_py_asgi_http_on_lost(struct cg_asgi_req *r);
 /* The output drained below the high-water mark: wake a pending send. */
 void cg_py_asgi_http_on_drain(struct cg_asgi_req *r);
 /* Answers with a plain-text error response and closes (as gunicorn's ASGI

@@ -305,11 +305,10 @@ int cg_worker_asgi_run(struct cg_worker *w)
         goto pyfail;
     }
     obj->s = &s;
-    opts = Py_BuildValue("{s:s,s:s,s:i,s:d,s:i}", "loop", conf->asgi_loop ? conf->asgi_loop : "auto",
+    opts = Py_BuildValue("{s:s,s:s,s:i,s:d}", "loop", conf->asgi_loop ? conf->asgi_loop : "auto",
                          "lifespan", conf->asgi_lifespan ? conf->asgi_lifespan : "auto",
                          "graceful_timeout", conf->graceful_timeout, "tick",
-                         conf->timeout > 0 && conf->timeout < 2 ? conf->timeout / 2.0 : 1.0,
-                         "disconnect_grace", conf->asgi_disconnect_grace_period);
+                         conf->timeout > 0 && conf->timeout < 2 ? conf->timeout / 2.0 : 1.0);
     res = opts ? PyObject_CallMethod(mod, "run", "OOO", (PyObject *)obj, w->app, opts) : NULL;
     if (res == NULL) {
         goto pyfail;

@@ -1,6 +1,7 @@
 """A plain ASGI 3 application: hello world, an echo of the scope, a body
 echo, a streaming response, errors, and a WebSocket echo. Used by the asgi
 worker tests and the benchmark."""
+import asyncio
 import json
 
 
@@ -12,6 +13,32 @@ def _jsonable(v):
     if isinstance(v, dict):
         return {k: _jsonable(x) for k, x in v.items()}
     return v
+
+
+def _mark(path, what):
+    with open(path, "a") as f:
+        f.write(what + "\n")
+
+
+async def linger(scope, receive):
+    """/linger?MODE&MARKER: never answers; appends to the file MARKER what
+    happens after the client leaves (asgi_disconnect_grace_period tests).
+    MODE "ignore" sleeps without listening for the disconnect; "cleanup"
+    waits for http.disconnect, then spends 0.3 s cleaning up."""
+    mode, _, marker = scope["query_string"].decode().partition("&")
+    _mark(marker, "started")
+    try:
+        if mode == "cleanup":
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            _mark(marker, "disconnect")
+            await asyncio.sleep(0.3)
+        else:
+            await asyncio.sleep(60)
+        _mark(marker, "finished")
+    except asyncio.CancelledError:
+        _mark(marker, "cancelled")
+        raise
 
 
 async def app(scope, receive, send):
@@ -72,6 +99,9 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"partial", "more_body": True})
         raise RuntimeError("boom after start")
+    if path == "/linger":
+        await linger(scope, receive)
+        return
     if path == "/noresponse":
         return
     if path == "/state":
