@@ -664,6 +664,51 @@ static PyObject *exc_class(struct cg_asgi_srv *s, bool name)
     return name ? s->wsgi->exc_header_name : s->wsgi->exc_header;
 }
 
+/* One [name, value] pair of an ASGI headers list, validated (a token name;
+ * a value without CR, LF or other controls: never response splitting).
+ * Returns 0 with borrowed buffers (*ntmp and *vtmp own encoded copies of str
+ * items; the caller releases them), or -1 with an exception. */
+static int header_item(struct cg_asgi_srv *s, PyObject *pair, const char **np, Py_ssize_t *nl,
+                       PyObject **ntmp, const char **vp, Py_ssize_t *vl, PyObject **vtmp)
+{
+    PyObject *name = NULL, *value = NULL;
+    int rc = -1;
+
+    if (!PyTuple_Check(pair) && !PyList_Check(pair)) {
+        PyErr_SetString(PyExc_TypeError, "ASGI response headers must be [name, value] pairs");
+        return -1;
+    }
+    if (PySequence_Size(pair) != 2) {
+        PyErr_SetString(PyExc_ValueError, "ASGI response headers must be [name, value] pairs");
+        return -1;
+    }
+    name = PySequence_GetItem(pair, 0);
+    value = PySequence_GetItem(pair, 1);
+    if (name == NULL || value == NULL || as_bytes(name, np, nl, ntmp) < 0 ||
+        as_bytes(value, vp, vl, vtmp) < 0) {
+        goto done;
+    }
+    bool good_name = *nl > 0;
+    for (Py_ssize_t j = 0; j < *nl && good_name; j++) {
+        good_name = is_tchar((unsigned char)(*np)[j]);
+    }
+    if (!good_name || !valid_value(*vp, (size_t)*vl)) {
+        PyObject *nb = PyBytes_FromStringAndSize(*np, *nl);
+        PyObject *rep = nb ? PyObject_Repr(nb) : NULL;
+        if (rep != NULL) {
+            PyErr_SetObject(exc_class(s, !good_name), rep);
+        }
+        Py_XDECREF(rep);
+        Py_XDECREF(nb);
+        goto done;
+    }
+    rc = 0;
+done:
+    Py_XDECREF(name);
+    Py_XDECREF(value);
+    return rc;
+}
+
 /* http.response.start: validates and formats the head (written with the
  * first body bytes). Returns 0 or -1 with an exception. */
 static int response_start(struct cg_asgi_req *r, PyObject *msg)
@@ -710,38 +755,11 @@ static int response_start(struct cg_asgi_req *r, PyObject *msg)
         goto done;
     }
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-        PyObject *pair = PySequence_Fast_GET_ITEM(seq, i);
-        PyObject *ntmp = NULL, *vtmp = NULL, *name = NULL, *value = NULL;
+        PyObject *ntmp = NULL, *vtmp = NULL;
         const char *np, *vp;
         Py_ssize_t nl, vl;
-        if (!PyTuple_Check(pair) && !PyList_Check(pair)) {
-            PyErr_SetString(PyExc_TypeError, "ASGI response headers must be [name, value] pairs");
-            goto done;
-        }
-        if (PySequence_Size(pair) != 2) {
-            PyErr_SetString(PyExc_ValueError, "ASGI response headers must be [name, value] pairs");
-            goto done;
-        }
-        name = PySequence_GetItem(pair, 0);
-        value = PySequence_GetItem(pair, 1);
-        int ok = name && value && as_bytes(name, &np, &nl, &ntmp) == 0 &&
-                 as_bytes(value, &vp, &vl, &vtmp) == 0;
-        if (ok) {
-            bool good_name = nl > 0;
-            for (Py_ssize_t j = 0; j < nl && good_name; j++) {
-                good_name = is_tchar((unsigned char)np[j]);
-            }
-            if (!good_name || !valid_value(vp, (size_t)vl)) {
-                PyObject *nb = PyBytes_FromStringAndSize(np, nl);
-                PyObject *rep = nb ? PyObject_Repr(nb) : NULL;
-                if (rep != NULL) {
-                    PyErr_SetObject(exc_class(s, !good_name), rep);
-                }
-                Py_XDECREF(rep);
-                Py_XDECREF(nb);
-                ok = 0;
-            }
-        }
+        int ok = header_item(s, PySequence_Fast_GET_ITEM(seq, i), &np, &nl, &ntmp, &vp, &vl,
+                             &vtmp) == 0;
         bool keep = true;
         if (ok) {
             if (name_is(np, (size_t)nl, "content-length")) {
@@ -775,8 +793,6 @@ static int response_start(struct cg_asgi_req *r, PyObject *msg)
             ok = p2 != NULL && PyList_Append(log_hdrs, p2) == 0;
             Py_XDECREF(p2);
         }
-        Py_XDECREF(name);
-        Py_XDECREF(value);
         Py_XDECREF(ntmp);
         Py_XDECREF(vtmp);
         if (!ok) {
@@ -812,6 +828,83 @@ static int response_start(struct cg_asgi_req *r, PyObject *msg)
 done:
     free(b.p);
     Py_XDECREF(log_hdrs);
+    Py_DECREF(seq);
+    return rc;
+}
+
+/* http.response.informational (e.g. 103 Early Hints), as gunicorn's ASGI
+ * worker writes it: only to HTTP/1.1+ clients and before the final
+ * response, the status line and the app's headers alone (no Server, Date
+ * or framing headers). Returns 0 or -1 with an exception. */
+static int send_informational(struct cg_asgi_req *r, PyObject *msg)
+{
+    struct cg_asgi_srv *s = r->conn->srv;
+    PyObject *status_o = PyDict_GetItemWithError(msg, s->k.status); /* borrowed */
+    PyObject *headers = NULL, *seq = NULL;
+    struct headbuf b = { 0 };
+    char line[64];
+    int rc = -1;
+
+    if (status_o == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_KeyError, "status");
+        }
+        return -1;
+    }
+    long status = PyLong_AsLong(status_o);
+    if (status == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (status < 100 || status > 199) {
+        PyErr_Format(PyExc_ValueError,
+                     "http.response.informational status must be 1xx (100-199), not %ld", status);
+        return -1;
+    }
+    if (r->ver_major == 1 && r->ver_minor == 0) {
+        return 0; /* HTTP/1.0 clients do not understand 1xx */
+    }
+    if (r->conn->state == CG_ASGI_CLOSED || r->detached) {
+        return 0;
+    }
+    headers = PyDict_GetItemWithError(msg, s->k.headers); /* borrowed */
+    if (headers == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    seq = headers ? PySequence_Fast(headers, "ASGI response headers must be iterable")
+                  : PyList_New(0);
+    if (seq == NULL) {
+        return -1;
+    }
+    int n = snprintf(line, sizeof(line), "HTTP/%d.%d %ld %s\r\n", r->ver_major, r->ver_minor,
+                     status, reason_phrase((int)status));
+    if (hb_put(&b, line, (size_t)n) < 0) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *ntmp = NULL, *vtmp = NULL;
+        const char *np, *vp;
+        Py_ssize_t nl, vl;
+        int ok = header_item(s, PySequence_Fast_GET_ITEM(seq, i), &np, &nl, &ntmp, &vp, &vl,
+                             &vtmp) == 0 &&
+                 hb_put(&b, np, (size_t)nl) == 0 && hb_put(&b, ": ", 2) == 0 &&
+                 hb_put(&b, vp, (size_t)vl) == 0 && hb_put(&b, "\r\n", 2) == 0;
+        Py_XDECREF(ntmp);
+        Py_XDECREF(vtmp);
+        if (!ok) {
+            goto done;
+        }
+    }
+    if (hb_put(&b, "\r\n", 2) < 0) {
+        goto done;
+    }
+    struct iovec iov = { b.p, b.len };
+    cg_py_asgi_conn_write(r->conn, &iov, 1);
+    if (status == 100) {
+        r->continue_sent = true;
+    }
+    rc = 0;
+done:
+    free(b.p);
     Py_DECREF(seq);
     return rc;
 }
@@ -930,41 +1023,10 @@ static PyObject *req_send(PyObject *self, PyObject *msg)
             }
         }
     } else if (eq_info) {
-        /* 1xx (e.g. 103 Early Hints): only to HTTP/1.1 clients, before the
-         * final response. */
         if (r->started) {
             PyErr_SetString(PyExc_RuntimeError, "Informational response after response start");
-        } else {
+        } else if (send_informational(r, msg) == 0) {
             ret = Py_NewRef(s->ready_none);
-            if (r->ver_minor >= 1 && r->conn->state != CG_ASGI_CLOSED) {
-                struct cg_asgi_req tmp = *r;
-                tmp.head = NULL;
-                tmp.is_head = true;
-                tmp.should_close = false;
-                /* Reuse the head formatter on a scratch copy. */
-                PyObject *st = PyDict_GetItemWithError(msg, s->k.status);
-                long code = st ? PyLong_AsLong(st) : -1;
-                if (code >= 100 && code < 200) {
-                    tmp.resp_headers = NULL; /* r keeps its own */
-                    if (response_start(&tmp, msg) == 0) {
-                        /* Informational heads carry only the app's headers. */
-                        char *end = strstr(tmp.head, "Server: gunicorn/asgi\r\n");
-                        if (end != NULL) {
-                            memcpy(end, "\r\n", 2);
-                            tmp.head_len = (size_t)(end - tmp.head) + 2;
-                        }
-                        struct iovec iov = { tmp.head, tmp.head_len };
-                        cg_py_asgi_conn_write(r->conn, &iov, 1);
-                        if (code == 100) {
-                            r->continue_sent = true;
-                        }
-                    } else {
-                        Py_CLEAR(ret);
-                    }
-                    free(tmp.head);
-                    Py_XDECREF(tmp.resp_headers);
-                }
-            }
         }
     } else {
         PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message type %R for an http scope",

@@ -390,3 +390,25 @@ def test_no_leak_over_many_requests(server_factory, tmp_path):
     # Allocated blocks level off: growth per 1500 requests stays tiny (a
     # leak of one object per request would add >= 1500 each time).
     assert third - first < 400, (first, second, third)
+
+
+def test_early_hints_103(hello):
+    """http.response.informational: the 1xx status line and the app's
+    headers only, before the final response (as upstream's asgi worker)."""
+    out = raw(hello, b"GET /early-hints HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    interim, _, rest = out.partition(b"\r\n\r\n")
+    assert interim == b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload"
+    assert rest.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert rest.endswith(b"\r\n\r\nok")
+
+
+def test_early_hints_not_sent_to_http10(hello):
+    out = raw(hello, b"GET /early-hints HTTP/1.0\r\nHost: x\r\n\r\n")
+    assert out.startswith(b"HTTP/1.0 200 OK\r\n")
+    assert b"103" not in out.split(b"\r\n", 1)[0]
+
+
+def test_early_hints_bad_header_refused(hello):
+    out = raw(hello, b"GET /early-hints?bad HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert b"x-injected" not in out

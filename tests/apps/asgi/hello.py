@@ -99,6 +99,15 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"partial", "more_body": True})
         raise RuntimeError("boom after start")
+    if path == "/early-hints":
+        # ?bad: a header value with CR LF (must be refused, never sent)
+        value = b"</a.css>; rel=preload" + (b"\r\nx-injected: 1" if scope["query_string"] else b"")
+        await send({"type": "http.response.informational", "status": 103,
+                    "headers": [(b"link", value)]})
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
     if path == "/linger":
         await linger(scope, receive)
         return
