@@ -29,8 +29,11 @@ struct cg_asgi_ws {
     PyObject *queue;            /* list of pending messages; owned */
     PyObject *receive_waiter;   /* owned */
     PyObject *send_waiter;      /* owned */
+    PyObject *close_timer;      /* TimerHandle ending the close handshake wait; owned */
+    PyObject *close_waiter;     /* future of the app's websocket.close send(); owned */
     char key[64];
     bool connect_sent, accepted, denied, close_sent, close_received, disconnect_queued;
+    bool app_done;              /* the application call ended: incoming data is dropped */
     int frag_opcode;            /* 0: no fragmented message in progress */
     char *frag;                 /* owned */
     size_t frag_len, frag_cap;
@@ -43,6 +46,8 @@ static void ws_dealloc(struct cg_asgi_ws *ws)
     Py_XDECREF(ws->queue);
     Py_XDECREF(ws->receive_waiter);
     Py_XDECREF(ws->send_waiter);
+    Py_XDECREF(ws->close_timer);
+    Py_XDECREF(ws->close_waiter);
     free(ws->frag);
     Py_TYPE(ws)->tp_free((PyObject *)ws);
 }
@@ -152,6 +157,10 @@ static int queue_msg(struct cg_asgi_ws *ws, PyObject *m)
     if (m == NULL) {
         return -1;
     }
+    if (ws->app_done) {
+        Py_DECREF(m); /* nobody will receive it */
+        return 0;
+    }
     if (ws->receive_waiter != NULL && PyList_GET_SIZE(ws->queue) == 0) {
         PyObject *f = ws->receive_waiter;
         ws->receive_waiter = NULL;
@@ -214,6 +223,76 @@ static int deliver(struct cg_asgi_ws *ws, int opcode, const char *p, size_t n)
     return queue_msg(ws, m);
 }
 
+/* ---- close handshake (RFC 6455 7.1.2) ----
+ * After its close frame the server waits for the client's, as gunicorn's
+ * ASGI worker does: up to CLOSE_WAIT_S seconds, during which the app's
+ * websocket.close send() does not complete and the connection stays open;
+ * then the TCP connection is closed. */
+#define CLOSE_WAIT_S 5.0
+
+/* The wait is over (client's close frame, connection gone, or timeout). */
+static void close_wait_end(struct cg_asgi_ws *ws)
+{
+    struct cg_asgi_srv *s = ws->conn->srv;
+    if (ws->close_timer != NULL) {
+        PyObject *r = PyObject_CallMethodNoArgs(ws->close_timer, s->k.cancel);
+        Py_XDECREF(r);
+        Py_CLEAR(ws->close_timer);
+    }
+    if (ws->close_waiter != NULL) {
+        PyObject *f = ws->close_waiter;
+        ws->close_waiter = NULL;
+        PyObject *done = PyObject_CallMethodNoArgs(f, s->k.done);
+        if (done == Py_False) {
+            PyObject *r = PyObject_CallMethodOneArg(f, s->k.set_result, Py_None);
+            Py_XDECREF(r);
+        }
+        Py_XDECREF(done);
+        Py_DECREF(f);
+    }
+    if (PyErr_Occurred()) {
+        cg_py_log_exception("asgi: ending a websocket close handshake");
+    }
+}
+
+static PyObject *ws_close_timeout(PyObject *self, PyObject *unused)
+{
+    struct cg_asgi_ws *ws = (struct cg_asgi_ws *)self;
+    (void)unused;
+    Py_INCREF(ws);
+    Py_CLEAR(ws->close_timer); /* it fired */
+    cg_log_debug("WebSocket close handshake timeout");
+    close_wait_end(ws);
+    cg_py_asgi_conn_close_soon(ws->conn);
+    Py_DECREF(ws);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef close_timeout_def = { "_close_timeout", ws_close_timeout, METH_NOARGS, NULL };
+
+/* Starts waiting for the client's close frame. Returns true when waiting,
+ * false when there is nothing to wait for (the caller closes). */
+static bool close_wait_start(struct cg_asgi_ws *ws)
+{
+    struct cg_asgi_conn *c = ws->conn;
+    if (!ws->close_sent || ws->close_received || c->state == CG_ASGI_CLOSED ||
+        c->close_when_flushed || c->eof) {
+        return false;
+    }
+    if (ws->close_timer == NULL) {
+        PyObject *cb = PyCFunction_New(&close_timeout_def, (PyObject *)ws);
+        ws->close_timer =
+            cb ? PyObject_CallFunction(c->srv->call_later, "dO", CLOSE_WAIT_S, cb) : NULL;
+        Py_XDECREF(cb);
+        if (ws->close_timer == NULL) {
+            cg_py_log_exception("asgi: arming the websocket close handshake timeout");
+            return false;
+        }
+    }
+    cg_py_asgi_conn_want_read(c, true);
+    return true;
+}
+
 static void on_close_frame(struct cg_asgi_ws *ws, const unsigned char *p, size_t n)
 {
     int code = 1005;
@@ -240,6 +319,7 @@ static void on_close_frame(struct cg_asgi_ws *ws, const unsigned char *p, size_t
     /* Echo the code (RFC 6455 5.5.1), then close the TCP connection. */
     send_close(ws, code == 1005 ? 1000 : code, "", 0);
     queue_disconnect(ws, code);
+    close_wait_end(ws);
     cg_py_asgi_conn_close_soon(ws->conn);
 }
 
@@ -377,6 +457,7 @@ void cg_py_asgi_ws_on_input(struct cg_asgi_ws *ws)
     if (c->state == CG_ASGI_CLOSED || c->eof) {
         /* 1006: closed without a close frame (abnormal closure). */
         queue_disconnect(ws, ws->close_received ? 1000 : 1006);
+        close_wait_end(ws);
         if (ws->send_waiter != NULL) {
             cg_py_asgi_ws_on_drain(ws);
         }
@@ -664,7 +745,15 @@ static PyObject *ws_send(PyObject *self, PyObject *msg)
                 return NULL;
             }
             send_close(ws, (int)code, rs, (size_t)rl);
-            if (ws->close_received) {
+            if (ws->close_waiter == NULL && close_wait_start(ws)) {
+                /* send() completes when the client answers (or the wait ends). */
+                ws->close_waiter = PyObject_CallNoArgs(s->create_future);
+                return ws->close_waiter ? Py_NewRef(ws->close_waiter) : NULL;
+            }
+            if (ws->close_waiter != NULL) {
+                return Py_NewRef(ws->close_waiter);
+            }
+            if (!ws->close_timer) {
                 cg_py_asgi_conn_close_soon(ws->conn);
             }
         }
@@ -702,7 +791,13 @@ static PyObject *ws_task_done(PyObject *self, PyObject *task)
     } else if (ws->accepted && !ws->close_sent) {
         send_close(ws, 1011, "Application error", 17);
     }
-    cg_py_asgi_conn_close_soon(ws->conn);
+    ws->app_done = true;
+    if (PyList_SetSlice(ws->queue, 0, PyList_GET_SIZE(ws->queue), NULL) < 0) {
+        PyErr_Clear();
+    }
+    if (!(ws->accepted && close_wait_start(ws))) {
+        cg_py_asgi_conn_close_soon(ws->conn);
+    }
     ws->conn->srv->w->nr++;
     Py_CLEAR(ws->task);
     Py_XDECREF(exc);

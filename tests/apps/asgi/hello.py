@@ -62,6 +62,12 @@ async def app(scope, receive, send):
             if msg.get("text") == "close":
                 await send({"type": "websocket.close", "code": 4001, "reason": "bye"})
                 return
+            if msg.get("text", "").startswith("close-mark:"):
+                # Records when send(websocket.close) returned: after the
+                # client's close frame (or the handshake timeout).
+                await send({"type": "websocket.close", "code": 4002, "reason": "marked"})
+                _mark(msg["text"][len("close-mark:"):], "returned")
+                return
             if msg.get("text") is not None:
                 await send({"type": "websocket.send", "text": msg["text"]})
             else:
