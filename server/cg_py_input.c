@@ -81,6 +81,39 @@ static int size_arg(PyObject *arg, Py_ssize_t *size)
     return (*size == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
+/* read(size) with an empty buffer: the source writes into the bytes object
+ * that is returned, until size bytes or the end of the body. */
+static PyObject *read_direct(InputObject *self, size_t size)
+{
+    struct cg_err err = { { 0 } };
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    size_t have = 0;
+
+    if (out == NULL) {
+        return NULL;
+    }
+    while (have < size && self->attached && !self->eof) {
+        ssize_t n;
+        char *dst = PyBytes_AS_STRING(out) + have;
+        Py_BEGIN_ALLOW_THREADS
+        n = self->src.read(self->src.ctx, dst, size - have, &err);
+        Py_END_ALLOW_THREADS
+        if (n < 0) {
+            Py_DECREF(out);
+            PyErr_Format(PyExc_OSError, "reading the request body: %s", err.msg);
+            return NULL;
+        }
+        if (n == 0) {
+            self->eof = 1;
+        }
+        have += (size_t)n;
+    }
+    if (have < size && _PyBytes_Resize(&out, (Py_ssize_t)have) < 0) {
+        return NULL;
+    }
+    return out;
+}
+
 static PyObject *input_read(InputObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t size;
@@ -103,6 +136,10 @@ static PyObject *input_read(InputObject *self, PyObject *const *args, Py_ssize_t
             }
         }
         return take(self, self->len - self->pos);
+    }
+    /* Nothing buffered: read straight into the result (one copy). */
+    if (self->len == self->pos && size >= 4096) {
+        return read_direct(self, (size_t)size);
     }
     /* PEP 3333 allows a short read; gunicorn returns up to size, reading
      * until it has size bytes or the body ends. */

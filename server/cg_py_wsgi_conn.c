@@ -64,6 +64,51 @@ static int wait_fd(struct cg_wsgi_conn *c, short events)
     }
 }
 
+/* One recv into buf (waiting when `wait`). Sets c->eof on 0, read_errno on
+ * -1. */
+static ssize_t recv_into(struct cg_wsgi_conn *c, char *buf, size_t n, bool wait)
+{
+    for (;;) {
+        ssize_t got = recv(c->fd, buf, n, 0);
+        if (got >= 0) {
+            c->eof = got == 0;
+            return got;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if ((errno == EAGAIN || errno == EWOULDBLOCK) && wait && wait_fd(c, POLLIN) == 0) {
+            continue;
+        }
+        c->read_errno = errno;
+        return -1;
+    }
+}
+
+/* Puts bytes the parser did not take back in front of the buffer. */
+static int unread(struct cg_wsgi_conn *c, const char *p, size_t n)
+{
+    if (n == 0) {
+        return 0;
+    }
+    if (c->start == c->end) {
+        c->start = c->end = 0;
+    }
+    if (c->cap - c->end < n) {
+        size_t cap = c->end + n > READ_CHUNK ? c->end + n : READ_CHUNK;
+        char *nb = realloc(c->buf, cap);
+        if (nb == NULL) {
+            c->read_errno = ENOMEM;
+            return -1;
+        }
+        c->buf = nb;
+        c->cap = cap;
+    }
+    memcpy(c->buf + c->end, p, n);
+    c->end += n;
+    return 0;
+}
+
 ssize_t cg_wsgi_conn_fill(struct cg_wsgi_conn *c, bool wait)
 {
     if (c->start == c->end) {
@@ -83,24 +128,11 @@ ssize_t cg_wsgi_conn_fill(struct cg_wsgi_conn *c, bool wait)
         c->buf = nb;
         c->cap = cap;
     }
-    for (;;) {
-        ssize_t n = recv(c->fd, c->buf + c->end, c->cap - c->end, 0);
-        if (n >= 0) {
-            c->eof = n == 0;
-            c->end += (size_t)n;
-            return n;
-        }
-        if (errno == EINTR) {
-            continue;
-        }
-        if ((errno == EAGAIN || errno == EWOULDBLOCK) && wait) {
-            if (wait_fd(c, POLLIN) == 0) {
-                continue;
-            }
-        }
-        c->read_errno = errno;
-        return -1;
+    ssize_t n = recv_into(c, c->buf + c->end, c->cap - c->end, wait);
+    if (n > 0) {
+        c->end += (size_t)n;
     }
+    return n;
 }
 
 void cg_wsgi_conn_peer_ip(const struct cg_wsgi_conn *c, char *buf, size_t n)
@@ -194,10 +226,56 @@ enum cg_wsgi_head cg_wsgi_conn_read_head(struct cg_wsgi_conn *c, bool wait)
     }
 }
 
+/* Body bytes straight from the socket into `out` when nothing is buffered:
+ * the parser decodes in place (a Content-Length body is not moved at all;
+ * chunk framing is squeezed out with memmove), so a large upload costs one
+ * copy out of the kernel. Bytes past this body go back to the buffer.
+ * Returns like cg_wsgi_conn_body_read, or -2 when the buffered path must
+ * be taken (the parser wants to be fed again from the buffer). */
+static ssize_t body_read_direct(struct cg_wsgi_conn *c, char *out, size_t n, struct cg_err *err)
+{
+    for (;;) {
+        size_t used = 0, dlen = 0;
+        const char *data = NULL;
+        /* Ask first whether the body is already complete (never wait for
+         * bytes the client will not send). */
+        if (cg_http_parser_body(&c->parser, out, 0, &used, n, &data, &dlen) != CG_HTTP_NEED_MORE) {
+            return -2;
+        }
+        ssize_t got = recv_into(c, out, n, true);
+        if (got < 0) {
+            cg_err_set(err, "reading from the client: %s", strerror(c->read_errno));
+            return -1;
+        }
+        if (got == 0) {
+            return -2; /* EOF: let the buffered path ask the parser */
+        }
+        enum cg_http_status st =
+            cg_http_parser_body(&c->parser, out, (size_t)got, &used, n, &data, &dlen);
+        if (unread(c, out + used, (size_t)got - used) < 0) {
+            cg_err_set(err, "out of memory buffering the request");
+            return -1;
+        }
+        if (st == CG_HTTP_BODY_DATA) {
+            memmove(out, data, dlen);
+            return (ssize_t)dlen;
+        }
+        if (st != CG_HTTP_NEED_MORE || c->end > c->start) {
+            return -2; /* done, error, or bytes to feed: the buffered path decides */
+        }
+    }
+}
+
 ssize_t cg_wsgi_conn_body_read(void *conn, char *out, size_t n, struct cg_err *err)
 {
     struct cg_wsgi_conn *c = conn;
 
+    if (c->start == c->end && !c->eof && n >= 4096 && !cg_http_parser_body_done(&c->parser)) {
+        ssize_t r = body_read_direct(c, out, n, err);
+        if (r != -2) {
+            return r;
+        }
+    }
     for (;;) {
         size_t used = 0, dlen = 0;
         const char *data = NULL;
