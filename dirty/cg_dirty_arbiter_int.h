@@ -38,6 +38,8 @@ struct cg_dirty_client {
     struct cg_dirty_call *calls;     /* its calls (cprev/cnext) */
     uint64_t skip;                   /* bytes of a refused frame still to discard */
     bool paused_workers;             /* some worker link waits for our output to drain */
+    bool want_flush;                 /* in arb->flush: output added, not yet written */
+    struct cg_dirty_client *flush_next;
     struct cg_dirty_client *prev, *next;
 };
 
@@ -49,6 +51,7 @@ struct cg_dirty_arb {
     int listen_fd;
     struct event *ev_listen, *ev_sig, *ev_tick;
     struct cg_dirty_client *clients;
+    struct cg_dirty_client *flush;   /* clients with replies to write (flush_next) */
     size_t max_message;
     double timeout;                  /* dirty_timeout in seconds; 0 = none */
     int num_workers;                 /* target count (TTIN/TTOU change it) */

@@ -142,10 +142,71 @@ static void call_free(struct cg_dirty_call *c)
     free(c);
 }
 
+/* Output: frames are appended to a bufferevent's output buffer and written
+ * at once with one writev (evbuffer_write); the bufferevent's write event is
+ * enabled only while something is left over (a full socket), and disabled
+ * again when the buffer drains (on_drained). A round trip so costs one
+ * write per hop instead of epoll_ctl(ADD) + epoll_wait + write +
+ * epoll_ctl(DEL). A write error enables the event, so the bufferevent
+ * reports it through the event callback as before. */
+static void flush_out(struct bufferevent *bev)
+{
+    struct evbuffer *out = bufferevent_get_output(bev);
+
+    if (evbuffer_get_length(out) == 0 || (bufferevent_get_enabled(bev) & EV_WRITE)) {
+        return; /* nothing to do, or the bufferevent is already on it */
+    }
+    /* a socket bufferevent keeps its output's start frozen except while it
+     * writes itself; do as it does */
+    evbuffer_unfreeze(out, 1);
+    (void)evbuffer_write(out, bufferevent_getfd(bev));
+    evbuffer_freeze(out, 1);
+    if (evbuffer_get_length(out) > 0) {
+        bufferevent_enable(bev, EV_WRITE);
+    }
+}
+
+/* Write callback: the output drained (to the low-water mark). */
+static void on_drained(struct bufferevent *bev)
+{
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+        bufferevent_disable(bev, EV_WRITE);
+    }
+}
+
+static void on_link_write(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    on_drained(bev);
+}
+
+/* Replies forwarded from a worker are written once per batch of frames
+ * read from it (one writev per client), not once per frame. */
+static void flush_later(struct cg_dirty_client *cl)
+{
+    if (!cl->want_flush) {
+        cl->want_flush = true;
+        cl->flush_next = cl->arb->flush;
+        cl->arb->flush = cl;
+    }
+}
+
+static void flush_pending(struct cg_dirty_arb *arb)
+{
+    while (arb->flush != NULL) {
+        struct cg_dirty_client *cl = arb->flush;
+        arb->flush = cl->flush_next;
+        cl->want_flush = false;
+        cl->flush_next = NULL;
+        flush_out(cl->bev);
+    }
+}
+
 static void send_frame(struct bufferevent *bev, const struct cg_dirty_frame *f)
 {
     if (bev != NULL && f->data != NULL) {
         bufferevent_write(bev, f->data, f->len);
+        flush_out(bev);
     }
 }
 
@@ -187,6 +248,7 @@ static void send_cancel(struct cg_dirty_call *c)
     cg_dirty_header_encode(hdr, &h);
     bufferevent_write(c->worker->link, hdr, sizeof(hdr));
     bufferevent_write(c->worker->link, "{}", 2);
+    flush_out(c->worker->link);
 }
 
 static const char *app_path(const struct cg_dirty_arb *arb, const struct cg_dirty_call *c)
@@ -316,6 +378,7 @@ static void dispatch(struct cg_dirty_arb *arb, struct cg_dirty_call *c, struct c
     cg_dirty_frame_set_id(hdr, c->aid);
     evbuffer_add(out, hdr, sizeof(hdr));
     evbuffer_add_buffer(out, req);
+    flush_out(w->link);
     evbuffer_free(req);
     c->req = NULL;
     if (c->timer != NULL && !c->timed_out) {
@@ -594,8 +657,10 @@ static bool client_process(struct cg_dirty_client *cl)
 static void on_client_write(struct bufferevent *bev, void *arg)
 {
     struct cg_dirty_client *cl = arg;
-    (void)bev;
 
+    if (bev != NULL) {
+        on_drained(bev);
+    }
     if (!cl->paused_workers) {
         return;
     }
@@ -655,6 +720,15 @@ static void client_free(struct cg_dirty_client *cl)
             send_cancel(c);
         }
     }
+    if (cl->want_flush) {
+        for (struct cg_dirty_client **pp = &arb->flush; *pp != NULL; pp = &(*pp)->flush_next) {
+            if (*pp == cl) {
+                *pp = cl->flush_next;
+                break;
+            }
+        }
+        cl->want_flush = false;
+    }
     cl->paused_workers = true;
     on_client_write(NULL, cl);
     if (cl->prev != NULL) {
@@ -705,8 +779,8 @@ void cg_dirty_relay_on_accept(evutil_socket_t fd, short what, void *arg)
         cl->rev = event_new(arb->base, cfd, EV_READ | EV_PERSIST, on_client_readable, cl);
         cl->in = evbuffer_new();
         bufferevent_setcb(cl->bev, NULL, on_client_write, on_client_event, cl);
+        bufferevent_disable(cl->bev, EV_WRITE | EV_READ); /* see flush_out() */
         bufferevent_setwatermark(cl->bev, EV_WRITE, CG_DIRTY_CLIENT_HIGH_WATER / 2, 0);
-        bufferevent_enable(cl->bev, EV_WRITE);
         event_add(cl->rev, NULL);
         cg_log_debug("dirty arbiter: new client connection");
     }
@@ -786,6 +860,10 @@ static int on_worker_frame(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
         cg_dirty_frame_set_id(hdr, c->cid);
         evbuffer_add(out, hdr, sizeof(hdr));
         evbuffer_remove_buffer(in, out, size - sizeof(hdr));
+        flush_later(cl);
+        if (evbuffer_get_length(out) > CG_DIRTY_CLIENT_HIGH_WATER) {
+            flush_out(cl->bev); /* a big backlog: write now, pause below if it stays */
+        }
         if (h->type == CG_DIRTY_CHUNK && c->timer != NULL && !c->timed_out) {
             rearm(c); /* dirty_timeout counts from the last chunk */
         }
@@ -835,9 +913,11 @@ static void on_worker_readable(evutil_socket_t fd, short what, void *arg)
             snprintf(why, sizeof(why), "it sent a malformed frame (%s)", err.msg);
             cg_dirty_arb_kill(arb, w, SIGKILL);
             cg_dirty_relay_link_lost(arb, w, why);
+            flush_pending(arb);
             return;
         }
     }
+    flush_pending(arb);
     if (rc < 0 && w->link != NULL) {
         on_worker_event(w->link, saved == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR, w);
     }
@@ -875,8 +955,8 @@ int cg_dirty_relay_link_open(struct cg_dirty_arb *arb, struct cg_dirty_wk *w)
         cg_log(CG_LOG_ERROR, "dirty arbiter: cannot watch dirty worker (pid:%d)", (int)w->pid);
         return -1;
     }
-    bufferevent_setcb(w->link, NULL, NULL, on_worker_event, w);
-    bufferevent_enable(w->link, EV_WRITE);
+    bufferevent_setcb(w->link, NULL, on_link_write, on_worker_event, w);
+    bufferevent_disable(w->link, EV_WRITE | EV_READ); /* see flush_out() */
     event_add(w->rev, NULL);
     return 0;
 }
