@@ -5,11 +5,10 @@
 #include "cg_py.h"
 
 static const char app_src[] =
-    "import ast\n"
     "import importlib\n"
+    "import keyword\n"
     "import os\n"
     "import sys\n"
-    "import traceback\n"
     "\n"
     "\n"
     "class AppImportError(ImportError):\n"
@@ -37,6 +36,9 @@ static const char app_src[] =
     "            raise ImportError(\"Failed to find application, did you mean '%s:%s'?\"\n"
     "                              % (module.rsplit(\".\", 1)[0], obj)) from None\n"
     "        raise\n"
+    "    if obj.isidentifier() and not keyword.iskeyword(obj):\n"
+    "        return _attribute(mod, module, obj, obj, None, None)\n"
+    "    import ast  # only for factory calls: keeps it out of workers' memory\n"
     "    try:\n"
     "        expr = ast.parse(obj, mode=\"eval\").body\n"
     "    except SyntaxError:\n"
@@ -55,6 +57,10 @@ static const char app_src[] =
     "            raise AppImportError(\"Failed to parse arguments as literal values: %r\" % obj) from None\n"
     "    else:\n"
     "        raise AppImportError(\"Failed to parse %r as an attribute name or function call.\" % obj)\n"
+    "    return _attribute(mod, module, obj, name, args, kwargs)\n"
+    "\n"
+    "\n"
+    "def _attribute(mod, module, obj, name, args, kwargs):\n"
     "    try:\n"
     "        app = getattr(mod, name)\n"
     "    except AttributeError:\n"
@@ -64,6 +70,7 @@ static const char app_src[] =
     "            app = app(*args, **kwargs)\n"
     "        except TypeError as e:\n"
     "            if _wrong_args(app):\n"
+    "                import traceback\n"
     "                raise AppImportError(\"\".join(traceback.format_exception_only(TypeError, e)).strip()) from None\n"
     "            raise\n"
     "    if app is None:\n"
@@ -76,6 +83,7 @@ static const char app_src[] =
     "def describe(exc):\n"
     "    if isinstance(exc, AppImportError):\n"
     "        return str(exc)\n"
+    "    import traceback\n"
     "    return traceback.format_exception_only(type(exc), exc)[-1].strip()\n";
 
 static PyObject *app_mod; /* owned; created on first use */

@@ -4,12 +4,14 @@ cg_py.c executes this file once per interpreter and calls install(table) with
 {name: (is_package, path, source)}. The finder goes first on sys.meta_path,
 so the embedded `gunicorn.dirty` wins over an installed gunicorn's.
 """
-import importlib.abc
 import importlib.machinery
 import sys
 
 
-class EmbeddedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+class EmbeddedFinder:
+    """A meta path finder and loader (the importlib protocol, without the
+    importlib.abc base classes, whose import costs every worker memory)."""
+
     def __init__(self, table):
         self.table = table
 
