@@ -423,14 +423,8 @@ static void on_signals(evutil_socket_t fd, short what, void *arg)
     (void)what;
 
     cg_sig_drain();
-    if (cg_sig_take(SIGCHLD)) {
-        reap_workers(arb);
-    }
-    if (cg_sig_take(SIGUSR1)) {
-        cg_log(CG_LOG_INFO, "Dirty arbiter: reopening log files");
-        cg_log_reopen();
-        send_all(arb, SIGUSR1);
-    }
+    /* Stop requests first: when the whole process group gets TERM, the
+     * workers' exits must not be taken for crashes and respawned. */
     if (cg_sig_take(SIGQUIT)) {
         cg_log(CG_LOG_INFO, "Dirty arbiter: immediate shutdown (QUIT)");
         begin_stop(arb, false, 0);
@@ -439,6 +433,14 @@ static void on_signals(evutil_socket_t fd, short what, void *arg)
     if (term || intr) {
         cg_log(CG_LOG_INFO, "Dirty arbiter: graceful shutdown (%s)", term ? "TERM" : "INT");
         begin_stop(arb, true, 0);
+    }
+    if (cg_sig_take(SIGCHLD)) {
+        reap_workers(arb);
+    }
+    if (cg_sig_take(SIGUSR1)) {
+        cg_log(CG_LOG_INFO, "Dirty arbiter: reopening log files");
+        cg_log_reopen();
+        send_all(arb, SIGUSR1);
     }
     if (arb->state != CG_DIRTY_ARB_RUNNING) {
         return;
