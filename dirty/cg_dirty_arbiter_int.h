@@ -1,6 +1,9 @@
 /* Declarations shared by the dirty arbiter's files (cg_dirty_arbiter.c:
- * process life cycle, signals, worker processes; cg_dirty_relay.c: the
- * connections and frame routing). Arbiter process only, single-threaded. */
+ * process life cycle, signals, worker processes; cg_dirty_relay*.c: the
+ * connections and frame routing, in four files: cg_dirty_relay.c shared
+ * helpers and dispatch, cg_dirty_relay_client.c client connections,
+ * cg_dirty_relay_link.c worker links, cg_dirty_relay_deadline.c deadlines).
+ * Arbiter process only, single-threaded. */
 #ifndef CG_DIRTY_ARBITER_INT_H
 #define CG_DIRTY_ARBITER_INT_H
 
@@ -8,6 +11,7 @@
 #include <event2/event.h>
 #include <stdbool.h>
 #include <event2/bufferevent.h>
+#include <jansson.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -33,7 +37,7 @@ enum cg_dirty_arb_state {
 struct cg_dirty_client {
     struct cg_dirty_arb *arb;
     struct bufferevent *bev;         /* writes (and owns the fd) */
-    struct event *rev;               /* reads: see fill() in cg_dirty_relay.c */
+    struct event *rev;               /* reads: see cg_dirty_relay_fill() */
     struct evbuffer *in;             /* what was read, not yet handled */
     struct cg_dirty_call *calls;     /* its calls (cprev/cnext) */
     uint64_t skip;                   /* bytes of a refused frame still to discard */
@@ -95,6 +99,76 @@ size_t cg_dirty_relay_pending(const struct cg_dirty_arb *arb);
 /* Fails every call still queued or running with `type`/`message`, and
  * closes every client connection (shutdown). */
 void cg_dirty_relay_abort_all(struct cg_dirty_arb *arb, const char *type, const char *message);
+
+/* --- inside the relay (cg_dirty_relay*.c) -------------------------- */
+
+/* Reads what `fd` has into `in` (up to 4 MiB per call: libevent 2.1 reads
+ * 4 KiB per event, so the arbiter reads its sockets itself). Returns 0, or
+ * -1 at EOF (errno 0) or on error (errno set). */
+int cg_dirty_relay_fill(struct evbuffer *in, evutil_socket_t fd);
+
+/* Socket buffers and bufferevent write sizes for large payloads. */
+void cg_dirty_relay_tune(struct bufferevent *bev);
+
+/* Writes what `bev`'s output holds now, with one writev; the write event is
+ * enabled only for leftovers (a full socket). */
+void cg_dirty_relay_flush_out(struct bufferevent *bev);
+
+/* Write-callback part: disables the write event once the output is empty. */
+void cg_dirty_relay_on_drained(struct bufferevent *bev);
+
+/* Queues a built frame on `bev` (NULL: dropped) and flushes it. */
+void cg_dirty_relay_send_frame(struct bufferevent *bev, const struct cg_dirty_frame *f);
+
+/* Sends an ERROR frame {"error": {"type", "message", ...extra}} to a client
+ * (cl NULL or closed: nothing is sent). Takes ownership of `extra` (may be
+ * NULL). */
+void cg_dirty_relay_send_error(struct cg_dirty_client *cl, uint64_t cid, const char *type,
+                               json_t *extra, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* Sends CANCEL for the call to its worker, if it has one with a link. */
+void cg_dirty_relay_send_cancel(struct cg_dirty_call *c);
+
+/* Outcome of looking at the front of an input buffer. */
+enum cg_dirty_peek {
+    CG_DIRTY_PEEK_NEED_MORE,
+    CG_DIRTY_PEEK_READY,
+    CG_DIRTY_PEEK_BAD,
+    CG_DIRTY_PEEK_TOO_BIG,
+};
+
+/* Decodes the header at the front of `in` into `h`: READY when the whole
+ * frame is there, TOO_BIG past `max` bytes, BAD (err set) for a bad header. */
+enum cg_dirty_peek cg_dirty_relay_frame_peek(struct evbuffer *in, size_t max,
+                                             struct cg_dirty_header *h, struct cg_err *err);
+
+/* Forgets the call's caller: replies for it are discarded from now on. */
+void cg_dirty_relay_call_detach(struct cg_dirty_call *c);
+
+/* Detaches and frees a call (its timer and held request too). The pool
+ * must no longer hold it. */
+void cg_dirty_relay_call_free(struct cg_dirty_call *c);
+
+/* Sends a call's held REQUEST to `w` (id rewritten to the arbiter-wide
+ * one) and starts the wait for the worker's reply. */
+void cg_dirty_relay_dispatch(struct cg_dirty_arb *arb, struct cg_dirty_call *c,
+                             struct cg_dirty_wk *w);
+
+/* (cg_dirty_relay_deadline.c) Arms the call's deadline: dirty_timeout from
+ * now, capped by what is left of the caller's timeout for the whole call. */
+void cg_dirty_relay_rearm(struct cg_dirty_call *c);
+
+/* (cg_dirty_relay_deadline.c) The call's timer callback (arg: the call). */
+void cg_dirty_relay_on_call_timer(evutil_socket_t fd, short what, void *arg);
+
+/* (cg_dirty_relay_deadline.c) The caller gave up on a call: later frames
+ * for it are dropped, and a worker paused for that caller is let go. */
+void cg_dirty_relay_call_abandon(struct cg_dirty_call *c);
+
+/* (cg_dirty_relay_link.c) The worker may read again; also handles what is
+ * already buffered from it. */
+void cg_dirty_relay_link_resume(struct cg_dirty_wk *w);
 
 /* --- cg_dirty_arbiter.c --------------------------------------------- */
 

@@ -1,0 +1,120 @@
+/* Deadlines and cancellation of dirty calls: each call's timer (dirty_timeout
+ * between the worker's frames, capped by the caller's own timeout for the
+ * whole call), the DirtyTimeoutError reply, CANCEL to the worker and, if it
+ * does not give the call up within CG_DIRTY_KILL_GRACE_SEC, SIGKILL. Also a
+ * caller abandoning a call (CANCEL frame, deadline).
+ *
+ * Arbiter process only, single-threaded (libevent callbacks). */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cg_dirty_arbiter_int.h"
+#include "cg_dirty_codec.h"
+#include "cg_log.h"
+
+/* ------------------------------------------------------------------ */
+/* Deadlines                                                           */
+
+static void arm_timer(struct cg_dirty_call *c, double seconds)
+{
+    struct timeval tv;
+
+    if (c->timer == NULL) {
+        return;
+    }
+    if (seconds < 0) {
+        seconds = 0;
+    }
+    tv.tv_sec = (time_t)seconds;
+    tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+    evtimer_add((struct event *)c->timer, &tv);
+}
+
+/* Arms the call's deadline: dirty_timeout from now (the wait for the
+ * worker's next frame; restarted at dispatch and by every chunk), capped by
+ * what is left of the caller's timeout for the whole call. */
+void cg_dirty_relay_rearm(struct cg_dirty_call *c)
+{
+    double wait = c->idle_sec > 0 ? c->idle_sec : -1;
+
+    if (c->total_sec > 0) {
+        double left = c->started + c->total_sec - cg_dirty_now();
+        if (wait < 0 || left < wait) {
+            wait = left;
+        }
+    }
+    if (wait >= 0) {
+        arm_timer(c, wait);
+    }
+}
+
+/* The caller gave up on a call (CANCEL, its deadline): later frames for it
+ * are dropped, and a worker paused because that caller read too slowly is
+ * let go so it can reach the cancellation. */
+void cg_dirty_relay_call_abandon(struct cg_dirty_call *c)
+{
+    struct cg_dirty_client *cl = c->client;
+
+    cg_dirty_relay_call_detach(c);
+    if (cl != NULL && c->worker != NULL && c->worker->paused_by == cl) {
+        cg_dirty_relay_link_resume(c->worker);
+    }
+}
+
+/* A deadline passed (first firing) or the worker did not give the call up
+ * within the grace period after it (second firing). */
+void cg_dirty_relay_on_call_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct cg_dirty_call *c = arg;
+    struct cg_dirty_arb *arb = c->arb;
+    (void)fd;
+    (void)what;
+    if (!c->timed_out) {
+        double now = cg_dirty_now();
+        bool total = c->total_sec > 0 && now >= c->started + c->total_sec - 0.001;
+        if (!total && c->worker != NULL && c->worker->paused_by != NULL) {
+            /* The worker's frames wait for a slow reader (back-pressure):
+             * the worker is not late, a caller is. */
+            cg_dirty_relay_rearm(c);
+            return;
+        }
+        c->timed_out = true;
+        if (c->client != NULL) {
+            double t = total ? c->total_sec : c->idle_sec;
+            cg_dirty_relay_send_error(c->client, c->cid, "DirtyTimeoutError",
+                                      json_pack("{s:f}", "timeout", t),
+                                      total ? "Dirty call %s.%s timed out after %gs "
+                                              "(the client's timeout)"
+                                            : "Dirty call %s.%s timed out: no reply from the "
+                                              "worker for %gs (dirty_timeout)",
+                                      arb->pool.apps[c->app].path, c->action, t);
+        }
+        cg_dirty_relay_call_abandon(c);
+        if (c->state == CG_DIRTY_CALL_QUEUED) {
+            cg_dirty_pool_dequeue(&arb->pool, c);
+            cg_dirty_relay_call_free(c);
+            cg_dirty_arb_maybe_stop(arb);
+            return;
+        }
+        cg_dirty_relay_send_cancel(c);
+        arm_timer(c, CG_DIRTY_KILL_GRACE_SEC);
+        return;
+    }
+    /* Still running after the grace period: the worker is stuck in it. */
+    if (c->worker != NULL) {
+        cg_log(CG_LOG_CRITICAL, "DIRTY WORKER TIMEOUT (pid:%d)", (int)c->worker->pid);
+        struct cg_dirty_wk *w = c->worker;
+        cg_dirty_arb_kill(arb, w, SIGKILL);
+        cg_dirty_relay_link_lost(arb, w, "it was killed after a call passed its deadline");
+    }
+}
+
