@@ -17,6 +17,7 @@ static const char *const level_names[] = { "DEBUG", "INFO", "WARNING", "ERROR", 
 static int log_fd = 2;
 static char log_path[4096];
 static enum cg_log_level log_level = CG_LOG_INFO;
+static bool capture_output;
 
 int cg_log_level_parse(const char *name, enum cg_log_level *out, struct cg_err *err)
 {
@@ -75,6 +76,21 @@ int cg_log_reopen(void)
         return -1;
     }
     close(fd);
+    if (capture_output) {
+        return cg_log_capture_output();
+    }
+    return 0;
+}
+
+int cg_log_capture_output(void)
+{
+    if (log_path[0] == '\0') {
+        return 0; /* errorlog "-": stdout and stderr stay where they are */
+    }
+    capture_output = true;
+    if (dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0) {
+        return -1;
+    }
     return 0;
 }
 

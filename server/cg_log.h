@@ -27,6 +27,11 @@ int cg_log_open(const char *path, enum cg_log_level level, struct cg_err *err);
 /* Reopens the error log file (USR1). Returns 0 or -1 (errno set). */
 int cg_log_reopen(void);
 
+/* capture_output: points fds 1 and 2 at the error log file (and again after
+ * each reopen), so what the app prints lands in the log, as gunicorn does.
+ * No-op when the error log is stderr. Returns 0 or -1 with errno. */
+int cg_log_capture_output(void);
+
 void cg_log_set_level(enum cg_log_level level);
 bool cg_log_enabled(enum cg_log_level level);
 

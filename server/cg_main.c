@@ -3,8 +3,10 @@
  * and hand over to the master. The only file that calls exit(); errors print as
  * gunicorn prints them ("\nError: ..." on stderr, exit 1; command-line syntax
  * errors as usage + "cgunicorn: error: ...", exit 2). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cg_conf.h"
 #include "cg_err.h"
@@ -80,6 +82,11 @@ int main(int argc, char **argv)
         cg_log_level_parse(conf.loglevel, &level, &err) < 0 ||
         cg_log_open(conf.errorlog, level, &err) < 0) {
         fprintf(stderr, "\nError: %s\n", err.msg);
+        exit(1);
+    }
+    if (conf.capture_output && cg_log_capture_output() < 0) {
+        fprintf(stderr, "\nError: capture_output: cannot redirect stdout/stderr to %s: %s\n",
+                conf.errorlog, strerror(errno));
         exit(1);
     }
     code = cg_master_run(&conf, &err);

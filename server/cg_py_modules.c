@@ -1,6 +1,9 @@
 /* The table of builtin modules and the small `_cgunicorn` core module
- * (logging into the server's error log from Python). */
+ * (logging into the server's error log from Python; inotify for the
+ * reloader, which the standard library does not wrap). */
 #include <Python.h>
+#include <errno.h>
+#include <sys/inotify.h>
 
 #include "cg_dirty_module.h"
 #include "cg_log.h"
@@ -25,8 +28,47 @@ static PyObject *core_log(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* inotify_open() -> fd: a non-blocking, close-on-exec inotify descriptor. */
+static PyObject *core_inotify_open(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong(fd);
+}
+
+/* inotify_watch(fd, directory) -> wd: watches a directory for files being
+ * written, replaced, created or removed (what editors and deploys do). */
+static PyObject *core_inotify_watch(PyObject *self, PyObject *args)
+{
+    int fd;
+    PyObject *path = NULL; /* owned (FSConverter) */
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iO&:inotify_watch", &fd, PyUnicode_FSConverter, &path)) {
+        return NULL;
+    }
+    int wd = inotify_add_watch(fd, PyBytes_AS_STRING(path),
+                               IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE |
+                                   IN_ATTRIB | IN_ONLYDIR);
+    int saved = errno;
+    Py_DECREF(path);
+    if (wd < 0) {
+        errno = saved;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong(wd);
+}
+
 static PyMethodDef core_methods[] = {
     { "log", core_log, METH_VARARGS, "log(level, message): write to the server's error log" },
+    { "inotify_open", core_inotify_open, METH_NOARGS,
+      "inotify_open() -> fd: a non-blocking inotify descriptor" },
+    { "inotify_watch", core_inotify_watch, METH_VARARGS,
+      "inotify_watch(fd, directory) -> wd: watch a directory for changed files" },
     { NULL, NULL, 0, NULL },
 };
 

@@ -148,9 +148,10 @@ static void start_reloader(struct cg_worker *w)
         Py_DECREF(s);
     }
     if (extra != NULL) {
-        r = PyObject_CallMethod(w->hooks->mod, "start_reloader", "OOOO", w->hooks->server,
+        r = PyObject_CallMethod(w->hooks->mod, "start_reloader", "OOOOs", w->hooks->server,
                                 w->py_worker, extra,
-                                conf->worker_int ? conf->worker_int : Py_None);
+                                conf->worker_int ? conf->worker_int : Py_None,
+                                conf->reload_engine ? conf->reload_engine : "auto");
     }
     if (r == NULL) {
         cg_py_log_exception("cannot start the reloader");

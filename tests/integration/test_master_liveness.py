@@ -8,6 +8,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from conftest import CGUNICORN, ROOT, Server, server_env
 from master_support import alive, children, get, read_pid, wait_until
 
@@ -149,7 +151,8 @@ def test_systemd_socket_activation_and_readiness(tmp_path):
         lsock.close()
 
 
-def test_reload_restarts_workers_when_a_source_file_changes(tmp_path):
+@pytest.mark.parametrize("engine", ["inotify", "poll"])
+def test_reload_restarts_workers_when_a_source_file_changes(tmp_path, engine):
     src = tmp_path / "reloadapp.py"
     extra = tmp_path / "extra.txt"
     extra.write_text("a")
@@ -157,8 +160,8 @@ def test_reload_restarts_workers_when_a_source_file_changes(tmp_path):
         "def app(environ, start_response):\n"
         "    start_response('200 OK', [('Content-Length', '2')])\n"
         "    return [b'v1']\n")
-    with Server(["--chdir", str(tmp_path), "-w", "1", "--reload", "--reload-extra-file",
-                 str(extra), "reloadapp:app"], cwd=str(tmp_path)) as srv:
+    with Server(["--chdir", str(tmp_path), "-w", "1", "--reload", "--reload-engine", engine,
+                 "--reload-extra-file", str(extra), "reloadapp:app"], cwd=str(tmp_path)) as srv:
         pid = srv.proc.pid
         [w1] = wait_until(lambda: children(pid), what="worker")
         assert get(srv.port) == (200, b"v1")
