@@ -9,8 +9,11 @@
  *
  *   cg_py_asgi_conn.c    connection: accept, read/write buffers, keep-alive,
  *                        pipelining, back-pressure, close
- *   cg_py_asgi_http.c    one HTTP request: the task, receive(), send(),
- *                        response head, errors, access log
+ *   cg_py_asgi_http.c    one HTTP request: the object, the task, completion,
+ *                        a lost client, errors, access log
+ *   cg_py_asgi_http_receive.c  receive(): request body, 100 Continue, disconnect
+ *   cg_py_asgi_http_send.c     send(): message dispatch, body framing, drain
+ *   cg_py_asgi_http_head.c     response and 1xx heads: validation, formatting
  *   cg_py_asgi_scope.c   interned names, scope dicts, the ready awaitable
  *   cg_py_asgi_ws.c      WebSocket (RFC 6455) handshake, frames, receive/send
  *   cg_worker_asgi.c     the worker: server object, signals, liveness, and
@@ -197,6 +200,31 @@ void cg_py_asgi_http_on_drain(struct cg_asgi_req *r);
  * worker's _send_error_response). */
 void cg_py_asgi_http_error(struct cg_asgi_conn *c, int status, const char *reason,
                            const char *msg, const char *extra_headers);
+
+/* Inside the HTTP request files (cg_py_asgi_http*.c): */
+/* Resolves a pending future (receive or send waiter) with `value`, unless
+ * it is done already; clears *waiter (its reference is dropped). */
+void cg_py_asgi_http_resolve(struct cg_asgi_srv *s, PyObject **waiter, PyObject *value);
+/* A new {"type": "http.disconnect"} message (new reference), or NULL with
+ * an exception. */
+PyObject *cg_py_asgi_http_disconnect_msg(struct cg_asgi_srv *s);
+/* The response is complete (or abandoned): logs it, counts it against
+ * max_requests, wakes a pending receive with http.disconnect, and lets the
+ * connection go on (keep_alive) or close. Once per request. */
+void cg_py_asgi_http_finish(struct cg_asgi_req *r, bool keep_alive);
+/* (cg_py_asgi_http_receive.c) The request's receive() callable (self: r).
+ * Returns an awaitable (new reference), or NULL with an exception. */
+PyObject *cg_py_asgi_http_receive(PyObject *self, PyObject *unused);
+/* (cg_py_asgi_http_send.c) The request's send() callable (self: r).
+ * Returns an awaitable (new reference), or NULL with an exception. */
+PyObject *cg_py_asgi_http_send(PyObject *self, PyObject *msg);
+/* (cg_py_asgi_http_head.c) http.response.start: validates and formats the
+ * head into r->head (written with the first body bytes). Returns 0 or -1
+ * with an exception. */
+int cg_py_asgi_http_head_format(struct cg_asgi_req *r, PyObject *msg);
+/* (cg_py_asgi_http_head.c) http.response.informational: writes the 1xx head
+ * now (not to HTTP/1.0 clients). Returns 0 or -1 with an exception. */
+int cg_py_asgi_http_send_informational(struct cg_asgi_req *r, PyObject *msg);
 
 /* ---- cg_py_asgi_ws.c ---- */
 extern PyTypeObject cg_asgi_ws_type;
