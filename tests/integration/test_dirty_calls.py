@@ -2,18 +2,23 @@
 -> dirty arbiter -> dirty worker and back, under the real cgunicorn binary."""
 import collections
 import concurrent.futures
+import os
 
 import pytest
 
 from dirty_support import COUNTER, call, post, start, stream
 
-ML = "example_dirty_app:MLApp"
-COMPUTE = "example_dirty_app:ComputeApp"
+# The seed example is tested where users find it: examples/dirty_app.py,
+# imported through --pythonpath (the test apps' directory stays the cwd).
+EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples")
+ML = "dirty_app:MLApp"
+COMPUTE = "dirty_app:ComputeApp"
 
 
 @pytest.fixture
 def srv(server_factory):
     return start(server_factory, [COUNTER, ML, COMPUTE, "dirty_testapps:OnlyOne"],
+                 extra=["--pythonpath", os.path.normpath(EXAMPLES_DIR)],
                  workers=2, dirty_workers=1)
 
 
