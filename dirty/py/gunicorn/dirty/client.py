@@ -318,11 +318,9 @@ class _AsyncConnection:
                 pass
 
 
-class DirtyStreamIterator:
-    """Iterator over a streaming call's chunks (sync). The whole stream must
-    finish within the client's timeout, and each chunk arrive within
-    ``idle_timeout`` (default: the smaller of 30 s and the client's timeout)
-    of the previous one."""
+class _StreamIteratorBase:
+    """What the sync and async stream iterators share: the call's request,
+    its two timeouts, and what a received frame means."""
 
     DEFAULT_IDLE_TIMEOUT = 30.0
 
@@ -341,19 +339,65 @@ class DirtyStreamIterator:
                               else min(self.DEFAULT_IDLE_TIMEOUT, client.timeout or
                                        self.DEFAULT_IDLE_TIMEOUT))
 
+    def _request(self):
+        return _request_body(self.app_path, self.action, self.args, self.kwargs,
+                             self.client.timeout, stream=True)
+
+    def _start_clock(self):
+        now = time.monotonic()
+        self._deadline = now + self.client.timeout if self.client.timeout else None
+        self._last_chunk_time = now
+
+    def _next_wait(self):
+        """(now, seconds to wait for the next frame, whether that wait ends at
+        the whole stream's deadline). Past that deadline the stream is given
+        up and DirtyTimeoutError raised."""
+        now = time.monotonic()
+        if self._deadline is not None and now >= self._deadline:
+            self._give_up()
+            raise DirtyTimeoutError("Stream exceeded total timeout", timeout=self.client.timeout)
+        if self._deadline is not None and self._deadline - now <= self._idle_timeout:
+            return now, self._deadline - now, True
+        return now, self._idle_timeout, False
+
+    def _timed_out(self, total):
+        """Gives the stream up after a wait ran out; returns the error to raise."""
+        self._give_up()
+        if total:
+            return DirtyTimeoutError("Stream exceeded total timeout", timeout=self.client.timeout)
+        idle = time.monotonic() - self._last_chunk_time
+        return DirtyTimeoutError("Timeout waiting for next chunk (idle %.1fs)" % idle,
+                                 timeout=self._idle_timeout)
+
+    def _chunk(self, msg_type, body, stop):
+        """A frame for this stream: a CHUNK's data, or the end (`stop` raised
+        for END, or for a RESPONSE: like gunicorn, a call that did not stream
+        simply ends the iteration), or the call's error raised."""
+        self._last_chunk_time = time.monotonic()
+        if msg_type == codec.CHUNK:
+            return body.get("data")
+        self._finish()
+        if msg_type in (codec.END, codec.RESPONSE):
+            raise stop
+        if msg_type == codec.ERROR:
+            raise error_from_wire(body.get("error"))
+        raise DirtyError("Unknown message type: %s" % (codec.type_name(msg_type),))
+
+
+class DirtyStreamIterator(_StreamIteratorBase):
+    """Iterator over a streaming call's chunks (sync). The whole stream must
+    finish within the client's timeout, and each chunk arrive within
+    ``idle_timeout`` (default: the smaller of 30 s and the client's timeout)
+    of the previous one."""
+
     def __iter__(self):
         return self
 
     def _start(self):
         chan = self.client._chan
         self._request_id = rid = chan.new_id()
-        frame = encode_parts(codec.REQUEST, rid,
-                             _request_body(self.app_path, self.action, self.args, self.kwargs,
-                                           self.client.timeout, stream=True),
-                             chan.max_message)
-        now = time.monotonic()
-        self._deadline = now + self.client.timeout if self.client.timeout else None
-        self._last_chunk_time = now
+        frame = encode_parts(codec.REQUEST, rid, self._request(), chan.max_message)
+        self._start_clock()
         chan.open_stream(rid)
         self._started = True
         try:
@@ -375,39 +419,17 @@ class DirtyStreamIterator:
             return self._next_locked()
 
     def _next_locked(self):
-        chan = self.client._chan
-        now = time.monotonic()
-        if self._deadline is not None and now >= self._deadline:
-            self._give_up()
-            raise DirtyTimeoutError("Stream exceeded total timeout", timeout=self.client.timeout)
-        read_deadline = now + self._idle_timeout
-        total = False
-        if self._deadline is not None and self._deadline <= read_deadline:
-            read_deadline, total = self._deadline, True
+        now, wait, total = self._next_wait()
+        read_deadline = self._deadline if total else now + wait
         try:
-            msg_type, body = chan.recv_for(self._request_id, read_deadline, "", None)
+            msg_type, body = self.client._chan.recv_for(self._request_id, read_deadline, "",
+                                                        None)
         except DirtyTimeoutError:
-            self._give_up()
-            if total:
-                raise DirtyTimeoutError("Stream exceeded total timeout",
-                                        timeout=self.client.timeout) from None
-            idle = time.monotonic() - self._last_chunk_time
-            raise DirtyTimeoutError("Timeout waiting for next chunk (idle %.1fs)" % idle,
-                                    timeout=self._idle_timeout) from None
+            raise self._timed_out(total) from None
         except BaseException:
             self._finish()
             raise
-        self._last_chunk_time = time.monotonic()
-        if msg_type == codec.CHUNK:
-            return body.get("data")
-        self._finish()
-        if msg_type in (codec.END, codec.RESPONSE):
-            # A RESPONSE means the action did not stream: like gunicorn, the
-            # iteration simply ends.
-            raise StopIteration
-        if msg_type == codec.ERROR:
-            raise error_from_wire(body.get("error"))
-        raise DirtyError("Unknown message type: %s" % (codec.type_name(msg_type),))
+        return self._chunk(msg_type, body, StopIteration)
 
     def _give_up(self):
         self._finish()
@@ -447,28 +469,14 @@ class DirtyStreamIterator:
                 pass
 
 
-class DirtyAsyncStreamIterator:
+class DirtyAsyncStreamIterator(_StreamIteratorBase):
     """Async iterator over a streaming call's chunks; same timeouts as
     DirtyStreamIterator."""
 
-    DEFAULT_IDLE_TIMEOUT = 30.0
-
     def __init__(self, client, app_path, action, args, kwargs, idle_timeout=None):
-        self.client = client
-        self.app_path = app_path
-        self.action = action
-        self.args = args
-        self.kwargs = kwargs
-        self._started = False
-        self._exhausted = False
-        self._request_id = None
-        self._deadline = None
-        self._last_chunk_time = None
+        super().__init__(client, app_path, action, args, kwargs, idle_timeout)
         self._conn = None
         self._queue = None
-        self._idle_timeout = (idle_timeout if idle_timeout is not None
-                              else min(self.DEFAULT_IDLE_TIMEOUT, client.timeout or
-                                       self.DEFAULT_IDLE_TIMEOUT))
 
     def __aiter__(self):
         return self
@@ -477,15 +485,10 @@ class DirtyAsyncStreamIterator:
         await self.client.connect_async()
         conn = self._conn = self.client._aio
         self._request_id = rid = conn.new_id()
-        frame = encode(codec.REQUEST, rid,
-                       _request_body(self.app_path, self.action, self.args, self.kwargs,
-                                     self.client.timeout, stream=True),
-                       conn.max_message)
+        frame = encode(codec.REQUEST, rid, self._request(), conn.max_message)
         self._queue = conn.register(rid)
         self._started = True
-        now = time.monotonic()
-        self._deadline = now + self.client.timeout if self.client.timeout else None
-        self._last_chunk_time = now
+        self._start_clock()
         try:
             await conn.send(frame)
         except BaseException:
@@ -507,39 +510,18 @@ class DirtyAsyncStreamIterator:
             raise StopAsyncIteration
         if not self._started:
             await self._start()
-        now = time.monotonic()
-        if self._deadline is not None and now >= self._deadline:
-            self._give_up()
-            raise DirtyTimeoutError("Stream exceeded total timeout", timeout=self.client.timeout)
-        wait = self._idle_timeout
-        total = False
-        if self._deadline is not None and self._deadline - now <= wait:
-            wait, total = self._deadline - now, True
+        _, wait, total = self._next_wait()
         try:
             msg_type, body = await asyncio.wait_for(self._queue.get(), wait)
         except asyncio.TimeoutError:
-            self._give_up()
-            if total:
-                raise DirtyTimeoutError("Stream exceeded total timeout",
-                                        timeout=self.client.timeout) from None
-            idle = time.monotonic() - self._last_chunk_time
-            raise DirtyTimeoutError("Timeout waiting for next chunk (idle %.1fs)" % idle,
-                                    timeout=self._idle_timeout) from None
+            raise self._timed_out(total) from None
         except BaseException:
             self._give_up()
             raise
-        self._last_chunk_time = time.monotonic()
         if isinstance(body, BaseException):
             self._finish()
             raise body
-        if msg_type == codec.CHUNK:
-            return body.get("data")
-        self._finish()
-        if msg_type in (codec.END, codec.RESPONSE):
-            raise StopAsyncIteration
-        if msg_type == codec.ERROR:
-            raise error_from_wire(body.get("error"))
-        raise DirtyError("Unknown message type: %s" % (codec.type_name(msg_type),))
+        return self._chunk(msg_type, body, StopAsyncIteration)
 
     async def aclose(self):
         """Stops the stream: the arbiter is told to cancel it."""
