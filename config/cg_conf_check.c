@@ -6,6 +6,7 @@
  * config values are Python objects; the C wrappers give the settings table typed
  * function pointers and turn exceptions into struct cg_err messages. */
 #include "cg_conf_int.h"
+#include "cg_py.h"
 
 /* The helper module's source (executed once, in module "_cgunicorn_conf"). */
 static const char helpers_src[] =
@@ -408,38 +409,16 @@ static PyObject *helpers; /* owned module, created on first use */
 
 PyObject *cg_conf_helpers(struct cg_err *err)
 {
-    PyObject *code = NULL;
-    PyObject *mod = NULL;
-    PyObject *res = NULL;
-
     if (helpers != NULL) {
         return helpers;
     }
-    mod = PyModule_New("_cgunicorn_conf");
-    if (mod == NULL) {
-        goto fail;
+    helpers = cg_py_module_from_source("_cgunicorn_conf", helpers_src,
+                                       "<cgunicorn>/config/cg_conf_check.c");
+    if (helpers == NULL) {
+        cg_err_from_python(err);
+        cg_err_prefix(err, "config helpers");
     }
-    if (PyDict_SetItemString(PyModule_GetDict(mod), "__builtins__", PyEval_GetBuiltins()) < 0) {
-        goto fail;
-    }
-    code = Py_CompileString(helpers_src, "<cgunicorn>/config/cg_conf_check.c", Py_file_input);
-    if (code == NULL) {
-        goto fail;
-    }
-    res = PyEval_EvalCode(code, PyModule_GetDict(mod), PyModule_GetDict(mod));
-    if (res == NULL) {
-        goto fail;
-    }
-    Py_DECREF(res);
-    Py_DECREF(code);
-    helpers = mod;
     return helpers;
-fail:
-    cg_err_from_python(err);
-    cg_err_prefix(err, "config helpers");
-    Py_XDECREF(code);
-    Py_XDECREF(mod);
-    return NULL;
 }
 
 /* Sets err from the pending exception: its message only (validators phrase it

@@ -630,17 +630,6 @@ static void flush_clients(struct cg_dirty_arb *arb)
     }
 }
 
-static void flush_python_stdio(void)
-{
-    PyObject *r = PyRun_String("import sys\nfor s in (sys.stdout, sys.stderr):\n"
-                               "    try:\n        s.flush()\n    except Exception:\n        pass\n",
-                               Py_file_input, PyEval_GetBuiltins(), NULL);
-    if (r == NULL) {
-        PyErr_Clear();
-    }
-    Py_XDECREF(r);
-}
-
 static void arbiter_main(struct cg_conf *conf) __attribute__((noreturn));
 
 static void arbiter_main(struct cg_conf *conf)
@@ -664,7 +653,7 @@ static void arbiter_main(struct cg_conf *conf)
 
     if (arbiter_setup(&arb, &err) < 0) {
         cg_log(CG_LOG_ERROR, "Dirty arbiter failed to start: %s", err.msg);
-        flush_python_stdio();
+        cg_py_flush_stdio();
         _exit(CG_DIRTY_EXIT_BOOT_ERROR);
     }
     manage_workers(&arb);
@@ -673,7 +662,7 @@ static void arbiter_main(struct cg_conf *conf)
     flush_clients(&arb);
     unlink(arb.socket_path);
     cg_log(CG_LOG_INFO, "Dirty arbiter exiting (pid: %d)", (int)getpid());
-    flush_python_stdio();
+    cg_py_flush_stdio();
     _exit(arb.exit_status);
 }
 

@@ -446,17 +446,6 @@ static int read_link(struct inbuf *b)
     return 0;
 }
 
-static void flush_stdio(void)
-{
-    PyObject *r = PyRun_String("import sys\nfor s in (sys.stdout, sys.stderr):\n"
-                               "    try:\n        s.flush()\n    except Exception:\n        pass\n",
-                               Py_file_input, PyEval_GetBuiltins(), NULL);
-    if (r == NULL) {
-        PyErr_Clear();
-    }
-    Py_XDECREF(r);
-}
-
 static PyObject *make_worker(const struct cg_dirty_worker_spec *spec)
 {
     PyObject *make = NULL, *paths = NULL, *fsend = NULL, *fcanc = NULL, *flog = NULL;
@@ -530,12 +519,12 @@ void cg_dirty_worker_main(const struct cg_dirty_worker_spec *spec)
     py_worker = make_worker(spec);
     if (py_worker == NULL) {
         cg_py_log_exception("dirty worker: cannot start the worker runtime");
-        flush_stdio();
+        cg_py_flush_stdio();
         _exit(CG_DIRTY_EXIT_BOOT_ERROR);
     }
     /* dirty_post_fork -> import + __init__ -> init() -> dirty_worker_init */
     if (call_bool("boot") != 1) {
-        flush_stdio();
+        cg_py_flush_stdio();
         _exit(CG_DIRTY_EXIT_BOOT_ERROR);
     }
     unsigned char hdr[CG_DIRTY_HEADER_SIZE];
@@ -590,7 +579,7 @@ void cg_dirty_worker_main(const struct cg_dirty_worker_spec *spec)
     }
     PyEval_RestoreThread(ts);
     call_bool("shutdown"); /* app.close() each, dirty_worker_exit */
-    flush_stdio();
+    cg_py_flush_stdio();
     _exit(0);
 }
 

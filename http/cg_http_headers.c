@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "cg_http_int.h"
+#include "cg_http_response.h"
 
 bool cg_http_is_tchar(unsigned char c)
 {
@@ -16,19 +17,6 @@ bool cg_http_is_tchar(unsigned char c)
         return true;
     }
     return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-static bool is_token(const char *s, size_t n)
-{
-    if (n == 0) {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!cg_http_is_tchar((unsigned char)s[i])) {
-            return false;
-        }
-    }
-    return true;
 }
 
 static bool name_is(const char *name, size_t n, const char *upper)
@@ -191,7 +179,7 @@ int cg_http_headers_parse(struct cg_http_parser *p, char *block, size_t len, boo
                 nlen--;
             }
         }
-        if (!is_token(name, nlen)) {
+        if (!cg_http_is_token(name, nlen)) {
             return fail_repr(p, CG_HTTP_ERR_INVALID_HEADER_NAME, "Invalid HTTP header name: ",
                              name, nlen);
         }

@@ -17,6 +17,7 @@
 #include <sys/un.h>
 
 #include "cg_http_int.h"
+#include "cg_http_response.h"
 #include "cg_http_iplist.h"
 
 enum head_phase {
@@ -175,19 +176,6 @@ static enum cg_http_status fail_repr(struct cg_http_parser *p, enum cg_http_erro
 
 /* ---- request line -------------------------------------------------------- */
 
-static bool is_token(const char *s, size_t n)
-{
-    if (n == 0) {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!cg_http_is_tchar((unsigned char)s[i])) {
-            return false;
-        }
-    }
-    return true;
-}
-
 /* gunicorn's parse_request_line() on line (len bytes, no CRLF) at offset
  * `off` of p->head. Records the spans as offsets; returns 0 or -1. */
 static int parse_request_line(struct cg_http_parser *p, size_t off, size_t len)
@@ -220,7 +208,7 @@ static int parse_request_line(struct cg_http_parser *p, size_t off, size_t len)
             return -1;
         }
     }
-    if (!is_token(method, mlen)) {
+    if (!cg_http_is_token(method, mlen)) {
         fail_repr(p, CG_HTTP_ERR_INVALID_REQUEST_METHOD, "Invalid HTTP method: ", method, mlen);
         return -1;
     }

@@ -88,36 +88,14 @@ static const char app_src[] =
 
 static PyObject *app_mod; /* owned; created on first use */
 
+/* The helper module (borrowed), or NULL with an exception set. */
 static PyObject *helpers(void)
 {
-    PyObject *code = NULL;
-    PyObject *mod = NULL;
-    PyObject *res = NULL;
-
-    if (app_mod != NULL) {
-        return app_mod;
+    if (app_mod == NULL) {
+        app_mod = cg_py_module_from_source("_cgunicorn_app", app_src,
+                                           "<cgunicorn>/server/cg_py_app.c");
     }
-    mod = PyModule_New("_cgunicorn_app");
-    if (mod == NULL ||
-        PyDict_SetItemString(PyModule_GetDict(mod), "__builtins__", PyEval_GetBuiltins()) < 0) {
-        goto fail;
-    }
-    code = Py_CompileString(app_src, "<cgunicorn>/server/cg_py_app.c", Py_file_input);
-    if (code == NULL) {
-        goto fail;
-    }
-    res = PyEval_EvalCode(code, PyModule_GetDict(mod), PyModule_GetDict(mod));
-    if (res == NULL) {
-        goto fail;
-    }
-    Py_DECREF(res);
-    Py_DECREF(code);
-    app_mod = mod;
     return app_mod;
-fail:
-    Py_XDECREF(code);
-    Py_XDECREF(mod);
-    return NULL;
 }
 
 PyObject *cg_py_app_load(const char *uri, PyObject **traceback, struct cg_err *err)

@@ -189,36 +189,57 @@ done:
     return rc;
 }
 
-/* http.response.start: validates and formats the head (written with the
- * first body bytes). Returns 0 or -1 with an exception. */
-int cg_py_asgi_http_head_format(struct cg_asgi_req *r, PyObject *msg)
+/* The message's "status" into *status. Returns 0, or -1 with an exception
+ * (KeyError when it is missing). */
+static int msg_status(struct cg_asgi_srv *s, PyObject *msg, long *status)
 {
-    struct cg_asgi_srv *s = r->conn->srv;
-    PyObject *status_o = PyDict_GetItemWithError(msg, s->k.status); /* borrowed */
-    PyObject *headers = NULL, *seq = NULL, *log_hdrs = NULL;
-    struct headbuf b = { 0 };
-    bool has_cl = false, has_te = false, has_server = false, has_date = false, has_conn = false;
-    int64_t cl = -1;
-    int rc = -1;
-    char line[128];
+    PyObject *o = PyDict_GetItemWithError(msg, s->k.status); /* borrowed */
 
-    if (status_o == NULL) {
+    if (o == NULL) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_KeyError, "status");
         }
         return -1;
     }
-    long status = PyLong_AsLong(status_o);
-    if (status == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    headers = PyDict_GetItemWithError(msg, s->k.headers); /* borrowed */
+    *status = PyLong_AsLong(o);
+    return (*status == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* The message's "headers" as a fast sequence (an empty list when absent).
+ * New reference, or NULL with an exception. */
+static PyObject *msg_headers(struct cg_asgi_srv *s, PyObject *msg)
+{
+    PyObject *headers = PyDict_GetItemWithError(msg, s->k.headers); /* borrowed */
+
     if (headers == NULL && PyErr_Occurred()) {
-        return -1;
+        return NULL;
     }
-    seq = headers ? PySequence_Fast(headers, "ASGI response headers must be iterable")
-                  : PyList_New(0);
-    if (seq == NULL) {
+    return headers ? PySequence_Fast(headers, "ASGI response headers must be iterable")
+                   : PyList_New(0);
+}
+
+/* Appends the status line, in the request's HTTP version. */
+static int put_status_line(struct headbuf *b, const struct cg_asgi_req *r, long status)
+{
+    char line[128];
+    int n = snprintf(line, sizeof(line), "HTTP/%d.%d %ld %s\r\n", r->ver_major, r->ver_minor,
+                     status, reason_phrase((int)status));
+    return hb_put(b, line, (size_t)n);
+}
+
+/* http.response.start: validates and formats the head (written with the
+ * first body bytes). Returns 0 or -1 with an exception. */
+int cg_py_asgi_http_head_format(struct cg_asgi_req *r, PyObject *msg)
+{
+    struct cg_asgi_srv *s = r->conn->srv;
+    PyObject *seq = NULL, *log_hdrs = NULL;
+    struct headbuf b = { 0 };
+    bool has_cl = false, has_te = false, has_server = false, has_date = false, has_conn = false;
+    int64_t cl = -1;
+    int rc = -1;
+    long status;
+
+    if (msg_status(s, msg, &status) < 0 || (seq = msg_headers(s, msg)) == NULL) {
         return -1;
     }
     if (s->wsgi->access_log != NULL) {
@@ -227,11 +248,9 @@ int cg_py_asgi_http_head_format(struct cg_asgi_req *r, PyObject *msg)
             goto done;
         }
     }
-    int n = snprintf(line, sizeof(line), "HTTP/%d.%d %ld %s\r\n", r->ver_major, r->ver_minor,
-                     status, reason_phrase((int)status));
     bool omits = r->is_head || status == 204 || status == 304 || (status >= 100 && status < 200);
     bool forbids_cl = status == 204 || (status >= 100 && status < 200);
-    if (hb_put(&b, line, (size_t)n) < 0) {
+    if (put_status_line(&b, r, status) < 0) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
@@ -319,20 +338,12 @@ done:
 int cg_py_asgi_http_send_informational(struct cg_asgi_req *r, PyObject *msg)
 {
     struct cg_asgi_srv *s = r->conn->srv;
-    PyObject *status_o = PyDict_GetItemWithError(msg, s->k.status); /* borrowed */
-    PyObject *headers = NULL, *seq = NULL;
+    PyObject *seq = NULL;
     struct headbuf b = { 0 };
-    char line[64];
     int rc = -1;
+    long status;
 
-    if (status_o == NULL) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_KeyError, "status");
-        }
-        return -1;
-    }
-    long status = PyLong_AsLong(status_o);
-    if (status == -1 && PyErr_Occurred()) {
+    if (msg_status(s, msg, &status) < 0) {
         return -1;
     }
     if (status < 100 || status > 199) {
@@ -346,18 +357,11 @@ int cg_py_asgi_http_send_informational(struct cg_asgi_req *r, PyObject *msg)
     if (r->conn->state == CG_ASGI_CLOSED || r->detached) {
         return 0;
     }
-    headers = PyDict_GetItemWithError(msg, s->k.headers); /* borrowed */
-    if (headers == NULL && PyErr_Occurred()) {
-        return -1;
-    }
-    seq = headers ? PySequence_Fast(headers, "ASGI response headers must be iterable")
-                  : PyList_New(0);
+    seq = msg_headers(s, msg);
     if (seq == NULL) {
         return -1;
     }
-    int n = snprintf(line, sizeof(line), "HTTP/%d.%d %ld %s\r\n", r->ver_major, r->ver_minor,
-                     status, reason_phrase((int)status));
-    if (hb_put(&b, line, (size_t)n) < 0) {
+    if (put_status_line(&b, r, status) < 0) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {

@@ -6,24 +6,6 @@
 #include "cg_py_hooks.h"
 #include "cg_py_wsgi_int.h"
 
-/* The request's headers as (NAME, value) pairs (new reference). */
-static PyObject *header_list(const struct cg_http_request *req)
-{
-    PyObject *list = PyList_New((Py_ssize_t)req->n_headers);
-    for (size_t i = 0; list != NULL && i < req->n_headers; i++) {
-        const struct cg_http_header *h = &req->headers[i];
-        PyObject *pair = Py_BuildValue(
-            "(NN)", PyUnicode_DecodeLatin1(h->name.ptr, (Py_ssize_t)h->name.len, NULL),
-            PyUnicode_DecodeLatin1(h->value.ptr, (Py_ssize_t)h->value.len, NULL));
-        if (pair == NULL) {
-            Py_CLEAR(list);
-            break;
-        }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, pair); /* steals */
-    }
-    return list;
-}
-
 int cg_py_hooks_pre_request(struct cg_worker *w, const struct cg_http_request *req,
                             PyObject *environ, PyObject **hreq)
 {
@@ -45,7 +27,7 @@ int cg_py_hooks_pre_request(struct cg_worker *w, const struct cg_http_request *r
         }
         return 0;
     }
-    hdrs = header_list(req);
+    hdrs = cg_py_wsgi_request_headers(req);
     *hreq = hdrs ? PyObject_CallMethod(w->hooks->mod, "make_request", "OO", environ, hdrs) : NULL;
     Py_XDECREF(hdrs);
     if (*hreq == NULL) {

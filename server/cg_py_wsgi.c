@@ -27,8 +27,7 @@ uint64_t cg_py_wsgi_now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-/* The request's headers as a list of (NAME, value) str pairs (new ref). */
-static PyObject *request_headers(const struct cg_http_request *req)
+PyObject *cg_py_wsgi_request_headers(const struct cg_http_request *req)
 {
     PyObject *list = PyList_New((Py_ssize_t)req->n_headers);
     for (size_t i = 0; list != NULL && i < req->n_headers; i++) {
@@ -55,7 +54,7 @@ static void log_access(struct cg_wsgi *g, PyObject *environ, struct cg_wsgi_resp
         return;
     }
     hdrs = cg_py_wsgi_resp_headers(resp);
-    req_hdrs = request_headers(req);
+    req_hdrs = cg_py_wsgi_request_headers(req);
     if (hdrs != NULL && req_hdrs != NULL) {
         PyObject *sent = resp->r.started ? PyLong_FromUnsignedLongLong(resp->r.sent)
                                          : Py_NewRef(Py_None);
@@ -108,7 +107,7 @@ static void log_error_access(struct cg_wsgi *g, struct cg_wsgi_conn *c,
     st = PyUnicode_FromFormat("%d %s", status, reason);
     hdrs = PyList_New(0);
     if (env != NULL && st != NULL && hdrs != NULL) {
-        PyObject *req_hdrs = request_headers(req);
+        PyObject *req_hdrs = cg_py_wsgi_request_headers(req);
         if (req_hdrs != NULL) {
             r = PyObject_CallMethod(g->access_log, "log", "OOOiOK", env, st, hdrs, 0, req_hdrs,
                                     (unsigned long long)(cg_py_wsgi_now_us() - t0));

@@ -107,4 +107,8 @@ void cg_py_wsgi_log_head_error(struct cg_wsgi *g, struct cg_wsgi_conn *c, uint64
 /* Monotonic microseconds, for request durations. */
 uint64_t cg_py_wsgi_now_us(void);
 
+/* The request's headers as a list of (NAME, value) str pairs, decoded as
+ * latin-1 (new reference), or NULL with an exception. Needs the GIL. */
+PyObject *cg_py_wsgi_request_headers(const struct cg_http_request *req);
+
 #endif
