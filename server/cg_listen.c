@@ -18,6 +18,39 @@
 #include "cg_listen.h"
 #include "cg_log.h"
 
+/* Every listening fd this process holds, so that a forked child that is not
+ * an HTTP worker (the dirty arbiter and its workers) can close them: a
+ * listener held by a process that never accepts would queue connections
+ * nobody serves and keep the port bound after the master is gone. */
+#define MAX_REGISTERED 256
+static int registered[MAX_REGISTERED];
+static size_t nregistered;
+
+static void register_fd(int fd)
+{
+    if (nregistered < MAX_REGISTERED) {
+        registered[nregistered++] = fd;
+    }
+}
+
+static void unregister_fd(int fd)
+{
+    for (size_t i = 0; i < nregistered; i++) {
+        if (registered[i] == fd) {
+            registered[i] = registered[--nregistered];
+            return;
+        }
+    }
+}
+
+void cg_listen_close_inherited(void)
+{
+    for (size_t i = 0; i < nregistered; i++) {
+        close(registered[i]);
+    }
+    nregistered = 0;
+}
+
 static int parse_port(const char *s, const char *spec, int *port, struct cg_err *err)
 {
     char *end = NULL;
@@ -234,6 +267,7 @@ static int bind_one(const struct cg_listen_addr *a, const char *spec, int backlo
     }
     l->fd = fd;
     l->family = family;
+    register_fd(fd);
     if (family == AF_UNIX) {
         snprintf(l->unix_path, sizeof(l->unix_path), "%s", a->path);
     }
@@ -253,6 +287,7 @@ int cg_listen_adopt_fd(int fd, struct cg_listener *out, struct cg_err *err)
     }
     out->fd = fd;
     out->family = ss.ss_family;
+    register_fd(fd);
     if (ss.ss_family == AF_UNIX) {
         struct sockaddr_un *su = (struct sockaddr_un *)&ss;
         snprintf(out->unix_path, sizeof(out->unix_path), "%s", su->sun_path);
@@ -317,6 +352,7 @@ void cg_listen_close_all(struct cg_listener *ls, size_t n, bool unlink_unix)
     }
     for (size_t i = 0; i < n; i++) {
         if (ls[i].fd >= 0) {
+            unregister_fd(ls[i].fd);
             close(ls[i].fd);
         }
         if (unlink_unix && ls[i].unix_path[0] != '\0') {

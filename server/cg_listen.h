@@ -48,6 +48,10 @@ int cg_listen_adopt_fd(int fd, struct cg_listener *out, struct cg_err *err);
  * final shutdown). Frees the array. */
 void cg_listen_close_all(struct cg_listener *ls, size_t n, bool unlink_unix);
 
+/* In a forked child that serves no HTTP (dirty arbiter, dirty worker):
+ * closes every listener inherited from the master. */
+void cg_listen_close_inherited(void);
+
 /* "http://127.0.0.1:8000,unix:/x" style joined names for the log line. */
 void cg_listen_describe(const struct cg_listener *ls, size_t n, char *buf, size_t size);
 

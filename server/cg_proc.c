@@ -8,6 +8,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "cg_listen.h"
 #include "cg_proc.h"
 #include "cg_sig.h"
 
@@ -58,6 +59,9 @@ pid_t cg_proc_fork(enum cg_role role)
     }
     PyOS_AfterFork_Child(); /* first Python call in the child */
     cg_sig_reset_child();
+    if (role == CG_ROLE_DIRTY_ARBITER || role == CG_ROLE_DIRTY_WORKER) {
+        cg_listen_close_inherited(); /* only HTTP workers keep the listeners */
+    }
     cg_proc = (struct cg_proc){ .role = role, .pid = getpid() };
     return 0; /* the child builds its own event_base */
 }
