@@ -3,8 +3,9 @@ test apps in tests/apps/dirty, call views, and look at the process tree."""
 import json
 import os
 import re
-import time
 import urllib.request
+
+from master_support import children as _all_children, wait_until  # noqa: F401
 
 APPS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "apps", "dirty")
@@ -38,29 +39,7 @@ def _is_probe(pid):
 def children(pid):
     """Live (non-zombie) child pids of `pid` (the arbiter's short-lived probe
     child, which reads the apps' `workers` attributes, is not counted)."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == pid and fields[0] != "Z" and not _is_probe(int(name)):
-            out.append(int(name))
-    return sorted(out)
-
-
-def wait_until(cond, timeout=20, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
+    return [p for p in _all_children(pid) if not _is_probe(p)]
 
 
 def booted_workers(srv):
