@@ -303,10 +303,12 @@ cleanup:
     cg_py_wsgi_resp_deinit(&resp);
     if (reuse) {
         /* Keep-alive needs the whole body read; drain a small rest. */
-        bool drained;
-        Py_BEGIN_ALLOW_THREADS
-        drained = cg_wsgi_conn_drain(c, 1024 * 1024);
-        Py_END_ALLOW_THREADS
+        bool drained = true;
+        if (!cg_http_parser_body_done(&c->parser)) { /* no GIL hand-off when read */
+            Py_BEGIN_ALLOW_THREADS
+            drained = cg_wsgi_conn_drain(c, 1024 * 1024);
+            Py_END_ALLOW_THREADS
+        }
         reuse = drained && cg_http_parser_next(&c->parser) == 0;
     }
     return reuse;

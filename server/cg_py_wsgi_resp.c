@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <inttypes.h>
@@ -23,10 +24,35 @@ typedef struct {
     struct cg_wsgi_resp *resp; /* current request's response, or NULL */
 } StartResponseObject;
 
-/* Sends with the GIL released. Returns 0 or -1 with errno. */
+/* Sends; returns 0 or -1 with errno. First one send that cannot block,
+ * with the GIL held: a response that fits in the socket buffer (the usual
+ * case) then costs no GIL hand-off to another thread. What is left (a full
+ * buffer, a large body) is sent with the GIL released, waiting as needed. */
 static int sendv_nogil(struct cg_wsgi_conn *c, struct iovec *iov, int n)
 {
+    struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+    ssize_t w = sendmsg(c->fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
     int rc;
+
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        return -1;
+    }
+    while (w > 0 && n > 0 && (size_t)w >= iov->iov_len) {
+        w -= (ssize_t)iov->iov_len;
+        iov++;
+        n--;
+    }
+    while (n > 0 && iov->iov_len == 0) {
+        iov++;
+        n--;
+    }
+    if (n == 0) {
+        return 0;
+    }
+    if (w > 0) {
+        iov->iov_base = (char *)iov->iov_base + w;
+        iov->iov_len -= (size_t)w;
+    }
     Py_BEGIN_ALLOW_THREADS
     rc = cg_wsgi_conn_sendv(c, iov, n);
     Py_END_ALLOW_THREADS
@@ -227,14 +253,19 @@ int cg_py_wsgi_resp_write(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObject
                         "the application wrote body data before calling start_response");
         return -1;
     }
-    if (send_parts(g, resp, NULL, 0) < 0) { /* gunicorn sends the head first */
-        return -1;
-    }
     if (!PyBytes_Check(data)) {
+        if (send_parts(g, resp, NULL, 0) < 0) { /* gunicorn sends the head first */
+            return -1;
+        }
         PyErr_Format(PyExc_TypeError, "%R is not a byte", data);
         return -1;
     }
     PyBytes_AsStringAndSize(data, &p, &n);
+    /* The head goes out now, alone when there is no body part to send with
+     * it (send_parts joins them in one writev otherwise). */
+    if ((resp->r.omits_body || n == 0) && send_parts(g, resp, NULL, 0) < 0) {
+        return -1;
+    }
     if (resp->r.omits_body) {
         if (n > 0 && !resp->omits_body_warned) {
             cg_log(CG_LOG_WARNING, "WSGI app sent body bytes on a no-body response "
@@ -246,7 +277,7 @@ int cg_py_wsgi_resp_write(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObject
     }
     size_t tosend = cg_http_response_body_take(&resp->r, (size_t)n);
     if (tosend == 0) {
-        return 0;
+        return send_parts(g, resp, NULL, 0); /* the head, if not out yet */
     }
     return send_parts(g, resp, p, tosend);
 }

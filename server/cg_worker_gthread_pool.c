@@ -7,8 +7,9 @@
  * it gets one Python thread state for its whole life and threading.local
  * data survives between requests), releases it, and then takes it per
  * request (PyGILState_Ensure/Release). cg_py_wsgi_handle() releases it
- * around socket I/O, and the non-blocking head read between pipelined or
- * back-to-back keep-alive requests runs without it.
+ * around socket I/O that may wait; the non-blocking head read between
+ * pipelined or back-to-back keep-alive requests keeps it (one recv and a
+ * parse cost less than a GIL hand-off).
  *
  * Keep-alive: after a response that allowed reuse, the thread reads the
  * socket once without waiting; when the next head is already complete (a
@@ -126,9 +127,9 @@ static void serve(struct cg_gthread *gt, struct cg_gthread_conn *k)
             k->reuse = true; /* let the loop queue it behind the others */
             return;
         }
-        Py_BEGIN_ALLOW_THREADS
+        /* One non-blocking read and a parse: cheaper with the GIL held
+         * than handing the GIL to another thread and back. */
         h = cg_worker_gthread_read_head(k);
-        Py_END_ALLOW_THREADS
         if (h == CG_WSGI_HEAD_CLOSE) {
             if (cg_http_parser_error(&k->c.parser)->kind != CG_HTTP_ERR_NONE) {
                 cg_py_wsgi_log_head_error(g, &k->c, k->t0_us);
