@@ -108,6 +108,7 @@ check: all check-unit check-integration
 check-asan:
 	ASAN_OPTIONS=handle_segv=0:detect_leaks=1:quarantine_size_mb=8:thread_local_quarantine_size_kb=64 \
 	LSAN_OPTIONS=suppressions=$(abspath mk/lsan.supp):print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(MAKE) BUILD=build-asan ASAN=1 check
 
 docs: $(BIN)

@@ -64,6 +64,9 @@ static Py_ssize_t fill(InputObject *self, size_t want)
 
 static PyObject *take(InputObject *self, size_t n)
 {
+    if (n == 0) {
+        return PyBytes_FromStringAndSize(NULL, 0); /* buf may still be NULL */
+    }
     PyObject *out = PyBytes_FromStringAndSize(self->buf + self->pos, (Py_ssize_t)n);
     if (out != NULL) {
         self->pos += n;
@@ -163,7 +166,9 @@ static PyObject *readline_impl(InputObject *self, Py_ssize_t size)
     for (;;) {
         size_t avail = self->len - self->pos;
         size_t limit = (size >= 0 && (size_t)size < avail) ? (size_t)size : avail;
-        char *nl = memchr(self->buf + self->pos + scanned, '\n', limit - scanned);
+        char *nl = limit > scanned
+                       ? memchr(self->buf + self->pos + scanned, '\n', limit - scanned)
+                       : NULL;
         if (nl != NULL) {
             return take(self, (size_t)(nl - (self->buf + self->pos)) + 1);
         }
