@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -176,6 +177,27 @@ int cg_wsgi_conn_send(struct cg_wsgi_conn *c, const void *buf, size_t len)
 {
     struct iovec iov = { (void *)buf, len };
     return cg_wsgi_conn_sendv(c, &iov, 1);
+}
+
+int cg_wsgi_conn_sendfile(struct cg_wsgi_conn *c, int fd, off_t *pos, uint64_t len)
+{
+    while (len > 0) {
+        ssize_t n = sendfile(c->fd, fd, pos, len > 0x7ffff000 ? 0x7ffff000 : (size_t)len);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if ((errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(c, POLLOUT) == 0) {
+                continue;
+            }
+            return -1;
+        }
+        if (n == 0) {
+            break; /* the file is shorter than announced */
+        }
+        len -= (uint64_t)n;
+    }
+    return 0;
 }
 
 void cg_wsgi_conn_send_error(struct cg_wsgi_conn *c, const struct cg_http_error *e)

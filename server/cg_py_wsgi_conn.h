@@ -7,6 +7,7 @@
 #define CG_PY_WSGI_CONN_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -74,6 +75,11 @@ int cg_wsgi_conn_send(struct cg_wsgi_conn *c, const void *buf, size_t len);
 
 /* writev variant; iov is modified. */
 int cg_wsgi_conn_sendv(struct cg_wsgi_conn *c, struct iovec *iov, int n);
+
+/* Sends len bytes of the file fd from *pos (advanced) with sendfile(2),
+ * waiting for the socket as cg_wsgi_conn_send does. Stops early, returning
+ * 0, when the file is shorter. Returns 0 or -1 with errno. */
+int cg_wsgi_conn_sendfile(struct cg_wsgi_conn *c, int fd, off_t *pos, uint64_t len);
 
 /* The peer's address as text ("" for unix sockets). */
 void cg_wsgi_conn_peer_ip(const struct cg_wsgi_conn *c, char *buf, size_t n);

@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
-#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -341,22 +340,15 @@ int cg_py_wsgi_resp_sendfile(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObj
     }
     off_t pos = offset;
     uint64_t left = cg_http_response_body_take(&resp->r, (size_t)nbytes);
-    Py_BEGIN_ALLOW_THREADS
-    while (left > 0 && resp->write_errno == 0) {
-        ssize_t n = sendfile(resp->conn->fd, fd, &pos, left > 0x7ffff000 ? 0x7ffff000 : (size_t)left);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
+    if (left > 0 && resp->write_errno == 0) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = cg_wsgi_conn_sendfile(resp->conn, fd, &pos, left);
+        Py_END_ALLOW_THREADS
+        if (rc < 0) {
             resp->write_errno = errno;
-            break;
         }
-        if (n == 0) {
-            break; /* the file is shorter than announced */
-        }
-        left -= (uint64_t)n;
     }
-    Py_END_ALLOW_THREADS
     if (resp->r.chunked && resp->write_errno == 0 &&
         send_nogil(resp->conn, CG_HTTP_CHUNK_SUFFIX, 2) < 0) {
         resp->write_errno = errno;

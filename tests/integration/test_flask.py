@@ -4,8 +4,10 @@ streaming, cookies, redirects, 404/403/500 pages and files sent through
 wsgi.file_wrapper (send_file / send_from_directory / the static route)."""
 import hashlib
 import os
+import socket
 import sys
 import tempfile
+import time
 
 import pytest
 import requests
@@ -15,6 +17,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 from cgtest_support import APPS, SERVERS, WORKER_CLASSES, ServerPool  # noqa: E402
 
 BLOB = os.urandom(3 * 1024 * 1024 + 17)
+# Larger than what loopback socket buffers hold, so that sending it has to
+# wait for a slow reader (a non-blocking socket answers sendfile with EAGAIN)
+BIG = os.urandom(24 * 1024 * 1024 + 5)
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +27,8 @@ def files_dir():
     with tempfile.TemporaryDirectory(prefix="cgflask-") as d:
         with open(os.path.join(d, "blob.bin"), "wb") as f:
             f.write(BLOB)
+        with open(os.path.join(d, "big.bin"), "wb") as f:
+            f.write(BIG)
         yield d
 
 
@@ -158,3 +165,28 @@ def test_send_large_file_and_range(base):
     assert r.headers["Content-Length"] == str(len(BLOB))
     r = requests.get(url + "/download/missing.bin")
     assert r.status_code == 404
+
+
+def test_large_file_to_slow_reader(base):
+    """A file bigger than the socket buffers, through wsgi.file_wrapper, to a
+    client that waits before it reads and reads with a small buffer: every
+    byte arrives (the server waits for the socket instead of cutting the
+    response short)."""
+    _, srv = base
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+        s.sendall(b"GET /download/big.bin HTTP/1.0\r\nHost: x\r\n\r\n")
+        time.sleep(0.5)
+        data = bytearray()
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.") and b" 200 " in head.split(b"\r\n")[0]
+    assert len(body) == len(BIG)
+    assert hashlib.sha256(body).digest() == hashlib.sha256(BIG).digest()
