@@ -74,10 +74,15 @@ int main(int argc, char **argv)
     if (conf.print_config) {
         cg_conf_print(&conf, stdout);
     }
+    if (conf.check_config && cg_conf_check_tls(&conf, &err) < 0) {
+        fprintf(stderr, "\nError: %s\n", err.msg);
+        exit(1);
+    }
     if (conf.print_config || conf.check_config) {
         exit(check_app(&conf));
     }
     if (cg_conf_apply_pythonpath(&conf, &err) < 0 || cg_conf_check_binds(&conf, &err) < 0 ||
+        cg_conf_check_tls(&conf, &err) < 0 ||
         cg_conf_apply_env(&conf, &err) < 0 ||
         cg_log_level_parse(conf.loglevel, &level, &err) < 0 ||
         cg_log_open(conf.errorlog, level, &err) < 0) {

@@ -1,10 +1,11 @@
 """The settings table covers every upstream gunicorn setting (names, flags,
 defaults), and docs/settings.md is what the table generates."""
 import os
+import urllib.request
 
 import gunicorn.config as gc
 
-from conftest import ROOT, run_cmd
+from conftest import ROOT, Server, run_cmd
 from test_config_side_by_side import CONFIGS, parse_print_config
 
 
@@ -35,3 +36,29 @@ def test_docs_are_generated_from_the_table():
     with open(os.path.join(ROOT, "docs", "settings.md")) as f:
         committed = f.read()
     assert r.stdout == committed, "docs/settings.md is stale: run `make docs`"
+
+
+def test_unbuilt_setting_is_named_in_a_warning_and_the_server_serves():
+    """A setting the server does not honour yet is never silently ignored:
+    start-up names it in one warning; a setting left at its default is not
+    named."""
+    with Server(["--statsd-host", "127.0.0.1:8125", "app:app"], cwd=CONFIGS) as srv:
+        srv.wait_for_log(r"setting statsd_host is not implemented yet")
+        with urllib.request.urlopen(srv.url + "/") as r:
+            assert r.status == 200
+        log = srv.log()
+    assert log.count("statsd_host is not implemented") == 1
+    assert "setting syslog is not" not in log
+
+
+def test_tls_settings_are_refused_not_served_as_plain_http():
+    """certfile/keyfile would turn TLS on under gunicorn; cgunicorn has no
+    TLS yet, so it refuses to start (exit 1, the setting and the way out
+    named) instead of listening in plain HTTP. --check-config says the same."""
+    for args in (["--certfile", "c.pem", "--keyfile", "k.pem"], ["--keyfile", "k.pem"]):
+        for mode in ([], ["--check-config"]):
+            r = run_cmd(mode + args + ["--bind", "127.0.0.1:0", "app:app"], cwd=CONFIGS,
+                        timeout=30)
+            assert r.returncode == 1, (args, mode, r.stderr)
+            assert "does not serve TLS" in r.stderr and "Listening at" not in r.stderr
+            assert ("certfile" if "--certfile" in args else "keyfile") + " is set" in r.stderr
