@@ -124,7 +124,12 @@ static int store_field(struct cg_conf *conf, const struct cg_conf_setting *s, Py
             Py_XDECREF(m);
             Py_XDECREF(q);
         } else if (PyTuple_Check(v) && PyTuple_GET_SIZE(v) == 2) { /* (host, port) */
-            tmp = PyUnicode_FromFormat("%S:%S", PyTuple_GET_ITEM(v, 0), PyTuple_GET_ITEM(v, 1));
+            PyObject *host = PyTuple_GET_ITEM(v, 0);
+            int v6 = PyUnicode_Check(host) ? PyUnicode_FindChar(host, ':', 0,
+                                                                PyUnicode_GET_LENGTH(host), 1)
+                                             >= 0
+                                           : 0;
+            tmp = PyUnicode_FromFormat(v6 ? "[%S]:%S" : "%S:%S", host, PyTuple_GET_ITEM(v, 1));
         } else {
             tmp = PyObject_Str(v);
         }

@@ -27,7 +27,8 @@
  *                  here `sendfile` is the effective value (false when set to
  *                  False, else the SENDFILE env var, else true), and
  *                  sendfile_set says whether the setting was given.
- *   statsd_host    kept as the validated "host:port" string (NULL = None).
+ *   statsd_host    kept as the validated address as text: "host:port",
+ *                  "[v6]:port", or a unix socket path (NULL = None).
  *
  * Fields are plain data: read them directly. Free with cg_conf_free(). */
 #ifndef CG_CONF_STRUCT_H

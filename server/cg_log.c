@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cg_log.h"
+#include "cg_statsd.h"
 
 static const char *const level_names[] = { "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL" };
 
@@ -134,10 +135,22 @@ static void log_va(enum cg_log_level level, int errnum, const char *fmt, va_list
     (void)w;
 }
 
+/* gunicorn's statsd logger counts warnings and worse, whatever loglevel
+ * lets through. */
+static void count(enum cg_log_level level)
+{
+    static const char *const names[] = { NULL, NULL, "gunicorn.log.warning", "gunicorn.log.error",
+                                         "gunicorn.log.critical" };
+    if (names[level] != NULL && cg_statsd_on()) {
+        cg_statsd_counter(names[level], 1);
+    }
+}
+
 void cg_log(enum cg_log_level level, const char *fmt, ...)
 {
     va_list ap;
 
+    count(level);
     if (!cg_log_enabled(level)) {
         return;
     }
@@ -150,10 +163,26 @@ void cg_log_errno(enum cg_log_level level, int errnum, const char *fmt, ...)
 {
     va_list ap;
 
+    count(level);
     if (!cg_log_enabled(level)) {
         return;
     }
     va_start(ap, fmt);
     log_va(level, errnum, fmt, ap);
+    va_end(ap);
+}
+
+void cg_log_exception(const char *fmt, ...)
+{
+    va_list ap;
+
+    if (cg_statsd_on()) {
+        cg_statsd_counter("gunicorn.log.exception", 1);
+    }
+    if (!cg_log_enabled(CG_LOG_ERROR)) {
+        return;
+    }
+    va_start(ap, fmt);
+    log_va(CG_LOG_ERROR, 0, fmt, ap);
     va_end(ap);
 }

@@ -44,6 +44,10 @@ void cg_log(enum cg_log_level level, const char *fmt, ...) __attribute__((format
 void cg_log_errno(enum cg_log_level level, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* An error with a traceback (gunicorn's log.exception): written at ERROR,
+ * counted as gunicorn.log.exception by statsd. */
+void cg_log_exception(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 #define cg_log_debug(...)                                                                  \
     do {                                                                                   \
         if (cg_log_enabled(CG_LOG_DEBUG)) {                                                \

@@ -15,6 +15,7 @@
 #include "cg_proc.h"
 #include "cg_py.h"
 #include "cg_py_app.h"
+#include "cg_statsd.h"
 
 static void print_usage_error(const char *msg)
 {
@@ -88,6 +89,9 @@ int main(int argc, char **argv)
         cg_log_open(conf.errorlog, level, &err) < 0) {
         fprintf(stderr, "\nError: %s\n", err.msg);
         exit(1);
+    }
+    if (cg_statsd_open(conf.statsd_host, conf.statsd_prefix, conf.dogstatsd_tags, &err) < 0) {
+        cg_log(CG_LOG_WARNING, "%s; no StatsD metrics will be sent (fix statsd_host)", err.msg);
     }
     if (conf.capture_output && cg_log_capture_output() < 0) {
         fprintf(stderr, "\nError: capture_output: cannot redirect stdout/stderr to %s: %s\n",

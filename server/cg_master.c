@@ -9,6 +9,8 @@
  * more/less, USR1 reopen logs, USR2 re-execute the binary (cg_master_reload.c),
  * WINCH stop the workers when daemonized. */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -28,6 +30,7 @@
 #include "cg_py.h"
 #include "cg_py_app.h"
 #include "cg_sig.h"
+#include "cg_statsd.h"
 
 static const int master_signals[] = {
     SIGHUP, SIGQUIT, SIGINT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD, 0,
@@ -157,6 +160,44 @@ static void cull_workers(struct cg_master *m)
     }
 }
 
+/* Connections waiting in the TCP listeners' accept queues (tcpi_unacked
+ * of a listening socket), or -1 when no listener is TCP. */
+static long listen_backlog(const struct cg_master *m)
+{
+    long total = -1;
+    for (size_t i = 0; i < m->nls; i++) {
+        struct tcp_info ti;
+        socklen_t len = sizeof(ti);
+        if (m->ls[i].family == AF_UNIX) {
+            continue;
+        }
+        if (getsockopt(m->ls[i].fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0) {
+            total = (total < 0 ? 0 : total) + (long)ti.tcpi_unacked;
+        }
+    }
+    return total;
+}
+
+/* As gunicorn's manage_workers: the "N workers" debug line and the
+ * gunicorn.workers gauge when the count changes; the backlog histogram on
+ * every pass when enable_backlog_metric is on. */
+static void report_workers(struct cg_master *m)
+{
+    int active = live_workers(m);
+    if (active != m->last_reported_workers) {
+        m->last_reported_workers = active;
+        cg_log_debug("%d workers", active);
+        cg_statsd_gauge("gunicorn.workers", active);
+    }
+    if (m->conf->enable_backlog_metric) {
+        long backlog = listen_backlog(m);
+        if (backlog >= 0) {
+            cg_log_debug("socket backlog: %ld", backlog);
+            cg_statsd_histogram("gunicorn.backlog", backlog);
+        }
+    }
+}
+
 void cg_master_manage_workers(struct cg_master *m)
 {
     while (!m->fatal && live_workers(m) < m->num_workers) {
@@ -165,6 +206,7 @@ void cg_master_manage_workers(struct cg_master *m)
         }
     }
     cull_workers(m);
+    report_workers(m);
 }
 
 static void signal_workers(struct cg_master *m, int signo)
@@ -484,6 +526,7 @@ static int start(struct cg_master *m, struct cg_err *err)
     snprintf(m->proc_name, sizeof(m->proc_name), "%s",
              conf->proc_name ? conf->proc_name : conf->default_proc_name);
     m->master_name = "Master";
+    m->last_reported_workers = -1;
     if (map_slots(m, err) < 0 || cg_py_hooks_init(&m->hooks, conf, conf->workers, m->proc_name,
                                                    err) < 0) {
         return -1;

@@ -37,6 +37,7 @@ struct cg_master {
     struct cg_master_child kids[CG_MASTER_MAX_SLOTS];
     int nkids;
     int num_workers;
+    int last_reported_workers; /* the gunicorn.workers gauge last sent (-1: none yet) */
     int age;
     PyObject *preloaded_app; /* owned; NULL unless preload_app */
     struct cg_hooks hooks;

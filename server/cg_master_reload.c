@@ -25,6 +25,7 @@
 #include "cg_proc.h"
 #include "cg_py.h"
 #include "cg_sig.h"
+#include "cg_statsd.h"
 
 static bool same_binds(const struct cg_strlist *a, const struct cg_strlist *b)
 {
@@ -98,6 +99,10 @@ static void apply(struct cg_master *m, struct cg_conf *next)
         cg_log(CG_LOG_ERROR, "%s", err.msg);
     }
     cg_log_set_level(level);
+    if (cg_statsd_open(next->statsd_host, next->statsd_prefix, next->dogstatsd_tags, &err) < 0) {
+        cg_log(CG_LOG_WARNING, "%s; no StatsD metrics will be sent (fix statsd_host)", err.msg);
+        cg_statsd_open(NULL, NULL, NULL, &err);
+    }
     cg_conf_free(cur);
     *cur = *next; /* moves ownership */
     memset(next, 0, sizeof(*next));

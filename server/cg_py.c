@@ -206,7 +206,7 @@ void cg_py_log_exception(const char *context)
         s = "(traceback unavailable)";
     }
     size_t n = strlen(s);
-    cg_log(CG_LOG_ERROR, "%s\n%.*s", context, (int)(n > 0 && s[n - 1] == '\n' ? n - 1 : n), s);
+    cg_log_exception("%s\n%.*s", context, (int)(n > 0 && s[n - 1] == '\n' ? n - 1 : n), s);
     Py_XDECREF(text);
 }
 

@@ -22,6 +22,7 @@
 #include "cg_log.h"
 #include "cg_py.h"
 #include "cg_py_asgi_int.h"
+#include "cg_statsd.h"
 
 static void req_dealloc(struct cg_asgi_req *r)
 {
@@ -130,6 +131,9 @@ static void log_access(struct cg_asgi_req *r)
     struct cg_asgi_srv *s = r->conn->srv;
     PyObject *res;
 
+    if (cg_statsd_on() && r->status > 0) {
+        cg_statsd_request(r->status, cg_py_asgi_now_us() - r->t0_us);
+    }
     if (s->wsgi->access_log == NULL || r->log_info == NULL) {
         return;
     }

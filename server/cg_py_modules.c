@@ -9,6 +9,7 @@
 #include "cg_log.h"
 #include "cg_py_hooks.h"
 #include "cg_py_modules.h"
+#include "cg_statsd.h"
 
 /* Logs `msg` at `level` (0 debug .. 4 critical) into the error log. */
 static PyObject *core_log(PyObject *self, PyObject *args)
@@ -20,11 +21,15 @@ static PyObject *core_log(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "is:log", &level, &msg)) {
         return NULL;
     }
-    if (level < CG_LOG_DEBUG || level > CG_LOG_CRITICAL) {
-        PyErr_Format(PyExc_ValueError, "log level %d out of range 0..4", level);
+    if (level < CG_LOG_DEBUG || level > CG_LOG_CRITICAL + 1) {
+        PyErr_Format(PyExc_ValueError, "log level %d out of range 0..5", level);
         return NULL;
     }
-    cg_log((enum cg_log_level)level, "%s", msg);
+    if (level == CG_LOG_CRITICAL + 1) {
+        cg_log_exception("%s", msg); /* Logger.exception */
+    } else {
+        cg_log((enum cg_log_level)level, "%s", msg);
+    }
     Py_RETURN_NONE;
 }
 
@@ -63,8 +68,34 @@ static PyObject *core_inotify_watch(PyObject *self, PyObject *args)
     return PyLong_FromLong(wd);
 }
 
+/* statsd(name, value, kind): one metric through the server's StatsD
+ * socket (gunicorn's Statsd logger methods); value is sent as str(value). */
+static PyObject *core_statsd(PyObject *self, PyObject *args)
+{
+    const char *name, *kind;
+    PyObject *value;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "sOs:statsd", &name, &value, &kind)) {
+        return NULL;
+    }
+    PyObject *text = PyObject_Str(value); /* owned */
+    const char *t = text ? PyUnicode_AsUTF8(text) : NULL;
+    if (t == NULL) {
+        Py_XDECREF(text);
+        return NULL;
+    }
+    cg_statsd_metric(name, t, kind);
+    Py_DECREF(text);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef core_methods[] = {
-    { "log", core_log, METH_VARARGS, "log(level, message): write to the server's error log" },
+    { "log", core_log, METH_VARARGS,
+      "log(level, message): write to the server's error log (level 5: an exception, written at "
+      "ERROR)" },
+    { "statsd", core_statsd, METH_VARARGS,
+      "statsd(name, value, kind): send one StatsD metric (kind: 'c|@1.0', 'g', 'ms', 'h')" },
     { "inotify_open", core_inotify_open, METH_NOARGS,
       "inotify_open() -> fd: a non-blocking inotify descriptor" },
     { "inotify_watch", core_inotify_watch, METH_VARARGS,

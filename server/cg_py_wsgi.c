@@ -19,6 +19,7 @@
 #include "cg_py_input.h"
 #include "cg_py_wsgi_conn.h"
 #include "cg_py_wsgi_int.h"
+#include "cg_statsd.h"
 
 uint64_t cg_py_wsgi_now_us(void)
 {
@@ -50,6 +51,9 @@ static void log_access(struct cg_wsgi *g, PyObject *environ, struct cg_wsgi_resp
 {
     PyObject *hdrs = NULL, *req_hdrs = NULL, *r = NULL;
 
+    if (cg_statsd_on() && resp->r.started && resp->r.status_code >= 0) {
+        cg_statsd_request(resp->r.status_code, cg_py_wsgi_now_us() - t0);
+    }
     if (g->access_log == NULL || environ == NULL) {
         return;
     }
@@ -80,6 +84,9 @@ static void log_error_access(struct cg_wsgi *g, struct cg_wsgi_conn *c,
     char proto[32], ip[64], port[16] = "-1";
     PyObject *env = NULL, *st = NULL, *hdrs = NULL, *r = NULL;
 
+    if (cg_statsd_on() && req != NULL) {
+        cg_statsd_request(status, cg_py_wsgi_now_us() - t0);
+    }
     if (g->access_log == NULL || req == NULL) {
         return;
     }

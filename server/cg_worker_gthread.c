@@ -56,6 +56,7 @@
 #include "cg_py_wsgi.h"
 #include "cg_py_wsgi_int.h"
 #include "cg_sig.h"
+#include "cg_statsd.h"
 #include "cg_worker_gthread.h"
 #include "cg_worker_gthread_int.h"
 
@@ -217,15 +218,15 @@ static void dispatch(struct cg_gthread *gt, struct cg_gthread_conn *k, bool head
 }
 
 /* The head read ended the connection: a bad request was answered (its
- * access line is logged by a pool thread, which has the GIL), or the peer
- * closed or failed. */
+ * access line and metrics are logged by a pool thread, which has the GIL),
+ * or the peer closed or failed. */
 static void head_closed(struct cg_gthread *gt, struct cg_gthread_conn *k)
 {
     const struct cg_http_error *e = cg_http_parser_error(&k->c.parser);
 
     if (e->kind == CG_HTTP_ERR_NONE) {
         conn_free(gt, k);
-    } else if (gt->wsgi->access_log != NULL &&
+    } else if ((gt->wsgi->access_log != NULL || cg_statsd_on()) &&
                cg_http_parser_error_request(&k->c.parser) != NULL) {
         dispatch(gt, k, true);
     } else {

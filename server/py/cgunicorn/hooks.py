@@ -18,7 +18,7 @@ import traceback
 import _cgunicorn
 import _cgunicorn_hooks
 
-DEBUG, INFO, WARNING, ERROR, CRITICAL = range(5)
+DEBUG, INFO, WARNING, ERROR, CRITICAL, EXCEPTION = range(6)  # EXCEPTION: written at ERROR
 _LOGGING_LEVELS = {10: DEBUG, 20: INFO, 30: WARNING, 40: ERROR, 50: CRITICAL}
 
 
@@ -40,11 +40,25 @@ class Logger:
                 text += "\n" + "".join(traceback.format_exception(*exc_info)).rstrip("\n")
         _cgunicorn.log(level, text)
 
+    def _metric_then_emit(self, level, msg, args, kw):
+        # gunicorn's statsd logger: extra={"metric", "value", "mtype"} on
+        # info/debug/log sends a metric; an empty message is then not logged
+        extra = kw.get("extra") or {}
+        metric, value, mtype = extra.get("metric"), extra.get("value"), extra.get("mtype")
+        if metric and value is not None and mtype:
+            send = {"gauge": self.gauge, "counter": self.increment,
+                    "histogram": self.histogram, "timer": self.timer}.get(mtype)
+            if send is not None:
+                send(metric, value)
+            if not msg:
+                return
+        self._emit(level, msg, args, kw.get("exc_info", False))
+
     def debug(self, msg, *args, **kw):
-        self._emit(DEBUG, msg, args, kw.get("exc_info", False))
+        self._metric_then_emit(DEBUG, msg, args, kw)
 
     def info(self, msg, *args, **kw):
-        self._emit(INFO, msg, args, kw.get("exc_info", False))
+        self._metric_then_emit(INFO, msg, args, kw)
 
     def warning(self, msg, *args, **kw):
         self._emit(WARNING, msg, args, kw.get("exc_info", False))
@@ -58,13 +72,29 @@ class Logger:
         self._emit(CRITICAL, msg, args, kw.get("exc_info", False))
 
     def exception(self, msg, *args, **kw):
-        self._emit(ERROR, msg, args, kw.get("exc_info", True))
+        self._emit(EXCEPTION, msg, args, kw.get("exc_info", True))
 
     def log(self, lvl, msg, *args, **kw):
         if isinstance(lvl, str):
             lvl = {"debug": 10, "info": 20, "warning": 30, "error": 40,
                    "critical": 50}.get(lvl.lower(), 20)
-        self._emit(_LOGGING_LEVELS.get(lvl, INFO), msg, args, kw.get("exc_info", False))
+        self._metric_then_emit(_LOGGING_LEVELS.get(lvl, INFO), msg, args, kw)
+
+    # gunicorn's statsd logger methods (sent only when statsd_host is set)
+    def gauge(self, name, value):
+        _cgunicorn.statsd(name, value, "g")
+
+    def increment(self, name, value, sampling_rate=1.0):
+        _cgunicorn.statsd(name, value, "c|@%s" % (sampling_rate,))
+
+    def decrement(self, name, value, sampling_rate=1.0):
+        _cgunicorn.statsd(name, "-%s" % (value,), "c|@%s" % (sampling_rate,))
+
+    def timer(self, name, value):
+        _cgunicorn.statsd(name, value, "ms")
+
+    def histogram(self, name, value):
+        _cgunicorn.statsd(name, value, "h")
 
     def reopen_files(self):
         _cgunicorn_hooks.reopen_logs()
