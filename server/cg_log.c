@@ -19,6 +19,8 @@ static int log_fd = 2;
 static char log_path[4096];
 static enum cg_log_level log_level = CG_LOG_INFO;
 static bool capture_output;
+static cg_log_sink_fn sink;      /* logconfig: lines go to Python's logging */
+static void (*sink_reopen)(void);
 
 int cg_log_level_parse(const char *name, enum cg_log_level *out, struct cg_err *err)
 {
@@ -62,6 +64,9 @@ int cg_log_open(const char *path, enum cg_log_level level, struct cg_err *err)
 
 int cg_log_reopen(void)
 {
+    if (sink_reopen != NULL) {
+        sink_reopen();
+    }
     if (log_path[0] == '\0') {
         return 0;
     }
@@ -110,13 +115,44 @@ int cg_log_fd(void)
     return log_fd;
 }
 
-static void log_va(enum cg_log_level level, int errnum, const char *fmt, va_list ap)
+void cg_log_set_sink(cg_log_sink_fn fn, void (*reopen)(void))
+{
+    sink = fn;
+    sink_reopen = reopen;
+}
+
+/* Hands the message to the sink; returns 0 when it took it. */
+static int to_sink(enum cg_log_level level, bool exception, int errnum, const char *fmt,
+                   va_list ap)
+{
+    char text[8192];
+    int k = vsnprintf(text, sizeof(text), fmt, ap);
+    size_t n = k < 0 ? 0 : ((size_t)k < sizeof(text) ? (size_t)k : sizeof(text) - 1);
+
+    text[n] = '\0';
+    if (errnum != 0 && n < sizeof(text) - 1) {
+        snprintf(text + n, sizeof(text) - n, ": %s", strerror(errnum));
+    }
+    return sink(level, exception, text);
+}
+
+static void log_va(enum cg_log_level level, int errnum, bool exception, const char *fmt,
+                   va_list ap)
 {
     char line[8192];
     struct tm tm;
     time_t now = time(NULL);
     size_t n = 0;
 
+    if (sink != NULL) {
+        va_list copy;
+        va_copy(copy, ap);
+        int rc = to_sink(level, exception, errnum, fmt, copy);
+        va_end(copy);
+        if (rc == 0) {
+            return;
+        }
+    }
     localtime_r(&now, &tm);
     n = strftime(line, sizeof(line), "[%Y-%m-%d %H:%M:%S %z]", &tm);
     n += (size_t)snprintf(line + n, sizeof(line) - n, " [%d] [%s] ", (int)getpid(),
@@ -155,7 +191,7 @@ void cg_log(enum cg_log_level level, const char *fmt, ...)
         return;
     }
     va_start(ap, fmt);
-    log_va(level, 0, fmt, ap);
+    log_va(level, 0, false, fmt, ap);
     va_end(ap);
 }
 
@@ -168,7 +204,7 @@ void cg_log_errno(enum cg_log_level level, int errnum, const char *fmt, ...)
         return;
     }
     va_start(ap, fmt);
-    log_va(level, errnum, fmt, ap);
+    log_va(level, errnum, false, fmt, ap);
     va_end(ap);
 }
 
@@ -183,6 +219,6 @@ void cg_log_exception(const char *fmt, ...)
         return;
     }
     va_start(ap, fmt);
-    log_va(CG_LOG_ERROR, 0, fmt, ap);
+    log_va(CG_LOG_ERROR, 0, true, fmt, ap);
     va_end(ap);
 }

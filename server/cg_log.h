@@ -44,6 +44,14 @@ void cg_log(enum cg_log_level level, const char *fmt, ...) __attribute__((format
 void cg_log_errno(enum cg_log_level level, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* A sink takes every line that passes the level filter instead of the log
+ * file: the message text alone (no time, pid or level prefix), its level,
+ * and whether it is an exception's traceback. It returns 0 when it took the
+ * line, -1 to have it written to the log file as usual. `reopen` runs on
+ * cg_log_reopen(). NULL, NULL puts the file back. */
+typedef int (*cg_log_sink_fn)(enum cg_log_level level, bool exception, const char *text);
+void cg_log_set_sink(cg_log_sink_fn sink, void (*reopen)(void));
+
 /* An error with a traceback (gunicorn's log.exception): written at ERROR,
  * counted as gunicorn.log.exception by statsd. */
 void cg_log_exception(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

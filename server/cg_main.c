@@ -15,6 +15,7 @@
 #include "cg_proc.h"
 #include "cg_py.h"
 #include "cg_py_app.h"
+#include "cg_py_logconfig.h"
 #include "cg_statsd.h"
 
 static void print_usage_error(const char *msg)
@@ -87,6 +88,10 @@ int main(int argc, char **argv)
         cg_conf_apply_env(&conf, &err) < 0 ||
         cg_log_level_parse(conf.loglevel, &level, &err) < 0 ||
         cg_log_open(conf.errorlog, level, &err) < 0) {
+        fprintf(stderr, "\nError: %s\n", err.msg);
+        exit(1);
+    }
+    if (cg_py_logconfig_apply(&conf, &err) < 0) {
         fprintf(stderr, "\nError: %s\n", err.msg);
         exit(1);
     }

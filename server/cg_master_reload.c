@@ -24,6 +24,7 @@
 #include "cg_master_int.h"
 #include "cg_proc.h"
 #include "cg_py.h"
+#include "cg_py_logconfig.h"
 #include "cg_sig.h"
 #include "cg_statsd.h"
 
@@ -107,6 +108,9 @@ static void apply(struct cg_master *m, struct cg_conf *next)
     *cur = *next; /* moves ownership */
     memset(next, 0, sizeof(*next));
     cg_py_hooks_set_conf(&m->hooks, cur);
+    if (cg_py_logconfig_apply(cur, &err) < 0) {
+        cg_log(CG_LOG_ERROR, "logging configuration not applied: %s", err.msg);
+    }
     if (rebind) {
         struct cg_listener *ls = NULL;
         size_t nls = 0;

@@ -7,6 +7,7 @@
 
 #include "cg_log.h"
 #include "cg_py_input.h"
+#include "cg_py_logconfig.h"
 #include "cg_py_wsgi_int.h"
 
 /* Interns every environ key (owned references in g->k). */
@@ -166,6 +167,10 @@ static int setup_access_log(struct cg_wsgi *g)
     const struct cg_conf *conf = g->conf;
     PyObject *mod = NULL;
 
+    if (cg_py_logconfig_active()) { /* the "gunicorn.access" logger, as gunicorn */
+        g->access_log = cg_py_logconfig_access_log(conf->access_log_format);
+        return g->access_log ? 0 : -1;
+    }
     if (conf->accesslog == NULL) {
         return 0;
     }

@@ -86,8 +86,11 @@ class AccessLog:
             atoms["{%s}o" % name.lower()] = value
         for name, value in environ.items():
             atoms["{%s}e" % name.lower()] = value
+        self.write(_Atoms(atoms))
+
+    def write(self, atoms):
         try:
-            line = self.fmt % _Atoms(atoms)
+            line = self.fmt % atoms
         except Exception as exc:  # a bad format must not break serving
             import _cgunicorn
             _cgunicorn.log(3, "access log format %r failed: %r" % (self.fmt, exc))
