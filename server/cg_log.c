@@ -173,12 +173,13 @@ static void log_va(enum cg_log_level level, int errnum, bool exception, const ch
 
 /* gunicorn's statsd logger counts warnings and worse, whatever loglevel
  * lets through. */
-static void count(enum cg_log_level level)
+static void count(enum cg_log_level level, bool exception)
 {
     static const char *const names[] = { NULL, NULL, "gunicorn.log.warning", "gunicorn.log.error",
                                          "gunicorn.log.critical" };
-    if (names[level] != NULL && cg_statsd_on()) {
-        cg_statsd_counter(names[level], 1);
+    const char *name = exception ? "gunicorn.log.exception" : names[level];
+    if (name != NULL && cg_statsd_on()) {
+        cg_statsd_counter(name, 1);
     }
 }
 
@@ -186,7 +187,7 @@ void cg_log(enum cg_log_level level, const char *fmt, ...)
 {
     va_list ap;
 
-    count(level);
+    count(level, false);
     if (!cg_log_enabled(level)) {
         return;
     }
@@ -199,7 +200,7 @@ void cg_log_errno(enum cg_log_level level, int errnum, const char *fmt, ...)
 {
     va_list ap;
 
-    count(level);
+    count(level, false);
     if (!cg_log_enabled(level)) {
         return;
     }
@@ -212,9 +213,7 @@ void cg_log_exception(const char *fmt, ...)
 {
     va_list ap;
 
-    if (cg_statsd_on()) {
-        cg_statsd_counter("gunicorn.log.exception", 1);
-    }
+    count(CG_LOG_ERROR, true);
     if (!cg_log_enabled(CG_LOG_ERROR)) {
         return;
     }

@@ -2,13 +2,11 @@
 #include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "cg_log.h"
 #include "cg_statsd.h"
 
 static int sock_fd = -1;
