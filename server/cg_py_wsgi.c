@@ -212,6 +212,30 @@ static void send_500(struct cg_wsgi_conn *c, const struct cg_http_request *req)
     Py_END_ALLOW_THREADS
 }
 
+/* The request body was malformed or cut short while the app read it (the
+ * read raised). Whatever the app made of it — it may have caught the error —
+ * is not answered as a success: a malformed body gets its 4xx page
+ * (gunicorn's parser exception reaches its handle_error); a body the client
+ * closed on gets no answer, as in gunicorn, which logs "Ignored premature
+ * client disconnection" at debug. The connection closes either way. */
+static void answer_body_error(struct cg_wsgi *g, struct cg_wsgi_conn *c,
+                              const struct cg_http_request *req, struct cg_wsgi_resp *resp,
+                              uint64_t t0)
+{
+    PyErr_Clear();
+    if (c->body_error.kind == CG_HTTP_ERR_NO_MORE_DATA || resp->headers_sent) {
+        cg_log(CG_LOG_DEBUG, "Ignored premature client disconnection. %.*s %.*s: the request "
+               "body was cut short (%s)", (int)req->method.len, req->method.ptr,
+               (int)req->path.len, req->path.ptr, c->body_error.detail);
+        return;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    cg_wsgi_conn_send_error(c, &c->body_error);
+    Py_END_ALLOW_THREADS
+    log_error_access(g, c, req, cg_http_error_status(c->body_error.kind),
+                     cg_http_error_reason(c->body_error.kind), t0);
+}
+
 bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive)
 {
     const struct cg_http_request *req = cg_http_parser_request(&c->parser);
@@ -268,23 +292,18 @@ bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive
     if (cg_py_hooks_pre_request(g->w, req, environ, &hreq) == 0) {
         result = PyObject_CallFunctionObjArgs(g->app, environ, sr, NULL);
     }
-    if (result != NULL && send_result(g, &resp, result) == 0) {
+    if (c->body_error.kind != CG_HTTP_ERR_NONE) {
+        answer_body_error(g, c, req, &resp, t0);  /* the app read the body and it failed */
+    } else if (result != NULL && send_result(g, &resp, result) == 0) {
         cg_py_wsgi_resp_close(g, &resp);
         reuse = keepalive && resp.write_errno == 0 && !cg_http_response_should_close(&resp.r);
         log_access(g, environ, &resp, req, t0);
+    } else if (c->body_error.kind != CG_HTTP_ERR_NONE) {
+        answer_body_error(g, c, req, &resp, t0);  /* ... while the response iterated */
     } else if (resp.headers_sent) {
         /* Too late for a 500: log and close the connection. */
         cg_py_log_exception("Error handling request");
         log_access(g, environ, &resp, req, t0);
-    } else if (c->body_error.kind != CG_HTTP_ERR_NONE) {
-        /* The body was malformed: the client's fault, answered as a request
-         * error (gunicorn's parser exception reaches its handle_error). */
-        PyErr_Clear();
-        Py_BEGIN_ALLOW_THREADS
-        cg_wsgi_conn_send_error(c, &c->body_error);
-        Py_END_ALLOW_THREADS
-        log_error_access(g, c, req, cg_http_error_status(c->body_error.kind),
-                         cg_http_error_reason(c->body_error.kind), t0);
     } else {
         send_500(c, req);
         log_error_access(g, c, req, 500, "Internal Server Error", t0);

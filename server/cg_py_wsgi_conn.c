@@ -311,17 +311,22 @@ ssize_t cg_wsgi_conn_body_read(void *conn, char *out, size_t n, struct cg_err *e
         if (st == CG_HTTP_BODY_DONE) {
             return 0;
         }
-        if (st == CG_HTTP_ERROR || (c->eof && cg_http_parser_eof(&c->parser) == CG_HTTP_ERROR)) {
+        if (st == CG_HTTP_ERROR || (c->eof && cg_http_parser_eof(&c->parser) != CG_HTTP_BODY_DONE)) {
+            /* A body the client cut short is an error, never a short body:
+             * an upload handler must not store a truncated file as whole. */
             const struct cg_http_error *e = cg_http_parser_error(&c->parser);
-            if (e->kind == CG_HTTP_ERR_NO_MORE_DATA) {
-                return 0;
-            }
             c->body_error = *e;
-            cg_err_set(err, "%s: %s", cg_http_error_name(e->kind), e->detail);
+            if (st != CG_HTTP_ERROR) { /* the parser's answer to the close */
+                cg_err_set(err, "request body truncated: the client closed the connection "
+                           "before the body ended (%s: %s)", cg_http_error_name(e->kind),
+                           e->detail);
+            } else {
+                cg_err_set(err, "%s: %s", cg_http_error_name(e->kind), e->detail);
+            }
             return -1;
         }
         if (c->eof) {
-            return 0;
+            return 0; /* the body ended before the close */
         }
         if (cg_wsgi_conn_fill(c, true) < 0) {
             cg_err_set(err, "reading from the client: %s", strerror(c->read_errno));

@@ -27,7 +27,8 @@ struct cg_wsgi_conn {
     int read_errno;
     int io_timeout_ms; /* how long a blocking wait for the peer may last; <= 0: forever */
     /* A malformed body found while the app read it (InvalidChunkSize, ...):
-     * answered with its 4xx page instead of a 500, as gunicorn does. */
+     * answered with its 4xx page instead of a 500, as gunicorn does; or
+     * NoMoreData, a body the client cut short: never answered. */
     struct cg_http_error body_error;
     void *owner;       /* the worker's own bookkeeping (gthread) */
 };
