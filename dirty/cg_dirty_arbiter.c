@@ -37,6 +37,7 @@
 /* Set by cg_dirty_prepare() in the master; inherited by the arbiter. */
 static char sock_dir[PATH_MAX];
 static char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static int listen_fd = -1; /* master: the arbiter socket, see listen_on() */
 
 double cg_dirty_now(void)
 {
@@ -77,6 +78,32 @@ static int export_env(const char *name, const char *value, struct cg_err *err)
     return rc;
 }
 
+/* The arbiter's socket is made by the master, before any HTTP worker or
+ * the arbiter is forked, and held by the master for its whole life: a call
+ * that connects while the arbiter is still importing its apps, or while a
+ * dead arbiter is being replaced, waits in the listen queue for the next
+ * arbiter (within the call's timeout) instead of failing to connect. Each
+ * arbiter accepts on the inherited descriptor. */
+static int listen_on(struct cg_err *err)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0) {
+        cg_err_set(err, "dirty arbiter: socket: %s", strerror(errno));
+        return -1;
+    }
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(sock_path, 0600) < 0 ||
+        listen(fd, SOMAXCONN) < 0) {
+        cg_err_set(err, "dirty arbiter: cannot listen on %s: %s", sock_path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    listen_fd = fd;
+    return 0;
+}
+
 int cg_dirty_prepare(struct cg_conf *conf, struct cg_err *err)
 {
     const char *tmp = getenv("TMPDIR");
@@ -102,6 +129,10 @@ int cg_dirty_prepare(struct cg_conf *conf, struct cg_err *err)
         return -1;
     }
     snprintf(sock_path, sizeof(sock_path), "%s/arbiter.sock", sock_dir);
+    if (listen_on(err) < 0) {
+        cg_dirty_cleanup();
+        return -1;
+    }
     if (export_env("GUNICORN_DIRTY_SOCKET", sock_path, err) < 0) {
         return -1;
     }
@@ -117,11 +148,20 @@ int cg_dirty_prepare(struct cg_conf *conf, struct cg_err *err)
 
 void cg_dirty_cleanup(void)
 {
+    cg_dirty_close_listener();
     if (sock_path[0] != '\0') {
         unlink(sock_path);
     }
     if (sock_dir[0] != '\0') {
         rmdir(sock_dir);
+    }
+}
+
+void cg_dirty_close_listener(void)
+{
+    if (listen_fd >= 0) {
+        close(listen_fd);
+        listen_fd = -1;
     }
 }
 
@@ -479,26 +519,6 @@ static void on_signals(evutil_socket_t fd, short what, void *arg)
 /* ------------------------------------------------------------------ */
 /* Start-up                                                            */
 
-static int listen_on(struct cg_dirty_arb *arb, struct cg_err *err)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-
-    if (fd < 0) {
-        cg_err_set(err, "socket: %s", strerror(errno));
-        return -1;
-    }
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", arb->socket_path);
-    unlink(arb->socket_path); /* a previous arbiter's */
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(arb->socket_path, 0600) < 0 ||
-        listen(fd, SOMAXCONN) < 0) {
-        cg_err_set(err, "cannot listen on %s: %s", arb->socket_path, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    arb->listen_fd = fd;
-    return 0;
-}
 
 /* Parses dirty_apps and fills in limits from the classes' `workers`. */
 static int load_apps(struct cg_dirty_arb *arb, struct cg_err *err)
@@ -591,9 +611,12 @@ static int arbiter_setup(struct cg_dirty_arb *arb, struct cg_err *err)
     if (cg_sig_open(sigs, err) < 0) {
         return -1;
     }
-    if (listen_on(arb, err) < 0) {
+    if (listen_fd < 0) {
+        cg_err_set(err, "no listening socket (cg_dirty_prepare was not called)");
         return -1;
     }
+    arb->listen_fd = listen_fd; /* inherited from the master, which keeps its copy */
+    listen_fd = -1;
     cg_log(CG_LOG_INFO, "Dirty arbiter listening on %s", arb->socket_path);
     arb->base = event_base_new();
     if (arb->base == NULL) {
@@ -660,7 +683,8 @@ static void arbiter_main(struct cg_conf *conf)
     event_base_dispatch(arb.base);
 
     flush_clients(&arb);
-    unlink(arb.socket_path);
+    /* The socket file stays: it belongs to the master, whose listener
+     * queues calls for the next arbiter. */
     cg_log(CG_LOG_INFO, "Dirty arbiter exiting (pid: %d)", (int)getpid());
     cg_py_flush_stdio();
     _exit(arb.exit_status);

@@ -15,8 +15,11 @@
 bool cg_dirty_wanted(const struct cg_conf *conf);
 
 /* Called by the master before the first spawn: chooses the arbiter's socket
- * path (in a private 0700 directory) and exports it as GUNICORN_DIRTY_SOCKET
- * in the master's environment, so HTTP workers forked later inherit it.
+ * path (in a private 0700 directory), binds and listens on it (the master
+ * keeps it open; every arbiter it forks accepts on it, so calls made while
+ * an arbiter starts or is replaced wait instead of failing), and exports
+ * the path as GUNICORN_DIRTY_SOCKET in the master's environment, so HTTP
+ * workers forked later inherit it.
  * Returns 0, or -1 with err. */
 int cg_dirty_prepare(struct cg_conf *conf, struct cg_err *err);
 
@@ -41,5 +44,10 @@ pid_t cg_dirty_arbiter_spawn(struct cg_conf *conf, struct cg_err *err);
 
 /* Removes the socket directory (master, at exit). */
 void cg_dirty_cleanup(void);
+
+/* Closes this process's copy of the arbiter's listening socket: HTTP
+ * workers call it after fork (they connect to the socket, never accept).
+ * A no-op where there is none. */
+void cg_dirty_close_listener(void);
 
 #endif

@@ -112,6 +112,7 @@ int cg_master_spawn_worker(struct cg_master *m)
         return -1;
     }
     if (pid == 0) {
+        cg_dirty_close_listener();
         struct cg_worker w = {
             .conf = m->conf,
             .listeners = m->ls,

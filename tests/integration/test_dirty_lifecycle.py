@@ -142,8 +142,10 @@ def test_term_is_graceful(server_factory, tmp_path):
     late = call(srv, COUNTER, "echo", 1)
     t.join(60)
     assert out["result"]["slept"] == 2  # the in-flight call finished
-    # a new call during the drain is refused (or finds the socket closed)
-    assert late["error"]["type"] in ("DirtyNoWorkersAvailableError", "DirtyConnectionError")
+    # A new call during the drain is not refused: it waits in the listen
+    # queue the master keeps and is served by the next arbiter (issue 15:
+    # calls never fail because the pool is restarting).
+    assert late.get("result") == 1, late
     srv.wait_for_log(r"Dirty arbiter exiting \(pid: %d\)" % arb)
     # the master starts a new arbiter; calls work again
     m = srv.wait_for_log(r"Spawned dirty arbiter \(pid: (?!%d)(\d+)\)" % arb)
