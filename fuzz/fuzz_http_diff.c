@@ -43,7 +43,14 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 
 static int on_message_complete(llhttp_t *p)
 {
-    (void)p;
+    struct oracle *o = p->data;
+    if (p->upgrade) {
+        /* CONNECT or an accepted Upgrade: what follows the head is a tunnel
+         * to llhttp, not HTTP. We close after CONNECT and take an upgrade's
+         * bytes only as the app's, so framing ends here on both sides. */
+        o->upgrade = true;
+        return 0;
+    }
     return HPE_PAUSED; /* stop right after the message to learn its end */
 }
 
@@ -63,6 +70,9 @@ static void oracle_run(const uint8_t *data, size_t len, struct oracle *o)
     p.data = o;
     while (off < len && o->n_msgs < FUZZ_MAX_MSGS) {
         llhttp_errno_t e = llhttp_execute(&p, (const char *)data + off, len - off);
+        if (o->upgrade) {
+            return;
+        }
         if (e == HPE_PAUSED) {
             const char *pos = llhttp_get_error_pos(&p);
             off = (size_t)(pos - (const char *)data);
