@@ -99,7 +99,7 @@ check-integration: $(BIN) $(VENV_STAMP)
 	CGUNICORN=$(abspath $(BIN)) $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
 		tests/integration conformance $(PYTEST_ARGS)
 
-check: all check-unit check-integration
+check: all check-unit check-fuzz check-integration
 
 # The sanitizer build runs the same tests. SEGV is left to the kernel (tests
 # kill dirty workers with it on purpose); leaks inside the interpreter are
@@ -119,6 +119,8 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+include mk/fuzz.mk
 
 # Benchmark (bench/README.md). Installs wrk, nginx and the peers itself; a
 # cgunicorn that does not build or serve yet shows as "not available yet".
