@@ -37,7 +37,7 @@ VENV := .venv
 VENV_STAMP := $(VENV)/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: all deps run check check-unit check-integration check-conformance check-asan \
+.PHONY: all deps run corpus check check-unit check-integration check-conformance check-asan \
 	docs clean distclean bench bench-quick bench-profile fuzz
 
 all: $(BIN)
@@ -92,11 +92,22 @@ run: $(BIN)
 	cd examples && ../$(BIN) --bind 127.0.0.1:8000 app:app \
 		--dirty-app dirty_app:MLApp --dirty-app dirty_app:ComputeApp --dirty-workers 2
 
-check-unit: $(UNIT_BIN)
-	@sh mk/run-unit.sh $(UNIT_BIN)
+# gunicorn's request corpus, converted from the pinned upstream sdist
+# (mk/corpus.py; the sdist is fetched with pip and checked against
+# conformance/upstream-gunicorn.sha256). The suites read it from here.
+CORPUS_DIR := $(abspath $(BUILD))/corpus/http-requests
+CORPUS_STAMP := $(CORPUS_DIR)/.stamp
+$(CORPUS_STAMP): mk/corpus.py conformance/upstream-gunicorn.sha256 $(VENV_STAMP)
+	$(VENV)/bin/python mk/corpus.py $(CORPUS_DIR) --cache $(abspath $(BUILD))/upstream
+	@touch $@
 
-check-integration: $(BIN) $(VENV_STAMP)
-	CGUNICORN=$(abspath $(BIN)) $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
+corpus: $(CORPUS_STAMP)
+
+check-unit: $(UNIT_BIN) $(CORPUS_STAMP)
+	@CG_HTTP_CORPUS=$(CORPUS_DIR) sh mk/run-unit.sh $(UNIT_BIN)
+
+check-integration: $(BIN) $(VENV_STAMP) $(CORPUS_STAMP)
+	CGUNICORN=$(abspath $(BIN)) CG_HTTP_CORPUS=$(CORPUS_DIR) $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
 		tests/integration conformance $(PYTEST_ARGS)
 
 check: all check-unit check-fuzz check-integration

@@ -33,9 +33,9 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 APPS = os.path.join(ROOT, "tests", "apps", "http")
-CORPUS = os.environ.get(
-    "CG_HTTP_CORPUS",
-    os.path.join(os.path.dirname(ROOT), "shared", "conformance", "http-requests"))
+# gunicorn's request corpus as mk/corpus.py converts it into the build tree
+# (`make corpus`; make check sets CG_HTTP_CORPUS to it).
+CORPUS = os.environ.get("CG_HTTP_CORPUS", os.path.join(ROOT, "build", "corpus", "http-requests"))
 
 _spec = importlib.util.spec_from_file_location(
     "cg_integration_harness", os.path.join(ROOT, "tests", "integration", "conftest.py"))

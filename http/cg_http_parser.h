@@ -4,8 +4,8 @@
  * a libevent callback in gthread/asgi) and feeds them; the parser never
  * reads, writes or blocks, so it works the same for both. It enforces
  * gunicorn 27's request rules (gunicorn/http/message.py, body.py) under the
- * settings in struct cg_http_limits; the request corpus in
- * ../shared/conformance/http-requests is its yardstick.
+ * settings in struct cg_http_limits; gunicorn's request corpus (mk/corpus.py
+ * builds it from the pinned release) is its yardstick.
  *
  * Implementation note: the head is parsed by our own scanner, not llhttp.
  * gunicorn's rules differ from llhttp's on purpose in many places (any token

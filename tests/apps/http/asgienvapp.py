@@ -63,8 +63,12 @@ def scope_env(scope):
     }
     joined = {}
     for name, value in scope["headers"]:
-        key = name.decode("latin-1").upper().replace("-", "_")
-        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        name = name.decode("latin-1").lower()
+        key = name.upper().replace("-", "_")
+        # As WSGI does: only the fields named exactly Content-Type and
+        # Content-Length drop the HTTP_ prefix (a "Content_Length" field kept
+        # by header_map=dangerous is HTTP_CONTENT_LENGTH there).
+        if name not in ("content-type", "content-length"):
             key = "HTTP_" + key
         joined.setdefault(key, []).append(value.decode("latin-1"))
     for key, values in joined.items():

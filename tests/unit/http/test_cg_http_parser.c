@@ -1,5 +1,6 @@
-/* Runs every case of the HTTP request corpus (../shared/conformance/
- * http-requests, or $CG_HTTP_CORPUS) through cg_http_parser: fed whole, and
+/* Runs every case of gunicorn's HTTP request corpus (converted from the
+ * pinned upstream sdist into build/corpus/http-requests by mk/corpus.py, or
+ * $CG_HTTP_CORPUS) through cg_http_parser: fed whole, and
  * split in two at every byte boundary. Valid cases must give exactly the
  * expected requests (method, URI parts, version, ordered headers, body,
  * trailers, pipelined ones included); invalid cases the named error class.
@@ -26,25 +27,24 @@ static const struct {
     { NULL, NULL },
 };
 
-/* Valid corpus cases that upstream gunicorn 27.0.1's running server refuses,
- * and cgunicorn with it (docs/compatibility.md): file -> error class. */
+/* Valid corpus cases that cgunicorn refuses on purpose (docs/compatibility.md):
+ * file -> the error class its parser reports. */
 static const struct {
     const char *file;
     const char *error;
     const char *reason;
-} refused_like_upstream[] = {
-    { "valid/009.json", "InvalidHeader",
-      "Transfer-Encoding: identity with Content-Length: no determinable length (RFC 9112 6.3)" },
-    { "valid/027.json", "InvalidRequestLine",
-      "raw bytes >= 0x80 in the request target (RFC 9112 3.2)" },
+} refused_on_purpose[] = {
+    { "valid/099.json", "NoMoreData",
+      "Content-Length 17914 with 8599 body bytes before EOF: a truncated body is an error, "
+      "where upstream hands the short body over as whole" },
     { NULL, NULL, NULL },
 };
 
-static const char *upstream_error(const char *file)
+static const char *refused_error(const char *file)
 {
-    for (size_t i = 0; refused_like_upstream[i].file != NULL; i++) {
-        if (strcmp(refused_like_upstream[i].file, file) == 0) {
-            return refused_like_upstream[i].error;
+    for (size_t i = 0; refused_on_purpose[i].file != NULL; i++) {
+        if (strcmp(refused_on_purpose[i].file, file) == 0) {
+            return refused_on_purpose[i].error;
         }
     }
     return NULL;
@@ -398,22 +398,19 @@ static int find_corpus(void)
         snprintf(corpus_dir, sizeof(corpus_dir), "%s", env);
         return access(corpus_dir, R_OK) == 0 ? 0 : -1;
     }
-    snprintf(corpus_dir, sizeof(corpus_dir), "../shared/conformance/http-requests");
-    if (access(corpus_dir, R_OK) == 0) {
-        return 0;
-    }
-    /* build/tests/http/<binary> -> repo root is three levels up */
+    /* build/tests/http/<binary> -> the build directory is two levels up,
+     * where `make corpus` converts upstream's corpus (mk/corpus.py) */
     n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     if (n > 0) {
         exe[n] = '\0';
-        for (int up = 0; up < 4; up++) {
+        for (int up = 0; up < 3; up++) {
             char *slash = strrchr(exe, '/');
             if (slash == NULL) {
                 break;
             }
             *slash = '\0';
         }
-        snprintf(corpus_dir, sizeof(corpus_dir), "%s/../shared/conformance/http-requests", exe);
+        snprintf(corpus_dir, sizeof(corpus_dir), "%s/corpus/http-requests", exe);
         if (access(corpus_dir, R_OK) == 0) {
             return 0;
         }
@@ -468,7 +465,7 @@ static int run_dir(const char *sub, bool valid_dir)
         struct cg_http_iplist *lists[2] = { NULL, NULL };
         cg_http_limits_init(&limits);
         const char *known = known_failure(label);
-        const char *refused = upstream_error(label);
+        const char *refused = refused_error(label);
         bool valid = valid_dir && refused == NULL;
         int failed = 0;
 
