@@ -11,7 +11,7 @@ LLHTTP_INC := /usr/share/include/llhttp
 # snprintf truncation is how we bound strings on purpose, so that warning is off.
 WARN := -Wall -Wextra -Werror -Wno-format-truncation
 CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -DCG_PYTHON_BASE=\"$(PYTHON_BASE)\" -g -O2 $(WARN) -fno-strict-aliasing \
-	-I. -Iserver -Ihttp -Iconfig -Idirty -I$(BUILD)/gen -I$(LLHTTP_INC) $(PY_CFLAGS)
+	-I. -Iserver -Ihttp -Iconfig -Idirty -I$(BUILD)/gen $(PY_CFLAGS)
 ifeq ($(ASAN),1)
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer
 CFLAGS_COMMON += -O1 $(SAN_FLAGS)
@@ -26,6 +26,8 @@ OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 GEN_SRC := $(BUILD)/gen/cg_pysrc.c
 GEN_OBJ := $(BUILD)/obj/gen/cg_pysrc.o
 PY_SRC := $(shell find dirty/py server/py -name '*.py' 2>/dev/null | sort)
+# llhttp is the framing oracle of the differential fuzzer (fuzz/), linked
+# into the fuzz targets only: the server parses with its own http/ code.
 LLHTTP_LIB := $(BUILD)/llhttp/libllhttp.a
 LIBCG := $(BUILD)/libcg.a
 BIN := $(BUILD)/cgunicorn
@@ -72,12 +74,12 @@ $(LIBCG): $(OBJ) $(GEN_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BIN): $(BUILD)/obj/server/cg_main.o $(LIBCG) $(LLHTTP_LIB)
+$(BIN): $(BUILD)/obj/server/cg_main.o $(LIBCG)
 	$(CC) $(LDFLAGS_SAN) -o $@ $^ $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/cg_test.h $(LIBCG) $(LLHTTP_LIB)
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/cg_test.h $(LIBCG)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) -Itests/unit -o $@ $< $(LIBCG) $(LLHTTP_LIB) $(LDFLAGS_SAN) $(LIBS)
+	$(CC) $(CFLAGS_COMMON) -Itests/unit -o $@ $< $(LIBCG) $(LDFLAGS_SAN) $(LIBS)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 

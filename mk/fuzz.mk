@@ -41,7 +41,7 @@ $(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/*.h $(FUZZ_HTTP_SRC) $(FUZZ_DIRTY_SRC) | 
 # The same targets as plain programs, for replaying inputs in `make check`.
 $(FUZZ_DIR)/replay_%: fuzz/fuzz_%.c fuzz/standalone_main.c fuzz/*.h $(LIBCG) $(LLHTTP_LIB)
 	@mkdir -p $(FUZZ_DIR)
-	$(CC) $(CFLAGS_COMMON) -Ifuzz -o $@ $< fuzz/standalone_main.c $(LIBCG) $(LLHTTP_LIB) \
+	$(CC) $(CFLAGS_COMMON) -Ifuzz -I$(LLHTTP_INC) -o $@ $< fuzz/standalone_main.c $(LIBCG) $(LLHTTP_LIB) \
 		$(LDFLAGS_SAN) $(LIBS)
 
 fuzz: fuzz-build
