@@ -37,7 +37,7 @@ static int response_body(struct cg_asgi_req *r, PyObject *msg)
     }
     size_t size = view.buf ? (size_t)view.len : 0;
     if (r->omits_body && size > 0) {
-        cg_log(CG_LOG_WARNING,
+        cg_log(CG_LOG_DEBUG, /* routine for HEAD: see cg_py_wsgi_resp.c */
                "ASGI app sent body bytes on a no-body response (status=%d); dropping per "
                "RFC 9110.",
                r->status);

@@ -206,7 +206,10 @@ void cg_wsgi_conn_send_error(struct cg_wsgi_conn *c, const struct cg_http_error 
     char ip[64];
     size_t n = cg_http_error_format_response(e, page, sizeof(page));
 
-    if (cg_http_error_status(e->kind) >= 500) {
+    /* gunicorn counts an unsupported transfer coding (501) among the
+     * client's errors: a warning like any invalid request, not an ERROR. */
+    if (cg_http_error_status(e->kind) >= 500 &&
+        e->kind != CG_HTTP_ERR_UNSUPPORTED_TRANSFER_CODING) {
         cg_log(CG_LOG_ERROR, "Error handling request: %s", e->detail);
     } else if (e->kind != CG_HTTP_ERR_NO_MORE_DATA) {
         cg_wsgi_conn_peer_ip(c, ip, sizeof(ip));

@@ -267,7 +267,9 @@ int cg_py_wsgi_resp_write(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObject
     }
     if (resp->r.omits_body) {
         if (n > 0 && !resp->omits_body_warned) {
-            cg_log(CG_LOG_WARNING, "WSGI app sent body bytes on a no-body response "
+            /* Most apps answer HEAD like GET: dropping the body is routine,
+             * so debug, not a warning per request. */
+            cg_log(CG_LOG_DEBUG, "WSGI app sent body bytes on a no-body response "
                                    "(method=%.*s status=%d); dropping per RFC 9110.",
                    (int)resp->req->method.len, resp->req->method.ptr, resp->r.status_code);
             resp->omits_body_warned = true;

@@ -1,0 +1,56 @@
+"""Ordinary traffic does not flood the error log: a HEAD answered by an app
+that returns a body (upstream drops the body silently) logs nothing above
+debug, and a request with an unsupported transfer coding gets its 501 and
+upstream's usual invalid-request warning (WSGI workers), never an ERROR."""
+import os
+import socket
+
+import pytest
+
+from conftest import ROOT, Server
+
+APPS = os.path.join(ROOT, "tests", "apps", "http")
+
+
+@pytest.fixture(scope="module", params=["sync", "gthread", "asgi"])
+def server(request):
+    app = "bodyapp:asgi" if request.param == "asgi" else "bodyapp:app"
+    srv = Server(["--chdir", APPS, "-k", request.param, app])
+    srv.worker_class = request.param
+    request.addfinalizer(srv.stop)
+    return srv
+
+
+def raw(srv, data):
+    host, port = srv.url[len("http://"):].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            part = s.recv(65536)
+            if not part:
+                return out
+            out += part
+
+
+def test_head_with_app_body_logs_no_warning(server):
+    for _ in range(3):
+        out = raw(server, b"HEAD / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200"), out
+        assert out.endswith(b"\r\n\r\n"), out  # no body on the wire
+    out = raw(server, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert out.endswith(b"hello")
+    log = server.log()
+    assert "no-body response" not in log
+    assert "[WARNING]" not in log and "[ERROR]" not in log, log
+
+
+def test_unsupported_transfer_coding_is_an_invalid_request_warning(server):
+    out = raw(server, b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xyz\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 501"), out
+    if server.worker_class != "asgi":
+        # gunicorn's WSGI workers log it as any invalid request; its ASGI
+        # worker logs invalid requests at debug only, and so does ours.
+        server.wait_for_log(
+            r"\[WARNING\] Invalid request from ip=127\.0\.0\.1: Unsupported transfer coding: 'xyz'")
+    assert "[ERROR]" not in server.log()
