@@ -62,3 +62,25 @@ def test_tls_settings_are_refused_not_served_as_plain_http():
             assert r.returncode == 1, (args, mode, r.stderr)
             assert "does not serve TLS" in r.stderr and "Listening at" not in r.stderr
             assert ("certfile" if "--certfile" in args else "keyfile") + " is set" in r.stderr
+
+
+def test_no_control_socket_is_not_warned_about(tmp_path):
+    """Disabling the control socket cgunicorn does not open yet is exactly
+    what happens: no 'not implemented' warning (from the CLI or a config
+    file), while setting control_socket itself is still named."""
+    from conftest import Server
+    conf = tmp_path / "conf.py"
+    conf.write_text("control_socket_disable = True\n")
+    apps = os.path.join(ROOT, "tests", "apps", "http")
+    for args in (["--no-control-socket"], ["-c", str(conf)]):
+        srv = Server(["--chdir", apps] + args + ["envapp:app"])
+        try:
+            assert "control_socket_disable" not in srv.log()
+            assert "not implemented" not in srv.log()
+        finally:
+            srv.stop()
+    srv = Server(["--chdir", apps, "--control-socket", str(tmp_path / "ctl.sock"), "envapp:app"])
+    try:
+        srv.wait_for_log(r"setting control_socket is not implemented yet")
+    finally:
+        srv.stop()
