@@ -98,6 +98,8 @@ struct cg_conf_setting {
     const char *dflt_doc;       /* how the docs spell a computed default */
     cg_conf_check_fn check;
     int arity;                  /* hooks: positional arguments expected */
+    const char *hook_class;     /* hooks: gunicorn's Setting class, whose method is
+                                   the default (--print-config shows <Cls.name()>) */
     size_t offset;              /* into struct cg_conf */
     unsigned flags;
     const char *help;

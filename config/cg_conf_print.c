@@ -29,7 +29,9 @@ void cg_conf_print(const struct cg_conf *conf, FILE *out)
         PyObject *shown = NULL;
 
         if (v == Py_None && rows[i]->type == CG_CONF_HOOK) {
-            fprintf(out, "%-*s = <default %s()>\n", kmax, rows[i]->name, rows[i]->name);
+            /* gunicorn prints its default function's qualified name */
+            fprintf(out, "%-*s = <%s.%s()>\n", kmax, rows[i]->name, rows[i]->hook_class,
+                    rows[i]->name);
             continue;
         }
         shown = v != NULL ? cg_conf_helper_call("show", NULL, "(O)", v) : NULL;

@@ -27,15 +27,11 @@ def hook_names():
 
 
 def same_value(name, ours, theirs, hooks):
-    """The exception list: (1) a hook left at its default prints as gunicorn's
-    internal default function (e.g. <OnStarting.on_starting()>), which cgunicorn
-    does not have — ours prints <default NAME()>; (2) post_request with fewer
-    than 4 arguments is wrapped in an adapter lambda by both, whose qualified
-    names differ. Everything else must be identical."""
+    """The exception list: post_request with fewer than 4 arguments is
+    wrapped in an adapter lambda by both, whose qualified names differ.
+    Everything else, default hooks included (<ChildExit.child_exit()>), must
+    be identical."""
     if name in hooks:
-        default = "<%s()>" % hooks[name].default.__qualname__
-        if theirs == default:
-            return ours == "<default %s()>" % name
         if "<lambda>" in theirs:
             return "<lambda>" in ours
     return ours == theirs
