@@ -519,7 +519,6 @@ static void on_signals(evutil_socket_t fd, short what, void *arg)
 /* ------------------------------------------------------------------ */
 /* Start-up                                                            */
 
-
 /* Parses dirty_apps and fills in limits from the classes' `workers`. */
 static int load_apps(struct cg_dirty_arb *arb, struct cg_err *err)
 {

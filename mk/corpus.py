@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -191,12 +192,10 @@ def main():
     path = fetch(version, cache)
     tmp = out + ".tmp"
     if os.path.isdir(tmp):
-        import shutil
         shutil.rmtree(tmp)
     with tarfile.open(path) as tar:
         n = convert(tar, "gunicorn-%s" % version, tmp)
     if os.path.isdir(out):
-        import shutil
         shutil.rmtree(out)
     os.rename(tmp, out)
     print("corpus: %d cases of gunicorn %s's request corpus in %s" % (n, version, out))

@@ -292,14 +292,16 @@ bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive
     if (cg_py_hooks_pre_request(g->w, req, environ, &hreq) == 0) {
         result = PyObject_CallFunctionObjArgs(g->app, environ, sr, NULL);
     }
-    if (c->body_error.kind != CG_HTTP_ERR_NONE) {
-        answer_body_error(g, c, req, &resp, t0);  /* the app read the body and it failed */
-    } else if (result != NULL && send_result(g, &resp, result) == 0) {
+    /* A body error found while the app ran (it read the body and the read
+     * raised) skips the response; one found while the response iterated
+     * (a generator reading lazily) ends it. Either way answer_body_error. */
+    if (c->body_error.kind == CG_HTTP_ERR_NONE && result != NULL &&
+        send_result(g, &resp, result) == 0) {
         cg_py_wsgi_resp_close(g, &resp);
         reuse = keepalive && resp.write_errno == 0 && !cg_http_response_should_close(&resp.r);
         log_access(g, environ, &resp, req, t0);
     } else if (c->body_error.kind != CG_HTTP_ERR_NONE) {
-        answer_body_error(g, c, req, &resp, t0);  /* ... while the response iterated */
+        answer_body_error(g, c, req, &resp, t0);
     } else if (resp.headers_sent) {
         /* Too late for a 500: log and close the connection. */
         cg_py_log_exception("Error handling request");

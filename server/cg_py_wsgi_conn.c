@@ -314,7 +314,8 @@ ssize_t cg_wsgi_conn_body_read(void *conn, char *out, size_t n, struct cg_err *e
         if (st == CG_HTTP_BODY_DONE) {
             return 0;
         }
-        if (st == CG_HTTP_ERROR || (c->eof && cg_http_parser_eof(&c->parser) != CG_HTTP_BODY_DONE)) {
+        if (st == CG_HTTP_ERROR ||
+            (c->eof && cg_http_parser_eof(&c->parser) != CG_HTTP_BODY_DONE)) {
             /* A body the client cut short is an error, never a short body:
              * an upload handler must not store a truncated file as whole. */
             const struct cg_http_error *e = cg_http_parser_error(&c->parser);

@@ -3,11 +3,14 @@ that returns a body (upstream drops the body silently) logs nothing above
 debug, and a request with an unsupported transfer coding gets its 501 and
 upstream's usual invalid-request warning (WSGI workers), never an ERROR."""
 import os
-import socket
+import sys
 
 import pytest
 
 from conftest import ROOT, Server
+
+sys.path.insert(0, os.path.join(ROOT, "conformance"))
+from cgtest_support import exchange  # noqa: E402  (sends, half-closes, reads to the close)
 
 APPS = os.path.join(ROOT, "tests", "apps", "http")
 
@@ -21,24 +24,12 @@ def server(request):
     return srv
 
 
-def raw(srv, data):
-    host, port = srv.url[len("http://"):].rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as s:
-        s.sendall(data)
-        out = b""
-        while True:
-            part = s.recv(65536)
-            if not part:
-                return out
-            out += part
-
-
 def test_head_with_app_body_logs_no_warning(server):
     for _ in range(3):
-        out = raw(server, b"HEAD / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        out = exchange(server, b"HEAD / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 200"), out
         assert out.endswith(b"\r\n\r\n"), out  # no body on the wire
-    out = raw(server, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    out = exchange(server, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert out.endswith(b"hello")
     log = server.log()
     assert "no-body response" not in log
@@ -46,7 +37,7 @@ def test_head_with_app_body_logs_no_warning(server):
 
 
 def test_unsupported_transfer_coding_is_an_invalid_request_warning(server):
-    out = raw(server, b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xyz\r\n\r\n")
+    out = exchange(server, b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xyz\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 501"), out
     if server.worker_class != "asgi":
         # gunicorn's WSGI workers log it as any invalid request; its ASGI

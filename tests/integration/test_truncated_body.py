@@ -4,12 +4,15 @@ every read style: wsgi.input raises, ASGI receive() gives http.disconnect,
 and the server answers no success (upstream gunicorn closes without an
 answer). Whole bodies sent the same way still arrive complete."""
 import os
-import socket
+import sys
 import time
 
 import pytest
 
 from conftest import ROOT, Server
+
+sys.path.insert(0, os.path.join(ROOT, "conformance"))
+from cgtest_support import exchange  # noqa: E402  (sends, half-closes, reads to the close)
 
 APPS = os.path.join(ROOT, "tests", "apps", "http")
 WSGI_MODES = ["read", "readn", "readline", "iter", "readlines"]
@@ -41,28 +44,6 @@ def server(request, tmp_path_factory):
     srv.worker_class = request.param
     request.addfinalizer(srv.stop)
     return srv
-
-
-def exchange(srv, data):
-    """Sends data, half-closes, and returns everything the server sends
-    until it closes (b"" when it closes without an answer)."""
-    host, port = srv.url[len("http://"):].rsplit(":", 1)
-    s = socket.create_connection((host, int(port)), timeout=15)
-    try:
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            try:
-                part = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not part:
-                break
-            out += part
-        return out
-    finally:
-        s.close()
 
 
 def result(srv, rid, timeout=15):
