@@ -68,6 +68,32 @@ static char *xstrdup(const char *s, struct cg_err *err)
     return d;
 }
 
+/* Copies a list of str (anything else: empty) into l. */
+static int store_strlist(struct cg_strlist *l, PyObject *v, struct cg_err *err)
+{
+    Py_ssize_t n = PyList_Check(v) ? PyList_GET_SIZE(v) : 0;
+
+    strlist_free(l);
+    l->v = calloc((size_t)n + 1, sizeof(char *));
+    if (l->v == NULL) {
+        cg_err_set(err, "out of memory");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *it = PyList_GET_ITEM(v, i); /* borrowed */
+        const char *u = PyUnicode_Check(it) ? PyUnicode_AsUTF8(it) : "";
+        if (u == NULL) {
+            cg_conf_err_from_exc(err);
+            return -1;
+        }
+        if ((l->v[l->n] = xstrdup(u, err)) == NULL) {
+            return -1;
+        }
+        l->n++;
+    }
+    return 0;
+}
+
 /* Copies one validated value into its struct field. */
 static int store_field(struct cg_conf *conf, const struct cg_conf_setting *s, PyObject *v,
                        struct cg_err *err)
@@ -138,25 +164,11 @@ static int store_field(struct cg_conf *conf, const struct cg_conf_setting *s, Py
         }
         break;
     }
-    case CG_CONF_STRLIST: {
-        struct cg_strlist *l = f;
-        Py_ssize_t n = PyList_Check(v) ? PyList_GET_SIZE(v) : 0;
-        strlist_free(l);
-        l->v = calloc((size_t)n + 1, sizeof(char *));
-        if (l->v == NULL) {
-            cg_err_set(err, "out of memory");
+    case CG_CONF_STRLIST:
+        if (store_strlist(f, v, err) < 0) {
             goto cleanup;
         }
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *it = PyList_GET_ITEM(v, i); /* borrowed */
-            const char *u = PyUnicode_Check(it) ? PyUnicode_AsUTF8(it) : "";
-            if (u == NULL || (l->v[l->n] = xstrdup(u, err)) == NULL) {
-                goto py_or_mem;
-            }
-            l->n++;
-        }
         break;
-    }
     case CG_CONF_DICT:
     case CG_CONF_HOOK: {
         PyObject **pp = f;
@@ -191,8 +203,60 @@ static int store_all(struct cg_conf *conf, struct cg_err *err)
     return 0;
 }
 
+/* A worker class named by import path: cgunicorn.workerclass imports it and
+ * says which native worker serves it, with the settings its CONFIG_KWARGS
+ * carry (applied over every other source, as the Uvicorn worker does) and the
+ * lines the master logs once. Returns the native name, or NULL with err set. */
+static const char *resolve_imported_class(struct cg_conf *conf, struct cg_err *err)
+{
+    PyObject *raw = PyDict_GetItemString(conf->values, "worker_class"); /* borrowed */
+    PyObject *pp = PyDict_GetItemString(conf->values, "pythonpath");    /* borrowed */
+    PyObject *mod = PyImport_ImportModule("cgunicorn.workerclass");
+    PyObject *r = mod != NULL ? PyObject_CallMethod(mod, "resolve", "(OO)", raw ? raw : Py_None,
+                                                    pp ? pp : Py_None)
+                              : NULL;
+    PyObject *key, *val;
+    Py_ssize_t pos = 0;
+    const char *as = NULL;
+
+    Py_XDECREF(mod);
+    if (r == NULL) {
+        cg_conf_err_from_exc(err);
+        return NULL;
+    }
+    PyObject *settings = PyTuple_GET_ITEM(r, 1), *notes = PyTuple_GET_ITEM(r, 2);
+    while (PyDict_Next(settings, &pos, &key, &val)) {
+        const struct cg_conf_setting *s = cg_conf_setting_find(PyUnicode_AsUTF8(key));
+        if (s == NULL || cg_conf_value_set(conf->values, s, val, err) < 0 ||
+            store_field(conf, s, PyDict_GetItemString(conf->values, s->name), err) < 0) {
+            if (s == NULL) {
+                cg_err_set(err, "worker_class: no setting %s", PyUnicode_AsUTF8(key));
+            }
+            cg_err_prefix(err, "worker_class %s (from its CONFIG_KWARGS)",
+                          conf->worker_class);
+            goto done;
+        }
+    }
+    if (store_strlist(&conf->worker_class_notes, notes, err) < 0) {
+        goto done;
+    }
+    conf->root_path_in_path = PyObject_IsTrue(PyTuple_GET_ITEM(r, 3)) == 1;
+    as = PyUnicode_AsUTF8(PyTuple_GET_ITEM(r, 0));
+    if (strcmp(as, "sync") == 0) {
+        as = "sync";
+    } else if (strcmp(as, "gthread") == 0) {
+        as = "gthread";
+    } else {
+        as = "asgi";
+    }
+done:
+    Py_DECREF(r);
+    return as;
+}
+
 /* worker_class as the workers know it, as gunicorn resolves it: sync with
- * threads > 1 is gthread; the uvicorn worker names run on our asgi worker. */
+ * threads > 1 is gthread; the uvicorn worker names run on our asgi worker;
+ * any other name is an import path (resolve_imported_class). */
 static int resolve_worker_class(struct cg_conf *conf, struct cg_err *err)
 {
     static const struct {
@@ -216,11 +280,7 @@ static int resolve_worker_class(struct cg_conf *conf, struct cg_err *err)
             as = known[i].as;
         }
     }
-    if (as == NULL) {
-        cg_err_set(err,
-                   "worker_class '%s' is not supported by cgunicorn; use sync, gthread or asgi "
-                   "(uvicorn.workers.UvicornWorker and uvicorn_worker.UvicornWorker run as asgi)",
-                   raw);
+    if (as == NULL && (as = resolve_imported_class(conf, err)) == NULL) {
         return -1;
     }
     if (strcmp(as, "sync") == 0 && conf->threads > 1) {
@@ -507,6 +567,7 @@ void cg_conf_free(struct cg_conf *conf)
         }
     }
     free(conf->worker_class_raw);
+    strlist_free(&conf->worker_class_notes);
     free(conf->app_uri);
     Py_CLEAR(conf->values);
     memset(conf, 0, sizeof(*conf));
@@ -566,10 +627,8 @@ int cg_conf_apply_env(const struct cg_conf *conf, struct cg_err *err)
     PyObject *v = conf->values ? PyDict_GetItemString(conf->values, "raw_env") : NULL;
     PyObject *r;
 
-    if (v == NULL) {
-        return 0;
-    }
-    r = cg_conf_helper_call("apply_env", err, "(O)", v);
+    r = cg_conf_helper_call("apply_env", err, "(Os)", v != NULL ? v : Py_None,
+                            "gunicorn/" CG_CONF_GUNICORN_VERSION);
     Py_XDECREF(r);
     return r != NULL ? 0 : -1;
 }

@@ -59,6 +59,7 @@ struct cg_conf {
     int workers;
     char *worker_class;     /* normalised: "sync" | "gthread" | "asgi" */
     char *worker_class_raw; /* as given (string form), for messages */
+    struct cg_strlist worker_class_notes; /* what the master logs once about it */
     int threads;
     int worker_connections;
     int max_requests;
@@ -117,6 +118,7 @@ struct cg_conf {
     struct cg_strlist forwarder_headers;
     char *header_map;
     char *root_path;
+    bool root_path_in_path; /* Uvicorn worker subclass: scope path starts with root_path */
 
     /* Logging */
     char *accesslog;

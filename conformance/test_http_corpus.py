@@ -253,14 +253,20 @@ def expected_env(req):
     return env
 
 
-def expected_asgi_env(req):
+def expected_asgi_env(req, server_name):
     """expected_env() as asgienvapp.py derives it from an ASGI scope.  As
     upstream's asgi worker builds the scope, raw_path is the request
     target up to the first "?" (scheme and authority of an absolute-form
     target included), query_string everything after it (a "#fragment"
-    included), and path is raw_path percent-decoded as UTF-8."""
+    included), and path is raw_path percent-decoded as UTF-8.  cgunicorn
+    takes path, raw_path and query_string from the target's path and query
+    as WSGI does (PATH_INFO, QUERY_STRING): no scheme, authority or
+    fragment (docs/compatibility.md)."""
     env = expected_env(req)
-    target, _, query = req["uri"]["raw"].partition("?")
+    if server_name == "cgunicorn":
+        target, query = req["uri"]["path"], req["uri"]["query"]
+    else:
+        target, _, query = req["uri"]["raw"].partition("?")
     path = urllib.parse.unquote_to_bytes(target).decode("utf-8", "replace")
     env["PATH_INFO"] = path.encode("utf-8").decode("latin-1")
     env["QUERY_STRING"] = query
@@ -348,7 +354,7 @@ def check_valid(case, srv, finals, new_calls, data):
         got = resp.json()
         env = got["env"]
         exp = (expected_env(want) if WORKER_TRAITS[srv.worker_class]["wsgi"]
-               else expected_asgi_env(want))
+               else expected_asgi_env(want, srv.name))
         for key, value in exp.items():
             assert env.get(key) == value, (key, env.get(key), value)
         assert header_keys(env) == header_keys(exp), env

@@ -670,7 +670,7 @@ static void arbiter_main(struct cg_conf *conf)
     snprintf(arb.socket_path, sizeof(arb.socket_path), "%s", sock_path);
     cg_dirty_pool_init(&arb.pool, conf->dirty_threads);
     cg_dirty_stash_init(&arb.stash);
-    cg_proc_set_title("cgunicorn: dirty-arbiter");
+    cg_proc_set_title("gunicorn: dirty-arbiter");
     cg_log(CG_LOG_INFO, "Dirty arbiter starting (pid: %d)", (int)getpid());
 
     if (arbiter_setup(&arb, &err) < 0) {

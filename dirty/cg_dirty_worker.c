@@ -511,7 +511,9 @@ void cg_dirty_worker_main(const struct cg_dirty_worker_spec *spec)
     cg_dirty_mem_tune();
     link_fd = spec->fd;
     max_message = spec->max_message;
-    cg_proc_set_title("cgunicorn: dirty-worker");
+    cg_proc_set_title("gunicorn: dirty-worker [%s]", spec->conf->proc_name != NULL
+                                                          ? spec->conf->proc_name
+                                                          : spec->conf->default_proc_name);
     if (cg_sig_open(sigs, &err) < 0) {
         cg_log(CG_LOG_ERROR, "dirty worker: %s", err.msg);
         _exit(1);
@@ -611,7 +613,7 @@ int cg_dirty_worker_probe(const char *const *app_paths, size_t napps, int *limit
     }
     if (pid == 0) {
         close(fds[0]);
-        cg_proc_set_title("cgunicorn: dirty-worker [probe]");
+        cg_proc_set_title("gunicorn: dirty-worker [probe]");
         PyObject *probe = cg_dirty_py_helper("probe_limits");
         PyObject *paths = PyList_New(0);
         PyObject *res = NULL;

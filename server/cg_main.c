@@ -55,10 +55,12 @@ int main(int argc, char **argv)
 
     cg_master_init_early(argc, argv);
     cg_proc_init(argc, argv);
+    argv = cg_proc_argv_copy(argc, argv); /* the title may overwrite the original */
     if (cg_py_init(argc, argv, &err) < 0) {
         fprintf(stderr, "\nError: %s\n", err.msg);
         return 1;
     }
+    cg_proc_init_title();
     if (cg_conf_load(&conf, argc, argv, &mode, &code, &err) < 0) {
         fflush(stdout);
         if (code == 2) {

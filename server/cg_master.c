@@ -45,9 +45,25 @@ uint64_t cg_monotonic_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* Says once which native worker serves a worker class that is not one of
+ * gunicorn's own names, and what its CONFIG_KWARGS left without effect. */
+static void log_worker_class(const struct cg_conf *conf)
+{
+    const char *raw = conf->worker_class_raw;
+
+    if (raw != NULL && strcmp(raw, conf->worker_class) != 0 && strcmp(raw, "sync") != 0 &&
+        strncmp(raw, "gunicorn.workers.", 17) != 0) {
+        cg_log(CG_LOG_INFO, "worker_class %s is served by cgunicorn's native %s worker", raw,
+               conf->worker_class);
+    }
+    for (size_t i = 0; i < conf->worker_class_notes.n; i++) {
+        cg_log(CG_LOG_INFO, "%s", conf->worker_class_notes.v[i]);
+    }
+}
+
 void cg_master_set_title(struct cg_master *m)
 {
-    cg_proc_set_title("cgunicorn: master [%s]", m->proc_name);
+    cg_proc_set_title("gunicorn: master [%s]", m->proc_name);
 }
 
 /* num_workers = n, with nworkers_changed(server, new, old) as gunicorn's
@@ -575,6 +591,7 @@ static int start(struct cg_master *m, struct cg_err *err)
     cg_log_debug("Arbiter booted");
     cg_log(CG_LOG_INFO, "Listening at: %s (%d)", names, (int)getpid());
     cg_log(CG_LOG_INFO, "Using worker: %s", conf->worker_class);
+    log_worker_class(conf);
     cg_systemd_notify("READY=1\nSTATUS=Gunicorn arbiter booted");
     m->dirty_on = cg_dirty_wanted(conf);
     if (m->dirty_on) {

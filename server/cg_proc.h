@@ -26,10 +26,22 @@ extern struct cg_proc cg_proc;
  * in the parent, 0 in the child, -1 with errno on failure. */
 pid_t cg_proc_fork(enum cg_role role);
 
-/* Sets the process title shown by ps (e.g. "cgunicorn: worker [app]"). */
+/* Sets the process title shown by ps (e.g. "gunicorn: worker [app]", the
+ * strings gunicorn uses). Through the setproctitle module when it is
+ * installed, so that the app's own setproctitle()/getproctitle() calls see
+ * and change the same title; else by overwriting argv. */
 void cg_proc_set_title(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Remembers argv so cg_proc_set_title can overwrite it. Call first in main. */
 void cg_proc_init(int argc, char **argv);
+
+/* A copy of argv that outlives the title: setproctitle writes its first
+ * title over the original strings. Exits when out of memory. */
+char **cg_proc_argv_copy(int argc, char **argv);
+
+/* Once the interpreter runs, before anything changes argv or the
+ * environment: initialises the setproctitle module if it is importable (as
+ * gunicorn does at import), which needs the untouched argv area to find it. */
+void cg_proc_init_title(void);
 
 #endif

@@ -59,6 +59,8 @@ struct cg_asgi_srv {
     PyObject *loop;              /* owned */
     PyObject *state;             /* lifespan state dict, or NULL; owned */
     PyObject *root_path;         /* str; owned */
+    PyObject *path_prefix;       /* str put before scope["path"] (Uvicorn's root_path rule), or NULL */
+    PyObject *raw_path_prefix;   /* the same as bytes for raw_path, or NULL */
     PyObject *wake;              /* callable run when the worker must stop; owned */
     PyObject *add_reader, *remove_reader, *add_writer, *remove_writer; /* bound; owned */
     PyObject *create_task, *create_future, *call_later;                 /* bound; owned */

@@ -320,12 +320,10 @@ PyObject *cg_py_asgi_scope(struct cg_asgi_conn *c, const struct cg_http_request 
     PyObject *scope = NULL, *asgi = NULL, *hv = NULL, *method = NULL, *path = NULL,
              *raw_path = NULL, *qs = NULL, *headers = NULL, *subprotocols = NULL,
              *state = NULL;
-    /* gunicorn's ASGI scope: the path is the request-target up to "?", so an
-     * absolute-form target keeps its scheme and host in path. */
-    const char *target = req->uri.ptr;
-    size_t tlen = req->uri.len;
-    const char *q = memchr(target, '?', tlen);
-    size_t plen = q ? (size_t)(q - target) : tlen;
+    /* path is the path of the request-target, as WSGI's PATH_INFO: an
+     * absolute-form target's scheme and authority are not part of it, nor is
+     * a fragment (gunicorn's own ASGI worker keeps both in path). */
+    const struct cg_http_span *tp = &req->path, *tq = &req->query;
 
     asgi = PyDict_New();
     if (asgi == NULL || PyDict_SetItem(asgi, k->version, k->v_3_0) < 0 ||
@@ -340,10 +338,16 @@ PyObject *cg_py_asgi_scope(struct cg_asgi_conn *c, const struct cg_http_request 
         hv = PyUnicode_FromFormat("%d.%d", req->version_major, req->version_minor);
     }
     method = PyUnicode_DecodeLatin1(req->method.ptr, (Py_ssize_t)req->method.len, NULL);
-    path = decode_path(target, plen);
-    raw_path = PyBytes_FromStringAndSize(target, (Py_ssize_t)plen);
-    qs = q ? PyBytes_FromStringAndSize(q + 1, (Py_ssize_t)(tlen - plen - 1))
-           : Py_NewRef(k->empty_bytes);
+    path = decode_path(tp->ptr, tp->len);
+    raw_path = PyBytes_FromStringAndSize(tp->ptr, (Py_ssize_t)tp->len);
+    qs = tq->len > 0 ? PyBytes_FromStringAndSize(tq->ptr, (Py_ssize_t)tq->len)
+                     : Py_NewRef(k->empty_bytes);
+    if (s->path_prefix != NULL && path != NULL && raw_path != NULL) {
+        /* Uvicorn's rule, for its worker subclasses: path includes root_path */
+        Py_SETREF(path, PyUnicode_Concat(s->path_prefix, path));
+        Py_SETREF(raw_path, PyBytes_FromFormat("%s%s", PyBytes_AS_STRING(s->raw_path_prefix),
+                                               PyBytes_AS_STRING(raw_path)));
+    }
     headers = headers_list(req, ws ? &subprotocols : NULL);
     if (hv == NULL || method == NULL || path == NULL || raw_path == NULL || qs == NULL ||
         headers == NULL) {

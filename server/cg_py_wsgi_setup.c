@@ -48,23 +48,47 @@ static void release_keys(struct cg_wsgi *g)
     }
 }
 
+/* gunicorn.<name> as a config file or the app may have set it (to hide the
+ * version, e.g. gunicorn.SERVER_SOFTWARE = "x"), copied into buf; fallback
+ * when unset, not a str, or not fit for a header value. */
+static void gunicorn_attr(const char *name, const char *fallback, char *buf, size_t n)
+{
+    PyObject *mod = PyImport_ImportModule("gunicorn");
+    PyObject *v = mod != NULL ? PyObject_GetAttrString(mod, name) : NULL;
+    const char *u = v != NULL && PyUnicode_Check(v) ? PyUnicode_AsUTF8(v) : NULL;
+
+    if (u == NULL || strpbrk(u, "\r\n") != NULL || strlen(u) >= n) {
+        if (u != NULL) {
+            cg_log(CG_LOG_WARNING, "gunicorn.%s is not usable in a header (control "
+                                   "characters, or %zu bytes or more); using %s",
+                   name, n, fallback);
+        }
+        u = fallback;
+    }
+    snprintf(buf, n, "%s", u);
+    PyErr_Clear();
+    Py_XDECREF(v);
+    Py_XDECREF(mod);
+}
+
 /* The environ entries that are the same for every request. */
 static PyObject *make_base_environ(struct cg_wsgi *g, PyObject *wsgimod)
 {
     const struct cg_conf *conf = g->conf;
     PyObject *errors = PyObject_CallMethod(wsgimod, "WSGIErrorsWrapper", "i", cg_log_fd());
     PyObject *base = NULL;
+    char software[256];
 
     if (errors == NULL) {
         return NULL;
     }
+    gunicorn_attr("SERVER_SOFTWARE", "gunicorn/" CG_CONF_GUNICORN_VERSION, software, sizeof(software));
     base = Py_BuildValue("{s:N,s:(ii),s:O,s:O,s:O,s:O,s:O,s:s}", "wsgi.errors", errors,
                          "wsgi.version", 1, 0, "wsgi.multithread",
                          strcmp(conf->worker_class, "sync") == 0 ? Py_False : Py_True,
                          "wsgi.multiprocess", conf->workers > 1 ? Py_True : Py_False,
                          "wsgi.run_once", Py_False, "wsgi.file_wrapper", g->file_wrapper,
-                         "wsgi.input_terminated", Py_True, "SERVER_SOFTWARE",
-                         "gunicorn/27.0.1");
+                         "wsgi.input_terminated", Py_True, "SERVER_SOFTWARE", software);
     return base;
 }
 
@@ -198,7 +222,7 @@ struct cg_wsgi *cg_py_wsgi_new(struct cg_worker *w, struct cg_err *err)
     g->conf = w->conf;
     g->app = w->app;
     snprintf(g->script_name, sizeof(g->script_name), "%s", script ? script : "");
-    snprintf(g->server_header, sizeof(g->server_header), "%s", CG_HTTP_SERVER_DEFAULT);
+    gunicorn_attr("SERVER", CG_HTTP_SERVER_DEFAULT, g->server_header, sizeof(g->server_header));
     if (setup_limits(g, err) < 0 || setup_scheme_headers(g, err) < 0) {
         goto fail;
     }

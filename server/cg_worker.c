@@ -213,7 +213,7 @@ void cg_worker_main(struct cg_worker *w, PyObject *preloaded_app)
     int code;
 
     srand((unsigned)getpid());
-    cg_proc_set_title("cgunicorn: worker [%s]",
+    cg_proc_set_title("gunicorn: worker [%s]",
                       conf->proc_name ? conf->proc_name : conf->default_proc_name);
     cg_worker_notify(w);
     code = boot(w, preloaded_app);

@@ -247,6 +247,8 @@ static void srv_deinit(struct cg_asgi_srv *s)
     Py_CLEAR(s->loop);
     Py_CLEAR(s->state);
     Py_CLEAR(s->root_path);
+    Py_CLEAR(s->path_prefix);
+    Py_CLEAR(s->raw_path_prefix);
     Py_CLEAR(s->wake);
     Py_CLEAR(s->add_reader);
     Py_CLEAR(s->remove_reader);
@@ -272,11 +274,6 @@ int cg_worker_asgi_run(struct cg_worker *w)
     PyObject *mod = NULL, *hashlib = NULL, *opts = NULL, *res = NULL;
     int code = CG_WORKER_BOOT_ERROR;
 
-    if (conf->worker_class_raw != NULL && strcmp(conf->worker_class_raw, "asgi") != 0 &&
-        w->age <= 1) {
-        cg_log(CG_LOG_INFO, "worker_class %s is served by cgunicorn's native asgi worker",
-               conf->worker_class_raw);
-    }
     if (conf->threads > 1 && w->age <= 1) {
         cg_log(CG_LOG_WARNING, "ASGI worker does not use threads configuration. "
                                "Use worker_connections instead.");
@@ -297,6 +294,13 @@ int cg_worker_asgi_run(struct cg_worker *w)
     }
     s.ready_none = cg_py_asgi_ready_new(Py_None);
     s.root_path = PyUnicode_FromString(conf->root_path ? conf->root_path : "");
+    if (conf->root_path_in_path && conf->root_path != NULL && conf->root_path[0] != '\0') {
+        s.path_prefix = Py_XNewRef(s.root_path);
+        s.raw_path_prefix = PyUnicode_AsEncodedString(s.root_path, "latin-1", "strict");
+        if (s.raw_path_prefix == NULL) {
+            goto pyfail;
+        }
+    }
     hashlib = PyImport_ImportModule("hashlib");
     s.sha1 = hashlib ? PyObject_GetAttrString(hashlib, "sha1") : NULL;
     mod = s.sha1 ? PyImport_ImportModule("cgunicorn.asgi") : NULL;
