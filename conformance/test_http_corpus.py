@@ -304,10 +304,39 @@ def test_corpus_case(server_pool, server_name, worker_class, case, mode):
 
     if kind == "valid":
         check_valid(case, srv, finals, new_calls, data)
+    elif kind == "valid_then_no_host":
+        # the requests before the one without Host are served, then a 400
+        check_valid(case, srv, finals[:status], new_calls, data, case["requests"][:status])
+        assert [r.status for r in finals[status:]] == [400], data[-300:]
+    elif kind == "no_host":
+        assert [r.status for r in finals] == [400], data[:300]
+        assert new_calls == [], "a request without Host reached the app: %r" % new_calls
     elif kind == "served":
         assert [r.status for r in finals] == [200], data[:300]
     else:
         check_invalid(case, status, finals, new_calls, data)
+
+
+# RFC 9112 3.2, which cgunicorn applies and upstream does not
+# (docs/compatibility.md): an HTTP/1.1 request without exactly one Host
+# header is refused with 400 when its head ends, before the app is called
+# and before its body is read (so body-stage errors come second).
+BODY_STAGE_ERRORS = ("InvalidChunkSize", "ChunkMissingTerminator", "InvalidChunkExtension")
+
+
+def host_missing_at(case):
+    """Index of the first request the Host rule refuses, or None."""
+    if "requests" in case:
+        for i, r in enumerate(case["requests"]):
+            hosts = sum(1 for k, _ in r["headers"] if k == "HOST")
+            if tuple(r["version"]) >= (1, 1) and hosts != 1:
+                return i
+        return None
+    if case["error"] not in BODY_STAGE_ERRORS:
+        return None  # found while the head is read, before the Host rule
+    head = case["raw"].split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    hosts = sum(1 for line in head[1:] if line.lower().startswith(b"host:"))
+    return 0 if head[0].endswith(b"HTTP/1.1") and hosts != 1 else None
 
 
 def outcome(case, server_name, worker_class):
@@ -325,6 +354,12 @@ def outcome(case, server_name, worker_class):
         return "error", UPSTREAM_DIFFERS[name][1]
     if server_name == "cgunicorn" and name in CGUNICORN_DIFFERS:
         return "error", CGUNICORN_DIFFERS[name][1]
+    if server_name == "cgunicorn" and host_missing_at(case) is not None:
+        k = host_missing_at(case)
+        if k == 0:
+            return "no_host", 400
+        if WORKER_TRAITS[worker_class]["keeps_alive"]:
+            return "valid_then_no_host", k
     if "requests" in case:
         return "valid", None
     return "error", ERROR_STATUS[case["error"]]
@@ -338,11 +373,13 @@ def answers_expected(case, worker_class, kind, status):
         return len(case["requests"])
     if kind == "served":
         return 1
+    if kind == "valid_then_no_host":
+        return status + 1
     return 0 if status is None else 1
 
 
-def check_valid(case, srv, finals, new_calls, data):
-    expected = case["requests"]
+def check_valid(case, srv, finals, new_calls, data, expected=None):
+    expected = case["requests"] if expected is None else expected
     if not WORKER_TRAITS[srv.worker_class]["keeps_alive"]:
         expected = expected[:1]
     assert len(finals) == len(expected), (

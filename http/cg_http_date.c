@@ -26,7 +26,12 @@ size_t cg_http_date_format(time_t t, char *buf)
 
 const char *cg_http_date_now(void)
 {
-    time_t now = time(NULL);
+    /* Not time(): it reads the kernel's coarse clock, which lags a tick
+     * behind, so for a few ms after each second the Date would be older
+     * than the time.time() the app just read. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    time_t now = ts.tv_sec;
 
     if (now != cached_sec) {
         cg_http_date_format(now, cached);

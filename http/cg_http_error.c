@@ -1,6 +1,7 @@
 /* Request error kinds: names, statuses and the error page, following
  * gunicorn's errors.py (str() of each exception), Worker.handle_error()
  * (status, reason, message) and util.write_error() (the page). */
+#include "cg_http_date.h"
 #include "cg_http_error.h"
 
 #include <stdarg.h>
@@ -226,9 +227,9 @@ size_t cg_http_error_format_response(const struct cg_http_error *e, char *buf, s
         n = sizeof(page) - 1;
     }
     len = snprintf(buf, cap,
-                   "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: text/html\r\n"
-                   "Content-Length: %zu\r\n\r\n%.*s",
-                   status, reason, n, (int)n, page);
+                   "HTTP/1.1 %d %s\r\nDate: %s\r\nConnection: close\r\n"
+                   "Content-Type: text/html\r\nContent-Length: %zu\r\n\r\n%.*s",
+                   status, reason, cg_http_date_now(), n, (int)n, page);
     if (len < 0) {
         return 0;
     }

@@ -365,3 +365,99 @@ int cg_http_headers_framing(struct cg_http_parser *p)
     req->body_kind = CG_HTTP_BODY_NONE;
     return 0;
 }
+
+/* RFC 3986 host [":" port]: an IP-literal in brackets, or a reg-name of
+ * unreserved, pct-encoded and sub-delims characters; empty is allowed (a
+ * target without authority). */
+static bool ascii_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static bool ascii_hex(unsigned char c)
+{
+    return ascii_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static bool host_valid(const char *s, size_t n)
+{
+    size_t i = 0;
+
+    if (n > 0 && s[0] == '[') {
+        for (i = 1; i < n && s[i] != ']'; i++) {
+            if (!ascii_hex((unsigned char)s[i]) && s[i] != ':' && s[i] != '.' && s[i] != 'v' &&
+                s[i] != 'V') {
+                return false;
+            }
+        }
+        if (i == n) {
+            return false;
+        }
+        i++;
+    } else {
+        for (; i < n && s[i] != ':'; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c == '%') {
+                if (i + 2 >= n || !ascii_hex((unsigned char)s[i + 1]) ||
+                    !ascii_hex((unsigned char)s[i + 2])) {
+                    return false;
+                }
+                i += 2;
+            } else if (!ascii_hex(c) && !(c >= 'g' && c <= 'z') && !(c >= 'G' && c <= 'Z') &&
+                       (c == '\0' || strchr("-._~!$&'()*+,;=", c) == NULL)) {
+                return false;
+            }
+        }
+    }
+    if (i < n) {
+        if (s[i] != ':') {
+            return false;
+        }
+        for (i++; i < n; i++) {
+            if (!ascii_digit((unsigned char)s[i])) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+int cg_http_headers_host(struct cg_http_parser *p)
+{
+    struct cg_http_request *req = &p->req;
+    const struct cg_http_span *host = NULL;
+    char r[CG_HTTP_ERROR_DETAIL_MAX / 2] = "";
+
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const struct cg_http_header *h = &req->headers[i];
+        if (!name_is(h->name.ptr, h->name.len, "HOST")) {
+            continue;
+        }
+        if (host != NULL) {
+            cg_http_error_set(&p->error, CG_HTTP_ERR_INVALID_HEADER,
+                              "Invalid HTTP Header: 'HOST' (sent more than once; a request "
+                              "carries one Host header)");
+            p->error_has_request = true;
+            return -1;
+        }
+        host = &h->value;
+    }
+    if (host == NULL) {
+        if (req->version_major > 1 || (req->version_major == 1 && req->version_minor >= 1)) {
+            cg_http_error_set(&p->error, CG_HTTP_ERR_INVALID_HEADER,
+                              "Invalid HTTP Header: 'HOST' (missing; an HTTP/1.1 request "
+                              "must carry a Host header)");
+            p->error_has_request = true;
+            return -1;
+        }
+        return 0;
+    }
+    if (!host_valid(host->ptr, host->len)) {
+        cg_http_error_repr(r, sizeof(r), host->ptr, host->len, 0);
+        cg_http_error_set(&p->error, CG_HTTP_ERR_INVALID_HEADER,
+                          "Invalid HTTP Header: 'HOST' (not a host[:port]: %s)", r);
+        p->error_has_request = true;
+        return -1;
+    }
+    return 0;
+}

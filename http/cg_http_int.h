@@ -31,6 +31,10 @@ int cg_http_headers_parse(struct cg_http_parser *p, char *block, size_t len, boo
  * Fills p->req body fields. Returns 0, or -1 with p->error set. */
 int cg_http_headers_framing(struct cg_http_parser *p);
 
+/* RFC 9112 3.2: one Host header, required in HTTP/1.1, with a host[:port]
+ * value. Fails the request (400, InvalidHeader) otherwise. */
+int cg_http_headers_host(struct cg_http_parser *p);
+
 /* Body state machine entry points (cg_http_body.c). */
 void cg_http_body_begin(struct cg_http_parser *p);
 enum cg_http_status cg_http_body_eof(struct cg_http_parser *p);

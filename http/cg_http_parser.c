@@ -321,7 +321,7 @@ static enum cg_http_status finish_head(struct cg_http_parser *p, size_t block_of
     }
     req->headers = p->hdrs;
     req->n_headers = n;
-    if (cg_http_headers_framing(p) < 0) {
+    if (cg_http_headers_framing(p) < 0 || cg_http_headers_host(p) < 0) {
         return fail(p);
     }
     /* Upgrade: an Upgrade header and "upgrade" in the Connection tokens */

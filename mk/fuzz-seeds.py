@@ -56,9 +56,41 @@ def dirty_seeds(target, out):
             f.write(data)
 
 
+def ws_frame(opcode, payload, fin=True, mask=b"\x01\x02\x03\x04"):
+    import struct
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x80 | n])
+    elif n < 65536:
+        head = bytes([0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([0x80 | 127]) + struct.pack(">Q", n)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([(0x80 if fin else 0) | opcode]) + head + mask + masked
+
+
+def ws_seeds(out):
+    """Option bytes (largest message: 1 MiB; split 3), then client frames."""
+    streams = [
+        ws_frame(1, "hello é ✓ 😀".encode()),
+        ws_frame(2, bytes(range(256)) * 2),
+        ws_frame(1, b"a\xc3", fin=False) + ws_frame(0, b"\xa9b") + ws_frame(9, b"ping"),
+        ws_frame(1, b"x\xed\xa0\x80", fin=False),
+        ws_frame(8, b"\x03\xe8bye") + ws_frame(10, b""),
+        ws_frame(2, b"z" * 70000),
+        ws_frame(1, b"\xf4\x90\x80\x80"),
+    ]
+    for i, s in enumerate(streams):
+        with open(os.path.join(out, "seed-ws_frame-%d" % i), "wb") as f:
+            f.write(b"\xff\x03" + s)
+
+
 def main():
     target, out, build = sys.argv[1:4]
     os.makedirs(out, exist_ok=True)
+    if target == "ws_frame":
+        ws_seeds(out)
+        return 0
     if target.startswith("dirty_"):
         dirty_seeds(target, out)
         return 0

@@ -5,7 +5,7 @@
 # built with the ordinary compiler (check-fuzz-replay), and runs a short
 # `make fuzz` smoke pass when clang is there.
 
-FUZZ_TARGETS := http_parser http_proxy http_diff dirty_codec dirty_json
+FUZZ_TARGETS := http_parser http_proxy http_diff ws_frame dirty_codec dirty_json
 FUZZ_SECONDS ?= 60
 FUZZ_CC ?= clang
 FUZZ_DIR := $(BUILD)/fuzz
@@ -21,6 +21,7 @@ FUZZ_LIBS := $(shell pkg-config --libs jansson 2>/dev/null) $(PY_LDFLAGS)
 fuzz_src_http_parser := $(FUZZ_HTTP_SRC)
 fuzz_src_http_proxy := $(FUZZ_HTTP_SRC)
 fuzz_src_http_diff := $(FUZZ_HTTP_SRC) $(LLHTTP_SRC)/api.c $(LLHTTP_SRC)/http.c $(LLHTTP_SRC)/llhttp.c
+fuzz_src_ws_frame := http/cg_ws_frame.c
 fuzz_src_dirty_codec := $(FUZZ_DIRTY_SRC)
 fuzz_src_dirty_json := $(FUZZ_DIRTY_SRC)
 

@@ -21,6 +21,7 @@
 
 #include "cg_log.h"
 #include "cg_py.h"
+#include "cg_http_date.h"
 #include "cg_py_asgi_int.h"
 #include "cg_statsd.h"
 
@@ -50,9 +51,10 @@ void cg_py_asgi_http_error(struct cg_asgi_conn *c, int status, const char *reaso
     char head[512];
     size_t mlen = strlen(msg);
     int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
-                     "%sConnection: close\r\n\r\n",
-                     status, reason, mlen, extra_headers ? extra_headers : "");
+                     "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: text/plain\r\n"
+                     "Content-Length: %zu\r\n%sConnection: close\r\n\r\n",
+                     status, reason, cg_http_date_now(), mlen,
+                     extra_headers ? extra_headers : "");
     struct iovec iov[2] = { { head, (size_t)n }, { (void *)msg, mlen } };
 
     if (c->state != CG_ASGI_CLOSED) {

@@ -17,6 +17,8 @@
 
 #include "cg_log.h"
 #include "cg_py.h"
+#include "cg_http_date.h"
+#include "cg_ws_frame.h"
 #include "cg_py_asgi_int.h"
 
 #define QUEUE_HIGH 16
@@ -37,6 +39,7 @@ struct cg_asgi_ws {
     int frag_opcode;            /* 0: no fragmented message in progress */
     char *frag;                 /* owned */
     size_t frag_len, frag_cap;
+    struct cg_utf8 frag_utf8;   /* the text message's UTF-8 so far */
 };
 
 static void ws_dealloc(struct cg_asgi_ws *ws)
@@ -141,8 +144,9 @@ static void deny(struct cg_asgi_ws *ws, int status, const char *reason)
     }
     ws->denied = true;
     int n = snprintf(buf, sizeof(buf),
-                     "HTTP/1.1 %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", status,
-                     reason);
+                     "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: 0\r\n"
+                     "Connection: close\r\n\r\n",
+                     status, reason, cg_http_date_now());
     struct iovec iov = { buf, (size_t)n };
     if (cg_py_asgi_conn_write(ws->conn, &iov, 1) == 0) {
         cg_py_asgi_conn_close_soon(ws->conn);
@@ -332,59 +336,21 @@ static void parse_frames(struct cg_asgi_ws *ws)
     while (c->state != CG_ASGI_CLOSED && !ws->close_received &&
            PyList_GET_SIZE(ws->queue) < QUEUE_HIGH) {
         unsigned char *p = (unsigned char *)c->in + c->in_start;
-        size_t avail = c->in_end - c->in_start;
-        if (avail < 2) {
+        struct cg_ws_frame f;
+        enum cg_ws_parse r = cg_ws_frame_parse(p, c->in_end - c->in_start, max, ws->frag_len, &f);
+        if (r == CG_WS_ERROR) {
+            fail(ws, f.code, f.why);
             return;
         }
-        bool fin = p[0] & 0x80;
-        int opcode = p[0] & 0x0f;
-        uint64_t len = p[1] & 0x7f;
-        size_t hl = 2;
-        if (p[0] & 0x70) {
-            fail(ws, 1002, "RSV bits set");
-            return;
-        }
-        if (!(opcode <= 2 || (opcode >= 8 && opcode <= 10))) {
-            fail(ws, 1002, "Reserved opcode");
-            return;
-        }
-        if (!(p[1] & 0x80)) {
-            fail(ws, 1002, "Client frames must be masked");
-            return;
-        }
-        if (len == 126) {
-            if (avail < 4) {
-                return;
-            }
-            len = ((uint64_t)p[2] << 8) | p[3];
-            hl = 4;
-        } else if (len == 127) {
-            if (avail < 10) {
-                return;
-            }
-            len = 0;
-            for (int i = 0; i < 8; i++) {
-                len = (len << 8) | p[2 + i];
-            }
-            hl = 10;
-        }
-        if (opcode >= 8 && (!fin || len > 125)) {
-            fail(ws, 1002, "Invalid control frame");
-            return;
-        }
-        if (opcode < 8 && (len > max || ws->frag_len + len > max)) {
-            fail(ws, 1009, "Message too big");
-            return;
-        }
-        if (avail < hl + 4 + len) {
+        if (r == CG_WS_MORE) {
             return; /* wait for the rest of the frame */
         }
-        unsigned char *mask = p + hl;
-        unsigned char *data = p + hl + 4;
-        for (uint64_t i = 0; i < len; i++) {
-            data[i] ^= mask[i & 3];
-        }
-        c->in_start += hl + 4 + (size_t)len;
+        bool fin = f.fin;
+        int opcode = f.opcode;
+        uint64_t len = f.payload_len;
+        unsigned char *data = p + f.header_len;
+        cg_ws_unmask(data, len, f.mask);
+        c->in_start += f.header_len + (size_t)len;
         switch (opcode) {
         case 0x0:
             if (ws->frag_opcode == 0) {
@@ -407,6 +373,17 @@ static void parse_frames(struct cg_asgi_ws *ws)
             if (opcode != 0) {
                 ws->frag_opcode = opcode;
                 ws->frag_len = 0;
+                memset(&ws->frag_utf8, 0, sizeof(ws->frag_utf8));
+            }
+            /* a text message is checked fragment by fragment: invalid UTF-8
+             * fails the connection at the fragment that holds it */
+            if (ws->frag_opcode == 1 &&
+                (!cg_utf8_feed(&ws->frag_utf8, data, (size_t)len) ||
+                 (fin && !cg_utf8_complete(&ws->frag_utf8)))) {
+                ws->frag_opcode = 0;
+                ws->frag_len = 0;
+                fail(ws, 1007, "Invalid UTF-8");
+                return;
             }
             if (ws->frag_len + len > ws->frag_cap) {
                 size_t cap = ws->frag_cap ? ws->frag_cap : 4096;
@@ -788,7 +765,8 @@ static PyObject *ws_task_done(PyObject *self, PyObject *task)
     PyErr_Clear();
     if (!ws->accepted && !ws->denied) {
         deny(ws, failed ? 500 : 403, failed ? "Internal Server Error" : "Forbidden");
-    } else if (ws->accepted && !ws->close_sent) {
+    } else if (ws->accepted && !ws->close_sent && !ws->conn->eof) {
+        /* a client that left without a close frame is not sent one */
         send_close(ws, 1011, "Application error", 17);
     }
     ws->app_done = true;
@@ -835,6 +813,11 @@ int cg_py_asgi_ws_start(struct cg_asgi_conn *c, const struct cg_http_request *re
     struct cg_asgi_ws *ws = NULL;
 
     c->state = CG_ASGI_WS;
+    if (req->version_major == 1 && req->version_minor == 0) { /* RFC 6455 4.1: HTTP/1.1 */
+        cg_py_asgi_http_error(c, 400, "Bad Request",
+                              "A WebSocket upgrade needs HTTP/1.1, not HTTP/1.0", NULL);
+        return -1;
+    }
     if (ver == NULL || ver->len != 2 || memcmp(ver->ptr, "13", 2) != 0) {
         cg_py_asgi_http_error(c, 426, "Upgrade Required", "Upgrade Required",
                               "Sec-WebSocket-Version: 13\r\n");

@@ -3,10 +3,12 @@
  * pipelining after a chunked body, Expect, limits, PROXY peers, scheme
  * headers, header_map, Upgrade, keep-alive, error pages. */
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cg_http_date.h"
 #include "cg_http_iplist.h"
 #include "cg_http_parser.h"
 #include "cg_test.h"
@@ -77,9 +79,9 @@ static void test_chunked_extensions_and_trailers(void)
     struct cg_http_parser p;
     struct result r;
     static const char req[] =
-        "POST /t HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "POST /t HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
         "4;name=\"q \\\"x\\\"\";flag\r\nWiki\r\n5 ; a = b\r\npedia\r\n0\r\nX-Checksum: abc\r\n"
-        "x-other:  1 \r\n\r\nGET /next HTTP/1.1\r\n\r\n";
+        "x-other:  1 \r\n\r\nGET /next HTTP/1.1\r\nHost: t\r\n\r\n";
 
     for (size_t step = 1; step <= sizeof(req); step++) {
         cg_http_parser_init(&p, &lim, NULL);
@@ -96,7 +98,7 @@ static void test_chunked_extensions_and_trailers(void)
             CG_CHECK_STR(q->trailers[1].value.ptr, "1");
         }
         /* the pipelined request is left to the caller, untouched */
-        CG_CHECK_INT(r.left, strlen("GET /next HTTP/1.1\r\n\r\n"));
+        CG_CHECK_INT(r.left, strlen("GET /next HTTP/1.1\r\nHost: t\r\n\r\n"));
         CG_CHECK(!cg_http_request_should_close(q));
         CG_CHECK_INT(cg_http_parser_next(&p), 0);
         parse(&p, req + sizeof(req) - 1 - r.left, r.left, step, 0, true, &r);
@@ -127,7 +129,7 @@ static void expect_error(const char *req, size_t len, bool eof, enum cg_http_err
     }
 }
 
-#define CHUNKED_HEAD "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+#define CHUNKED_HEAD "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 static void test_chunked_errors(void)
 {
@@ -168,7 +170,7 @@ static void test_length_body_bounded_reads(void)
 {
     struct cg_http_parser p;
     struct result r;
-    static const char req[] = "PUT /u HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789extra";
+    static const char req[] = "PUT /u HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123456789extra";
 
     cg_http_parser_init(&p, &lim, NULL);
     parse(&p, S(req), 4, 3, false, &r);
@@ -180,7 +182,7 @@ static void test_length_body_bounded_reads(void)
     cg_http_parser_deinit(&p);
 
     /* truncated Content-Length body: NoMoreData at EOF */
-    expect_error(S("PUT /u HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123"), true,
+    expect_error(S("PUT /u HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123"), true,
                  CG_HTTP_ERR_NO_MORE_DATA, "No more data after: None");
     /* a clean close between requests is EOF, not an error */
     cg_http_parser_init(&p, &lim, NULL);
@@ -195,7 +197,7 @@ static void test_expect_continue(void)
     struct result r;
 
     cg_http_parser_init(&p, &lim, NULL);
-    parse(&p, S("POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\nx"), 64, 0,
+    parse(&p, S("POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\nx"), 64, 0,
           false, &r);
     CG_CHECK_INT(r.st, CG_HTTP_BODY_DONE);
     CG_CHECK(cg_http_parser_request(&p)->expect_continue);
@@ -207,7 +209,7 @@ static void test_expect_continue(void)
     CG_CHECK(!cg_http_parser_request(&p)->expect_continue);
     cg_http_parser_deinit(&p);
 
-    expect_error(S("GET / HTTP/1.1\r\nExpect: teapot\r\n\r\n"), false,
+    expect_error(S("GET / HTTP/1.1\r\nHost: t\r\nExpect: teapot\r\n\r\n"), false,
                  CG_HTTP_ERR_EXPECTATION_FAILED, "Unable to comply with expectation: 'teapot'");
     CG_CHECK_INT(cg_http_error_status(CG_HTTP_ERR_EXPECTATION_FAILED), 417);
 }
@@ -218,7 +220,7 @@ static void test_request_line_limits(void)
     size_t n = (size_t)snprintf(buf, sizeof(buf), "GET /");
     memset(buf + n, 'a', 4090);
     n += 4090;
-    n += (size_t)snprintf(buf + n, sizeof(buf) - n, " HTTP/1.1\r\n\r\n");
+    n += (size_t)snprintf(buf + n, sizeof(buf) - n, " HTTP/1.1\r\nHost: t\r\n\r\n");
     /* "GET /" + 4090 + " HTTP/1.1" = 4104 > 4094 */
     expect_error(buf, n, false, CG_HTTP_ERR_LIMIT_REQUEST_LINE, NULL);
     CG_CHECK_INT(cg_http_error_status(CG_HTTP_ERR_LIMIT_REQUEST_LINE), 414);
@@ -238,7 +240,7 @@ static void test_request_line_limits(void)
     struct cg_http_limits l2 = lim;
     l2.limit_request_fields = 2;
     cg_http_parser_init(&p, &l2, NULL);
-    parse(&p, S("GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"), 7, 0, false, &r);
+    parse(&p, S("GET / HTTP/1.1\r\nHost: t\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"), 7, 0, false, &r);
     CG_CHECK_INT(r.st, CG_HTTP_ERROR);
     CG_CHECK_STR(cg_http_parser_error(&p)->detail, "limit request headers fields");
     cg_http_parser_deinit(&p);
@@ -258,7 +260,7 @@ static void test_proxy_protocol_peers(void)
     struct cg_http_parser p;
     struct sockaddr_in sin;
     size_t used;
-    static const char req[] = "PROXY TCP6 2001:db8::1 2001:db8::2 1234 443\r\nGET / HTTP/1.1\r\n\r\n";
+    static const char req[] = "PROXY TCP6 2001:db8::1 2001:db8::2 1234 443\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n";
 
     l.proxy_protocol = CG_HTTP_PROXY_V1;
     peer4(&sin, "10.1.2.3");
@@ -284,14 +286,14 @@ static void test_proxy_protocol_peers(void)
     cg_http_parser_deinit(&p);
 
     /* v2 LOCAL, and a v2 header with an unknown family (500, as gunicorn) */
-    static const char local[] = "\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00GET / HTTP/1.1\r\n\r\n";
+    static const char local[] = "\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00GET / HTTP/1.1\r\nHost: t\r\n\r\n";
     l.proxy_protocol = CG_HTTP_PROXY_AUTO;
     cg_http_parser_init(&p, &l, NULL);
     CG_CHECK_INT(cg_http_parser_head(&p, S(local), &used), CG_HTTP_HEAD_DONE);
     CG_CHECK(cg_http_parser_proxy_info(&p) != NULL &&
              strcmp(cg_http_parser_proxy_info(&p)->protocol, "LOCAL") == 0);
     cg_http_parser_deinit(&p);
-    static const char badfam[] = "\r\n\r\n\0\r\nQUIT\n\x21\x51\x00\x00GET / HTTP/1.1\r\n\r\n";
+    static const char badfam[] = "\r\n\r\n\0\r\nQUIT\n\x21\x51\x00\x00GET / HTTP/1.1\r\nHost: t\r\n\r\n";
     cg_http_parser_init(&p, &l, NULL);
     CG_CHECK_INT(cg_http_parser_head(&p, S(badfam), &used), CG_HTTP_ERROR);
     CG_CHECK_INT(cg_http_parser_error(&p)->kind, CG_HTTP_ERR_INVALID_PROXY_HEADER);
@@ -305,7 +307,7 @@ static void test_scheme_headers_and_header_map(void)
     struct sockaddr_in sin;
     size_t used;
     static const char req[] =
-        "GET / HTTP/1.1\r\nX-Forwarded-Proto: https\r\nScript_Name: /app\r\nX_Y: z\r\n\r\n";
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-Proto: https\r\nScript_Name: /app\r\nX_Y: z\r\n\r\n";
 
     /* trusted (127.0.0.1): https, SCRIPT_NAME kept (forwarder), X_Y dropped */
     peer4(&sin, "127.0.0.1");
@@ -313,7 +315,7 @@ static void test_scheme_headers_and_header_map(void)
     CG_CHECK_INT(cg_http_parser_head(&p, S(req), &used), CG_HTTP_HEAD_DONE);
     const struct cg_http_request *q = cg_http_parser_request(&p);
     CG_CHECK_STR(q->url_scheme, "https");
-    CG_CHECK_INT(q->n_headers, 2);
+    CG_CHECK_INT(q->n_headers, 3); /* Host too */
     CG_CHECK(cg_http_request_header(q, "SCRIPT_NAME") != NULL);
     CG_CHECK(cg_http_request_header(q, "X_Y") == NULL);
     cg_http_parser_deinit(&p);
@@ -324,7 +326,7 @@ static void test_scheme_headers_and_header_map(void)
     CG_CHECK_INT(cg_http_parser_head(&p, S(req), &used), CG_HTTP_HEAD_DONE);
     q = cg_http_parser_request(&p);
     CG_CHECK_STR(q->url_scheme, "http");
-    CG_CHECK_INT(q->n_headers, 1);
+    CG_CHECK_INT(q->n_headers, 2);
     cg_http_parser_deinit(&p);
 
     /* dangerous keeps everything */
@@ -332,7 +334,7 @@ static void test_scheme_headers_and_header_map(void)
     l.header_map = CG_HTTP_HEADER_MAP_DANGEROUS;
     cg_http_parser_init(&p, &l, (struct sockaddr *)&sin);
     CG_CHECK_INT(cg_http_parser_head(&p, S(req), &used), CG_HTTP_HEAD_DONE);
-    CG_CHECK_INT(cg_http_parser_request(&p)->n_headers, 3);
+    CG_CHECK_INT(cg_http_parser_request(&p)->n_headers, 4);
     cg_http_parser_deinit(&p);
 }
 
@@ -342,7 +344,7 @@ static void test_keepalive_upgrade_absolute(void)
     size_t used;
 
     cg_http_parser_init(&p, &lim, NULL);
-    CG_CHECK_INT(cg_http_parser_head(&p, S("GET /chat HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\n"
+    CG_CHECK_INT(cg_http_parser_head(&p, S("GET /chat HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, Upgrade\r\n"
                                            "Upgrade: websocket\r\n\r\n"), &used),
                  CG_HTTP_HEAD_DONE);
     CG_CHECK(cg_http_parser_request(&p)->upgrade);
@@ -367,18 +369,55 @@ static void test_keepalive_upgrade_absolute(void)
 
     /* gzip coding: must close after the request */
     cg_http_parser_init(&p, &lim, NULL);
-    CG_CHECK_INT(cg_http_parser_head(&p, S("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+    CG_CHECK_INT(cg_http_parser_head(&p, S("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
                                      &used),
                  CG_HTTP_HEAD_DONE);
     CG_CHECK(cg_http_request_should_close(cg_http_parser_request(&p)));
     cg_http_parser_deinit(&p);
 
-    expect_error(S("POST / HTTP/1.1\r\nTransfer-Encoding: br\r\n\r\n"), false,
+    expect_error(S("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: br\r\n\r\n"), false,
                  CG_HTTP_ERR_UNSUPPORTED_TRANSFER_CODING, "Unsupported transfer coding: 'br'");
-    expect_error(S("GET http://[::1/ HTTP/1.1\r\n\r\n"), false, CG_HTTP_ERR_INVALID_REQUEST_LINE,
+    expect_error(S("GET http://[::1/ HTTP/1.1\r\nHost: t\r\n\r\n"), false, CG_HTTP_ERR_INVALID_REQUEST_LINE,
                  NULL);
     expect_error(S("GET / HTTP/2.0\r\n\r\n"), false, CG_HTTP_ERR_INVALID_HTTP_VERSION,
                  "Invalid HTTP Version: (2, 0)");
+}
+
+/* RFC 9112 3.2: one Host, required in HTTP/1.1, with a host[:port] value. */
+static void test_host_header(void)
+{
+    static const char *const good[] = { "example.com", "example.com:8080", "127.0.0.1:80",
+                                        "[::1]", "[::1]:8000", "a%20b", "", "xn--bcher-kva.ch",
+                                        "under_score~.!$&'()*+,;=", NULL };
+    static const char *const bad[] = { "x/x", "a b", "[::1", "host:80x", "h@st", "a%2", "[::1]x",
+                                       "\"q\"", NULL };
+    char req[256];
+
+    for (size_t i = 0; good[i] != NULL; i++) {
+        struct cg_http_parser p;
+        size_t used;
+        int n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", good[i]);
+        cg_http_parser_init(&p, &lim, NULL);
+        CG_CHECK_INT(cg_http_parser_head(&p, req, (size_t)n, &used), CG_HTTP_HEAD_DONE);
+        cg_http_parser_deinit(&p);
+    }
+    for (size_t i = 0; bad[i] != NULL; i++) {
+        int n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", bad[i]);
+        expect_error(req, (size_t)n, false, CG_HTTP_ERR_INVALID_HEADER, NULL);
+    }
+    expect_error(S("GET / HTTP/1.1\r\nHost: x/x\r\n\r\n"), false, CG_HTTP_ERR_INVALID_HEADER,
+                 "Invalid HTTP Header: 'HOST' (not a host[:port]: 'x/x')");
+    expect_error(S("GET / HTTP/1.1\r\nAccept: */*\r\n\r\n"), false, CG_HTTP_ERR_INVALID_HEADER,
+                 "Invalid HTTP Header: 'HOST' (missing; an HTTP/1.1 request must carry a Host "
+                 "header)");
+    expect_error(S("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"), false,
+                 CG_HTTP_ERR_INVALID_HEADER, NULL);
+    /* HTTP/1.0 needs none */
+    struct cg_http_parser p;
+    size_t used;
+    cg_http_parser_init(&p, &lim, NULL);
+    CG_CHECK_INT(cg_http_parser_head(&p, S("GET / HTTP/1.0\r\n\r\n"), &used), CG_HTTP_HEAD_DONE);
+    cg_http_parser_deinit(&p);
 }
 
 static void test_error_pages(void)
@@ -386,9 +425,11 @@ static void test_error_pages(void)
     struct cg_http_error e;
     char out[CG_HTTP_ERROR_RESPONSE_MAX];
     /* Expected bytes are what gunicorn 27.0.1's handle_error()/write_error()
-     * send for `GET HTTP/1.1` (checked against upstream). */
-    static const char expect400[] =
-        "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/html\r\n"
+     * send for `GET HTTP/1.1` (checked against upstream), plus the Date
+     * header RFC 9110 6.6.1 asks for (docs/compatibility.md). */
+    char expect400[1024];
+    static const char page400[] =
+        "Connection: close\r\nContent-Type: text/html\r\n"
         "Content-Length: 205\r\n\r\n<html>\n  <head>\n    <title>Bad Request</title>\n  </head>\n"
         "  <body>\n    <h1><p>Bad Request</p></h1>\n    Invalid Request Line &#x27;Invalid HTTP "
         "request line: &#x27;GET HTTP/1.1&#x27;&#x27;\n  </body>\n</html>\n";
@@ -396,9 +437,14 @@ static void test_error_pages(void)
     size_t used;
 
     cg_http_parser_init(&p, &lim, NULL);
-    CG_CHECK_INT(cg_http_parser_head(&p, S("GET HTTP/1.1\r\n\r\n"), &used), CG_HTTP_ERROR);
+    CG_CHECK_INT(cg_http_parser_head(&p, S("GET HTTP/1.1\r\nHost: t\r\n\r\n"), &used), CG_HTTP_ERROR);
     size_t n = cg_http_error_format_response(cg_http_parser_error(&p), out, sizeof(out));
-    CG_CHECK_INT(n, sizeof(expect400) - 1);
+    /* the Date is the one formatted (a second may have passed since) */
+    CG_CHECK(strncmp(out, "HTTP/1.1 400 Bad Request\r\nDate: ", 32) == 0);
+    CG_CHECK(strncmp(out + 32 + CG_HTTP_DATE_LEN - 4, " GMT\r\n", 6) == 0);
+    snprintf(expect400, sizeof(expect400), "HTTP/1.1 400 Bad Request\r\nDate: %.*s\r\n%s",
+             CG_HTTP_DATE_LEN, out + 32, page400);
+    CG_CHECK_INT(n, strlen(expect400));
     CG_CHECK_STR(out, expect400);
     cg_http_parser_deinit(&p);
 
@@ -467,4 +513,4 @@ CG_TEST_MAIN(CG_TEST(test_setup), CG_TEST(test_chunked_extensions_and_trailers),
              CG_TEST(test_length_body_bounded_reads), CG_TEST(test_expect_continue),
              CG_TEST(test_request_line_limits), CG_TEST(test_proxy_protocol_peers),
              CG_TEST(test_scheme_headers_and_header_map), CG_TEST(test_keepalive_upgrade_absolute),
-             CG_TEST(test_error_pages), CG_TEST(test_iplist))
+             CG_TEST(test_error_pages), CG_TEST(test_host_header), CG_TEST(test_iplist))

@@ -67,7 +67,7 @@ static void test_chunked_when_no_length(void)
 {
     struct cg_http_response r;
     static const char *const h[] = { "Content-Type", "text/plain", NULL };
-    const char *out = respond("GET / HTTP/1.1\r\n\r\n", "200 OK", h, &r);
+    const char *out = respond("GET / HTTP/1.1\r\nHost: t\r\n\r\n", "200 OK", h, &r);
 
     CG_CHECK_STR(out, "HTTP/1.1 200 OK\r\nServer: gunicorn\r\n" DATE "Connection: keep-alive\r\n"
                       "Transfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n");
@@ -81,7 +81,7 @@ static void test_length_and_http10(void)
 {
     struct cg_http_response r;
     static const char *const h[] = { "Content-Length", " 4 ", NULL };
-    const char *out = respond("GET / HTTP/1.1\r\n\r\n", "200 OK", h, &r);
+    const char *out = respond("GET / HTTP/1.1\r\nHost: t\r\n\r\n", "200 OK", h, &r);
 
     CG_CHECK_STR(out, "HTTP/1.1 200 OK\r\nServer: gunicorn\r\n" DATE "Connection: keep-alive\r\n"
                       "Content-Length: 4\r\n\r\n");
@@ -98,7 +98,7 @@ static void test_length_and_http10(void)
     cg_http_response_deinit(&r);
 
     /* forced close (sync worker) */
-    out = respond("GET / HTTP/1.1\r\n\r\n", "200 OK", h, &r);
+    out = respond("GET / HTTP/1.1\r\nHost: t\r\n\r\n", "200 OK", h, &r);
     cg_http_response_force_close(&r);
     CG_CHECK(cg_http_response_should_close(&r));
     cg_http_response_deinit(&r);
@@ -110,27 +110,27 @@ static void test_no_body_responses(void)
     static const char *const cl[] = { "Content-Length", "10", NULL };
 
     /* HEAD keeps Content-Length, sends no body, no chunking */
-    const char *out = respond("HEAD / HTTP/1.1\r\n\r\n", "200 OK", cl, &r);
+    const char *out = respond("HEAD / HTTP/1.1\r\nHost: t\r\n\r\n", "200 OK", cl, &r);
     CG_CHECK_STR(out, "HTTP/1.1 200 OK\r\nServer: gunicorn\r\n" DATE "Connection: keep-alive\r\n"
                       "Content-Length: 10\r\n\r\n");
     CG_CHECK_INT(cg_http_response_body_take(&r, 10), 0);
     cg_http_response_deinit(&r);
-    out = respond("HEAD / HTTP/1.1\r\n\r\n", "200 OK", NULL, &r);
+    out = respond("HEAD / HTTP/1.1\r\nHost: t\r\n\r\n", "200 OK", NULL, &r);
     CG_CHECK(!r.chunked);
     CG_CHECK(!cg_http_response_should_close(&r));
     cg_http_response_deinit(&r);
 
     /* 204 drops Content-Length; 304 keeps it; neither is chunked */
-    out = respond("GET / HTTP/1.1\r\n\r\n", "204 No Content", cl, &r);
+    out = respond("GET / HTTP/1.1\r\nHost: t\r\n\r\n", "204 No Content", cl, &r);
     CG_CHECK_STR(out, "HTTP/1.1 204 No Content\r\nServer: gunicorn\r\n" DATE
                       "Connection: keep-alive\r\n\r\n");
     CG_CHECK_INT(cg_http_response_body_take(&r, 10), 0);
     cg_http_response_deinit(&r);
-    out = respond("GET / HTTP/1.1\r\n\r\n", "304 Not Modified", cl, &r);
+    out = respond("GET / HTTP/1.1\r\nHost: t\r\n\r\n", "304 Not Modified", cl, &r);
     CG_CHECK(out != NULL && strstr(out, "Content-Length: 10\r\n") != NULL);
     CG_CHECK(out != NULL && strstr(out, "Transfer-Encoding") == NULL);
     cg_http_response_deinit(&r);
-    out = respond("GET / HTTP/1.1\r\n\r\n", "304", NULL, &r);
+    out = respond("GET / HTTP/1.1\r\nHost: t\r\n\r\n", "304", NULL, &r);
     CG_CHECK(out != NULL && strncmp(out, "HTTP/1.1 304\r\n", 14) == 0);
     cg_http_response_deinit(&r);
 }
@@ -141,7 +141,7 @@ static void test_hop_by_hop_and_upgrade(void)
     static const char *const h[] = { "Connection", "Upgrade", "Upgrade", "websocket",
                                      "Keep-Alive", "5", "Server", "evil", "Date", "x",
                                      "Transfer-Encoding", "chunked", "X-A", "1", NULL };
-    const char *out = respond("GET / HTTP/1.1\r\n\r\n", "101 Switching Protocols", h, &r);
+    const char *out = respond("GET / HTTP/1.1\r\nHost: t\r\n\r\n", "101 Switching Protocols", h, &r);
 
     CG_CHECK_STR(out, "HTTP/1.1 101 Switching Protocols\r\nServer: gunicorn\r\n" DATE
                       "Connection: upgrade\r\nUpgrade: websocket\r\nX-A: 1\r\n\r\n");
