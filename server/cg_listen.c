@@ -362,6 +362,15 @@ void cg_listen_close_all(struct cg_listener *ls, size_t n, bool unlink_unix)
     free(ls);
 }
 
+void cg_listen_stop_queueing(const struct cg_listener *ls, size_t n)
+{
+    for (size_t i = 0; ls != NULL && i < n; i++) {
+        if (ls[i].fd >= 0 && listen(ls[i].fd, 0) < 0) {
+            cg_log_errno(CG_LOG_WARNING, errno, "stopping new connections on %s", ls[i].name);
+        }
+    }
+}
+
 void cg_listen_describe(const struct cg_listener *ls, size_t n, char *buf, size_t size)
 {
     size_t used = 0;

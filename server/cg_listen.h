@@ -48,6 +48,12 @@ int cg_listen_adopt_fd(int fd, struct cg_listener *out, struct cg_err *err);
  * final shutdown). Frees the array. */
 void cg_listen_close_all(struct cg_listener *ls, size_t n, bool unlink_unix);
 
+/* A graceful stop: no new connection may queue on the listeners any more
+ * (listen() again with a backlog of 0; the kernel keeps the connections
+ * already queued, which the workers then serve). Only for listeners no one
+ * else shares: a USR2 partner or systemd keeps serving on them. */
+void cg_listen_stop_queueing(const struct cg_listener *ls, size_t n);
+
 /* In a forked child that serves no HTTP (dirty arbiter, dirty worker):
  * closes every listener inherited from the master. */
 void cg_listen_close_inherited(void);

@@ -368,6 +368,9 @@ static void stop_all(struct cg_master *m, bool graceful)
     bool unlink_unix = m->reexec_pid == 0 && m->master_pid == 0 && !m->systemd &&
                        !m->conf->reuse_port;
 
+    if (graceful && unlink_unix) { /* unshared: the workers drain the queues */
+        cg_listen_stop_queueing(m->ls, m->nls);
+    }
     cg_listen_close_all(m->ls, m->nls, unlink_unix);
     m->ls = NULL;
     m->nls = 0;

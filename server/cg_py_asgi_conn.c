@@ -544,7 +544,7 @@ static void listen_set(struct cg_asgi_srv *s, bool on)
 /* Watches the listeners while accepting and below worker_connections. */
 static void listen_update(struct cg_asgi_srv *s)
 {
-    bool want = s->accepting && s->w->alive &&
+    bool want = ((s->accepting && s->w->alive) || s->queue_open) &&
                 (s->conf->worker_connections <= 0 ||
                  s->nconns < (size_t)s->conf->worker_connections);
     if (want != s->listening) {
@@ -558,20 +558,22 @@ void cg_py_asgi_listen(struct cg_asgi_srv *s)
     listen_update(s);
 }
 
-PyObject *cg_py_asgi_accept(struct cg_asgi_srv *s, size_t idx)
+/* Accepts one connection from l; NULL when there is none (or it could not
+ * be set up). The server's list holds the reference returned (borrowed). */
+static struct cg_asgi_conn *accept_one(struct cg_asgi_srv *s, const struct cg_listener *l)
 {
-    const struct cg_listener *l = &s->w->listeners[idx];
-
-    for (int i = 0; i < 64 && s->listening; i++) {
+    for (;;) {
         struct sockaddr_storage peer;
         socklen_t plen = sizeof(peer);
         int fd = accept4(l->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-                errno != ECONNABORTED) {
+            if (errno == EINTR || errno == ECONNABORTED) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 cg_log_errno(CG_LOG_ERROR, errno, "accept on %s", l->name);
             }
-            break;
+            return NULL;
         }
         if (l->family != AF_UNIX) {
             int one = 1;
@@ -583,7 +585,7 @@ PyObject *cg_py_asgi_accept(struct cg_asgi_srv *s, size_t idx)
         struct cg_asgi_conn *c = conn_new(s, fd, l, &peer);
         if (c == NULL) {
             cg_py_log_exception("asgi: cannot set up a connection");
-            continue;
+            return NULL;
         }
         /* The list holds the new reference. */
         c->next = s->conns;
@@ -594,6 +596,45 @@ PyObject *cg_py_asgi_accept(struct cg_asgi_srv *s, size_t idx)
         s->nconns++;
         cg_py_asgi_conn_want_read(c, true);
         listen_update(s);
+        if (!s->w->alive) { /* draining: read what it sent before a sweep takes it for idle */
+            PyObject *r = conn_on_read((PyObject *)c, NULL);
+            Py_XDECREF(r);
+        }
+        return c;
+    }
+}
+
+PyObject *cg_py_asgi_accept(struct cg_asgi_srv *s, size_t idx)
+{
+    if (s->queue_open) {
+        cg_py_asgi_drain_queues(s);
+        Py_RETURN_NONE;
+    }
+    for (int i = 0; i < 64 && s->listening; i++) {
+        if (accept_one(s, &s->w->listeners[idx]) == NULL) {
+            break;
+        }
     }
     Py_RETURN_NONE;
+}
+
+void cg_py_asgi_drain_queues(struct cg_asgi_srv *s)
+{
+    bool more = true;
+
+    while (more) {
+        more = false;
+        for (size_t i = 0; i < s->w->nlisteners; i++) {
+            if (s->conf->worker_connections > 0 &&
+                s->nconns >= (size_t)s->conf->worker_connections) {
+                listen_update(s);
+                return; /* more once connections are done */
+            }
+            if (accept_one(s, &s->w->listeners[i]) != NULL) {
+                more = true;
+            }
+        }
+    }
+    s->queue_open = false;
+    listen_update(s);
 }

@@ -72,6 +72,7 @@ struct cg_asgi_srv {
     size_t nconns;
     bool accepting;
     bool listening;              /* the listeners are loop readers */
+    bool queue_open;             /* TERM: the listen queues may still hold connections */
     bool quick;                  /* QUIT/INT: stop now */
     uint64_t ws_max;             /* websocket_max_message_size */
 };
@@ -158,6 +159,14 @@ extern PyTypeObject cg_asgi_conn_type;
 /* Watches the listeners while accepting (and below worker_connections). */
 void cg_py_asgi_listen(struct cg_asgi_srv *s);
 /* Accepts every pending connection on listener `idx`. */
+/* TERM: accepts the connections already queued on the listeners (the
+ * master stopped new ones from queueing) as far as worker_connections
+ * allows, and reads what each sent at once, so that none is taken for idle
+ * and closed unread: they are served, with "Connection: close". Sets
+ * queue_open false once a pass over every listener accepts nothing; until
+ * then tick() and the listeners' readers call it again. */
+void cg_py_asgi_drain_queues(struct cg_asgi_srv *s);
+
 PyObject *cg_py_asgi_accept(struct cg_asgi_srv *s, size_t idx);
 /* Queues bytes for the socket (writes now when nothing is pending). Returns
  * 0, or -1 when the connection is dead (nothing is raised). */

@@ -34,6 +34,7 @@ bool cg_worker_check_signals(struct cg_worker *w)
     }
     if (cg_sig_take(SIGTERM)) {
         w->alive = false;
+        w->terminating = true;
     }
     if (cg_sig_take(SIGUSR1)) {
         cg_log_reopen();

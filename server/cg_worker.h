@@ -39,6 +39,10 @@ struct cg_worker {
     uint64_t max_requests; /* 0 = unlimited; jitter applied */
     uint64_t nr;           /* requests handled */
     volatile bool alive;   /* false once a graceful stop was asked */
+    /* TERM (not max_requests, not a parent change): before exiting, the
+     * worker serves the connections already queued on its listeners; the
+     * master has stopped new ones from queueing (cg_listen_stop_queueing). */
+    volatile bool terminating;
     bool booted;           /* the app is loaded and post_worker_init ran */
     /* The sync worker sets `busy` while it accepts and serves connections;
      * a QUIT/INT that arrives then lets the current request finish

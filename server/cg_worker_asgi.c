@@ -150,6 +150,9 @@ static PyObject *srv_tick(PyObject *self, PyObject *unused)
         cg_log(CG_LOG_INFO, "Parent changed, shutting down: %d", (int)getpid());
         s->w->alive = false;
     }
+    if (s->queue_open && !s->quick) {
+        cg_py_asgi_drain_queues(s); /* what waited for a free connection slot */
+    }
     cg_py_asgi_conn_sweep(s, !s->w->alive);
     Py_RETURN_NONE;
 }
@@ -175,6 +178,14 @@ static PyObject *srv_nconns(PyObject *self, PyObject *unused)
     return s ? PyLong_FromSize_t(s->nconns) : NULL;
 }
 
+/* draining(): TERM, and the listen queues may still hold connections. */
+static PyObject *srv_draining(PyObject *self, PyObject *unused)
+{
+    struct cg_asgi_srv *s = srv_of(self);
+    (void)unused;
+    return s ? PyBool_FromLong(s->queue_open) : NULL;
+}
+
 static PyObject *srv_stop_accepting(PyObject *self, PyObject *unused)
 {
     struct cg_asgi_srv *s = srv_of(self);
@@ -183,6 +194,10 @@ static PyObject *srv_stop_accepting(PyObject *self, PyObject *unused)
         return NULL;
     }
     s->accepting = false;
+    if (s->w->terminating && !s->quick) {
+        s->queue_open = true;
+        cg_py_asgi_drain_queues(s);
+    }
     cg_py_asgi_listen(s);
     Py_RETURN_NONE;
 }
@@ -228,6 +243,7 @@ static PyMethodDef srv_methods[] = {
     { "alive", srv_alive, METH_NOARGS, NULL },
     { "quick", srv_quick, METH_NOARGS, "QUIT/INT: stop without waiting" },
     { "nconns", srv_nconns, METH_NOARGS, NULL },
+    { "draining", srv_draining, METH_NOARGS, NULL },
     { "stop_accepting", srv_stop_accepting, METH_NOARGS, NULL },
     { "close_idle", srv_close_idle, METH_NOARGS, NULL },
     { "close_all", srv_close_all, METH_NOARGS, NULL },

@@ -84,7 +84,8 @@ static struct timeval ms_tv(uint64_t ms)
 
 static void set_accepting(struct cg_gthread *gt)
 {
-    bool want = !gt->stopping && gt->nconns < (size_t)gt->conf->worker_connections;
+    bool want = (!gt->stopping || gt->queue_open) &&
+                gt->nconns < (size_t)gt->conf->worker_connections;
     if (want == gt->accepting) {
         return;
     }
@@ -116,6 +117,8 @@ static void set_state(struct cg_gthread *gt, struct cg_gthread_conn *k, enum cg_
     k->state = st;
 }
 
+static void drain_queues(struct cg_gthread *gt);
+
 static void conn_free(struct cg_gthread *gt, struct cg_gthread_conn *k)
 {
     if (k->state == CG_GTHREAD_WAIT) {
@@ -136,7 +139,10 @@ static void conn_free(struct cg_gthread *gt, struct cg_gthread_conn *k)
     gt->nconns--;
     free(k);
     set_accepting(gt);
-    if (gt->stopping && gt->nconns == 0) {
+    if (gt->stopping && gt->queue_open) {
+        drain_queues(gt);
+    }
+    if (gt->stopping && gt->nconns == 0 && !gt->queue_open) {
         event_base_loopexit(gt->base, NULL);
     }
 }
@@ -270,18 +276,13 @@ static void on_conn_event(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static void on_accept(evutil_socket_t lfd, short what, void *arg)
-{
-    struct cg_gthread *gt = arg;
-    const struct cg_listener *l = NULL;
-    (void)what;
+enum accepted { ACCEPTED, QUEUE_EMPTY, ACCEPT_FAILED };
 
-    for (size_t i = 0; i < gt->w->nlisteners; i++) {
-        if (gt->w->listeners[i].fd == lfd) {
-            l = &gt->w->listeners[i];
-        }
-    }
-    for (int i = 0; i < ACCEPT_BATCH && gt->accepting; i++) {
+/* Accepts one connection from lfd and parks it waiting for its head. */
+static enum accepted accept_one(struct cg_gthread *gt, evutil_socket_t lfd,
+                                const struct cg_listener *l)
+{
+    for (;;) {
         struct sockaddr_storage peer;
         socklen_t plen = sizeof(peer);
         int fd = accept4(lfd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -289,16 +290,17 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             if (errno == EINTR || errno == ECONNABORTED) {
                 continue;
             }
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                cg_log_errno(CG_LOG_ERROR, errno, "accept on %s", l ? l->name : "?");
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return QUEUE_EMPTY;
             }
-            break;
+            cg_log_errno(CG_LOG_ERROR, errno, "accept on %s", l->name);
+            return ACCEPT_FAILED;
         }
         struct cg_gthread_conn *k = calloc(1, sizeof(*k));
         if (k == NULL) {
             close(fd);
             cg_log(CG_LOG_ERROR, "out of memory accepting a connection on %s", l->name);
-            break;
+            return ACCEPT_FAILED;
         }
         cg_wsgi_conn_init(&k->c, fd, l, (struct sockaddr *)&peer, plen, &gt->wsgi->limits,
                           gt->conf->timeout > 0 ? gt->conf->timeout * 1000 : -1);
@@ -309,7 +311,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             cg_wsgi_conn_deinit(&k->c);
             free(k);
             cg_log(CG_LOG_ERROR, "out of memory accepting a connection on %s", l->name);
-            break;
+            return ACCEPT_FAILED;
         }
         k->state = CG_GTHREAD_WAIT;
         atomic_fetch_add(&gt->nwait, 1);
@@ -322,6 +324,56 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         gt->nconns++;
         set_accepting(gt);
         conn_arm(gt, k);
+        return ACCEPTED;
+    }
+}
+
+/* TERM: takes what the listen queues hold (the master stopped new
+ * connections from queueing), as far as worker_connections allows; the rest
+ * is taken as connections finish (conn_free). Every request of a stopping
+ * worker is answered with "Connection: close". The queues are known empty
+ * once a pass over every listener accepts nothing. */
+static void drain_queues(struct cg_gthread *gt)
+{
+    bool more = true;
+
+    while (more) {
+        more = false;
+        for (size_t i = 0; i < gt->w->nlisteners; i++) {
+            if (gt->nconns >= (size_t)gt->conf->worker_connections) {
+                set_accepting(gt);
+                return; /* more when a connection is done */
+            }
+            if (accept_one(gt, gt->w->listeners[i].fd, &gt->w->listeners[i]) == ACCEPTED) {
+                more = true;
+            }
+        }
+    }
+    gt->queue_open = false;
+    set_accepting(gt);
+}
+
+static void on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    struct cg_gthread *gt = arg;
+    const struct cg_listener *l = NULL;
+    (void)what;
+
+    if (gt->stopping) {
+        if (gt->queue_open) {
+            drain_queues(gt);
+        }
+        return;
+    }
+    for (size_t i = 0; i < gt->w->nlisteners; i++) {
+        if (gt->w->listeners[i].fd == lfd) {
+            l = &gt->w->listeners[i];
+        }
+    }
+    for (int i = 0; l != NULL && i < ACCEPT_BATCH && gt->accepting; i++) {
+        if (accept_one(gt, lfd, l) != ACCEPTED) {
+            break;
+        }
     }
 }
 
@@ -336,13 +388,17 @@ static void begin_stop(struct cg_gthread *gt)
     gt->w->alive = false;
     atomic_store(&gt->draining, true);
     gt->stop_deadline_ms = cg_monotonic_ms() + (uint64_t)gt->conf->graceful_timeout * 1000u;
+    if (gt->w->terminating) {
+        gt->queue_open = true;
+        drain_queues(gt);
+    }
     set_accepting(gt);
     for (struct cg_gthread_conn *k = gt->conns; k != NULL; k = k->next) {
         if (k->state == CG_GTHREAD_WAIT) {
             conn_arm(gt, k); /* caps the deadline */
         }
     }
-    if (gt->nconns == 0) {
+    if (gt->nconns == 0 && !gt->queue_open) {
         event_base_loopexit(gt->base, NULL);
     }
 }

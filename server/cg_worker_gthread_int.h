@@ -61,6 +61,7 @@ struct cg_gthread {
     size_t nrun;               /* connections in RUN */
     bool accepting;
     bool stopping;             /* graceful stop under way */
+    bool queue_open;           /* TERM: the listen queues may still hold connections */
     bool quick;                /* QUIT/INT: leave now */
     uint64_t stop_deadline_ms;
     int wake_r, wake_w;        /* owned: signal.set_wakeup_fd() pipe (Python-level handlers) */

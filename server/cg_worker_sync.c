@@ -57,6 +57,36 @@ static bool accept_loop(struct cg_worker *w, struct cg_wsgi *wsgi, struct cg_lis
     }
 }
 
+/* TERM: serves what the listen queues already hold (the master stopped new
+ * connections from queueing), until they are empty, a QUIT/INT, or
+ * graceful_timeout; the kernel would reset them when the last worker
+ * closes the listener. */
+static void drain_queues(struct cg_worker *w, struct cg_wsgi *wsgi)
+{
+    uint64_t deadline = cg_monotonic_ms() + (uint64_t)w->conf->graceful_timeout * 1000u;
+    bool more = true;
+
+    w->busy = true;
+    while (more && cg_monotonic_ms() < deadline && !w->quit_after_request) {
+        more = false;
+        for (size_t i = 0; i < w->nlisteners && !w->quit_after_request; i++) {
+            struct sockaddr_storage peer;
+            socklen_t plen = sizeof(peer);
+            int fd = accept4(w->listeners[i].fd, (struct sockaddr *)&peer, &plen, SOCK_CLOEXEC);
+            if (fd < 0) {
+                more = more || errno == EINTR || errno == ECONNABORTED;
+                continue;
+            }
+            more = true;
+            cg_worker_notify(w);
+            cg_py_wsgi_serve(wsgi, fd, &w->listeners[i], (struct sockaddr *)&peer, plen);
+            w->nr++;
+            cg_worker_check_signals(w);
+        }
+    }
+    w->busy = false;
+}
+
 static bool accept_ready(struct cg_worker *w, struct cg_wsgi *wsgi, struct cg_listener *l)
 {
     bool go_on;
@@ -100,6 +130,9 @@ void cg_worker_sync_run(struct cg_worker *w)
                 break;
             }
         }
+    }
+    if (w->terminating && !w->quit_after_request) {
+        drain_queues(w, wsgi);
     }
     cg_py_wsgi_free(wsgi);
 }

@@ -178,7 +178,8 @@ async def _serve(loop, server, app, opts):
         server.close_idle()
         if server.nconns():
             _log(INFO, "Waiting for %d connections to finish..." % server.nconns())
-        while server.nconns() and loop.time() < deadline and not server.quick():
+        while ((server.nconns() or server.draining()) and loop.time() < deadline
+               and not server.quick()):
             server.tick()
             stop.clear()
             await _wait(stop, 0.1)
