@@ -4,6 +4,7 @@
  * them). Each test_* function of that file is one test; an exception fails
  * it. Run from the repository root (as `make check-unit` does). */
 #include <Python.h>
+#include <signal.h>
 
 #include "cg_py.h"
 
@@ -17,6 +18,9 @@ int main(int argc, char **argv)
     FILE *f = NULL;
 
     (void)argc;
+    /* As in every cgunicorn process (cg_sig): a write to a peer that has
+     * gone fails with EPIPE instead of killing the process. */
+    signal(SIGPIPE, SIG_IGN);
     if (cg_py_init(1, argv, &err) < 0) {
         fprintf(stderr, "cannot start Python: %s\n", err.msg);
         return 2;
