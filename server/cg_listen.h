@@ -59,6 +59,10 @@ void cg_listen_stop_queueing(const struct cg_listener *ls, size_t n);
 void cg_listen_close_inherited(void);
 
 /* "http://127.0.0.1:8000,unix:/x" style joined names for the log line. */
+/* Bytes a connected socket has received that no one has read yet
+ * (FIONREAD); -1 when it cannot tell. */
+int cg_fd_unread(int fd);
+
 void cg_listen_describe(const struct cg_listener *ls, size_t n, char *buf, size_t size);
 
 #endif
