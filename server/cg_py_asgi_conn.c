@@ -143,10 +143,52 @@ void cg_py_asgi_conn_close(struct cg_asgi_conn *c)
     Py_DECREF(c);
 }
 
+/* The response is out and the connection ends: when the client may still
+ * be sending (a body the app did not read, bytes buffered or unread in the
+ * kernel), a lingering close -- FIN now, its input discarded until its FIN
+ * or CG_LINGER_MS (cg_listen.h) -- so that it gets the whole response, not
+ * a reset; else the close. */
+static void conn_finish(struct cg_asgi_conn *c)
+{
+    bool input = !c->eof && (c->in_end > c->in_start || !cg_http_parser_body_done(&c->parser) ||
+                             cg_fd_unread(c->fd) != 0);
+
+    if (!input || c->linger_until_ms != 0 || shutdown(c->fd, SHUT_WR) < 0) {
+        cg_py_asgi_conn_close(c);
+        return;
+    }
+    c->close_when_flushed = false;
+    c->linger_until_ms = cg_monotonic_ms() + CG_LINGER_MS;
+    c->lingered = 0;
+    c->in_start = c->in_end = 0;
+    cg_py_asgi_conn_want_read(c, true);
+}
+
+/* Lingering: reads and drops what arrived; closes at EOF, an error, or past
+ * CG_LINGER_MAX bytes. */
+static void linger_step(struct cg_asgi_conn *c)
+{
+    char scratch[16384];
+
+    for (;;) {
+        ssize_t n = recv(c->fd, scratch, sizeof(scratch), 0);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        }
+        if (n <= 0 || (c->lingered += (size_t)n) > CG_LINGER_MAX) {
+            cg_py_asgi_conn_close(c);
+            return;
+        }
+    }
+}
+
 void cg_py_asgi_conn_close_soon(struct cg_asgi_conn *c)
 {
     if (c->out_end == c->out_start) {
-        cg_py_asgi_conn_close(c);
+        conn_finish(c);
         return;
     }
     c->close_when_flushed = true;
@@ -263,7 +305,7 @@ static PyObject *conn_on_write(PyObject *self, PyObject *unused)
         c->out_start = c->out_end = 0;
         want_write(c, false);
         if (c->close_when_flushed) {
-            cg_py_asgi_conn_close(c);
+            conn_finish(c);
         }
     }
     if (!cg_py_asgi_conn_congested(c)) {
@@ -318,7 +360,9 @@ static PyObject *conn_on_read(PyObject *self, PyObject *unused)
     (void)unused;
 
     Py_INCREF(c);
-    if (c->state != CG_ASGI_CLOSED && conn_fill(c) != -1) {
+    if (c->state != CG_ASGI_CLOSED && c->linger_until_ms != 0) {
+        linger_step(c);
+    } else if (c->state != CG_ASGI_CLOSED && conn_fill(c) != -1) {
         if (c->eof) {
             cg_py_asgi_conn_want_read(c, false);
         }
@@ -357,7 +401,7 @@ static bool drain_body(struct cg_asgi_conn *c)
             return true;
         }
         if (st == CG_HTTP_ERROR) {
-            cg_py_asgi_conn_close(c);
+            conn_finish(c); /* the response is out; the client may still be sending */
             return false;
         }
         if (st == CG_HTTP_NEED_MORE) {
@@ -483,6 +527,13 @@ void cg_py_asgi_conn_sweep(struct cg_asgi_srv *s, bool all)
 
     while (c != NULL) {
         struct cg_asgi_conn *next = c->next;
+        if (c->linger_until_ms != 0) {
+            if (all || now >= c->linger_until_ms) {
+                cg_py_asgi_conn_close(c);
+            }
+            c = next;
+            continue;
+        }
         /* Waiting for a request (a new connection that sent nothing yet
          * too) or discarding an unread body. */
         bool idle = (c->state == CG_ASGI_IDLE && c->in_end == c->in_start) ||

@@ -112,6 +112,8 @@ struct cg_asgi_conn {
     bool reading, writing;           /* reader/writer registered with the loop */
     bool eof;                        /* the peer closed its side (or reset) */
     bool close_when_flushed;
+    uint64_t linger_until_ms;        /* lingering close: discard input until then (0: no) */
+    size_t lingered;                 /* bytes discarded while lingering */
     enum cg_asgi_conn_state state;
     struct cg_asgi_req *req;         /* current HTTP request; owned */
     struct cg_asgi_ws *ws;           /* WebSocket session; owned */

@@ -368,5 +368,8 @@ void cg_py_wsgi_serve(struct cg_wsgi *g, int fd, const struct cg_listener *l,
     } else {
         cg_py_wsgi_log_head_error(g, &c, t0);
     }
+    Py_BEGIN_ALLOW_THREADS
+    cg_wsgi_conn_linger(&c);
+    Py_END_ALLOW_THREADS
     cg_wsgi_conn_deinit(&c);
 }

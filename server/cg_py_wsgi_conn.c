@@ -9,11 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "cg_listen.h"
 #include "cg_log.h"
 #include "cg_py_wsgi_conn.h"
+#include "cg_worker.h" /* cg_monotonic_ms */
 
 #define READ_CHUNK 65536
 
@@ -42,6 +45,37 @@ void cg_wsgi_conn_deinit(struct cg_wsgi_conn *c)
     if (c->fd >= 0) {
         close(c->fd);
         c->fd = -1;
+    }
+}
+
+bool cg_wsgi_conn_may_have_input(struct cg_wsgi_conn *c)
+{
+    return c->fd >= 0 && !c->eof &&
+           (c->end > c->start || !cg_http_parser_body_done(&c->parser) ||
+            cg_http_parser_error(&c->parser)->kind != CG_HTTP_ERR_NONE ||
+            cg_fd_unread(c->fd) != 0);
+}
+
+void cg_wsgi_conn_linger(struct cg_wsgi_conn *c)
+{
+    char scratch[16384];
+    size_t drained = 0;
+    uint64_t deadline = cg_monotonic_ms() + CG_LINGER_MS;
+
+    if (!cg_wsgi_conn_may_have_input(c) || shutdown(c->fd, SHUT_WR) < 0) {
+        return;
+    }
+    while (drained <= CG_LINGER_MAX) {
+        uint64_t now = cg_monotonic_ms();
+        struct pollfd p = { .fd = c->fd, .events = POLLIN };
+        if (now >= deadline || poll(&p, 1, (int)(deadline - now)) <= 0) {
+            return; /* timeout (or EINTR: close now) */
+        }
+        ssize_t n = recv(c->fd, scratch, sizeof(scratch), MSG_DONTWAIT);
+        if (n <= 0 && !(n < 0 && (errno == EAGAIN || errno == EINTR))) {
+            return; /* EOF or error */
+        }
+        drained += n > 0 ? (size_t)n : 0;
     }
 }
 

@@ -47,6 +47,16 @@ void cg_wsgi_conn_init(struct cg_wsgi_conn *c, int fd, const struct cg_listener 
 /* Closes the socket and frees the buffers. */
 void cg_wsgi_conn_deinit(struct cg_wsgi_conn *c);
 
+/* Lingering close (what a blocking worker does before closing): when the
+ * client may still have bytes in flight (a body the app did not read,
+ * bytes buffered or unread in the kernel), shut down writing so the client
+ * sees the FIN after the whole response, then read and discard until its
+ * EOF, at most CG_LINGER_MS and CG_LINGER_MAX bytes (cg_listen.h); a close
+ * with unread input would send a reset that can destroy the response in
+ * the client. */
+bool cg_wsgi_conn_may_have_input(struct cg_wsgi_conn *c);
+void cg_wsgi_conn_linger(struct cg_wsgi_conn *c);
+
 /* Reads what is available (waits up to io_timeout_ms when `wait` and the
  * socket has nothing yet). Returns bytes read, 0 on EOF, -1 on error
  * (EAGAIN when !wait and nothing was there; read_errno set). */

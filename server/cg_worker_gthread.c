@@ -62,8 +62,8 @@
 #include "cg_worker_gthread_int.h"
 
 #define STOP_LINGER_MS 2000u   /* idle connections kept open once stopping */
-#define CLOSE_LINGER_MS 2000u  /* CLOSING: wait this long for the peer's FIN */
-#define CLOSE_DRAIN_MAX 65536u /* CLOSING: discard at most this much */
+#define CLOSE_LINGER_MS ((uint64_t)CG_LINGER_MS) /* CLOSING: wait this long for the peer's FIN */
+#define CLOSE_DRAIN_MAX ((size_t)CG_LINGER_MAX)  /* CLOSING: discard at most this much */
 #define ACCEPT_BATCH 64
 
 static void on_conn_event(evutil_socket_t fd, short what, void *arg);
@@ -272,8 +272,13 @@ static void on_conn_event(evutil_socket_t fd, short what, void *arg)
 
     if (k->state == CG_GTHREAD_CLOSING) {
         closing_step(gt, k, what);
+    } else if ((what & EV_TIMEOUT) && k->idle) {
+        /* kept alive past keepalive (or a stopping worker's linger): a FIN
+         * first, so that a request the client is sending meets a closed
+         * connection it can see, not a reset */
+        conn_close_graceful(gt, k);
     } else if (what & EV_TIMEOUT) {
-        conn_free(gt, k); /* idle past keepalive, or a head too slow */
+        conn_free(gt, k); /* a head too slow */
     } else {
         head_step(gt, k);
     }
