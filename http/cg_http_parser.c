@@ -403,8 +403,10 @@ static enum cg_http_status on_line(struct cg_http_parser *p)
 }
 
 /* Checks an incomplete line of `n` bytes (no LF yet) against the limits,
- * before it is buffered. */
-static enum cg_http_status check_partial(struct cg_http_parser *p, size_t n)
+ * before it is buffered. A lone CR after the header lines may be the start
+ * of the blank line that ends the head: it does not count, or the same
+ * head would be refused or not depending on where TCP split it. */
+static enum cg_http_status check_partial(struct cg_http_parser *p, size_t n, bool lone_cr)
 {
     if (p->head_phase != PH_HEADERS) {
         /* read_line(): len(data) - 2 > limit */
@@ -413,7 +415,7 @@ static enum cg_http_status check_partial(struct cg_http_parser *p, size_t n)
                               "Request Line is too large (%zu > %zu)", n, p->eff.request_line);
             return fail(p);
         }
-    } else if (p->line_start + n - p->hdrs_off > p->eff.max_buffer_headers) {
+    } else if (!lone_cr && p->line_start + n - p->hdrs_off > p->eff.max_buffer_headers) {
         cg_http_error_set(&p->error, CG_HTTP_ERR_LIMIT_REQUEST_HEADERS, "max buffer headers");
         return fail(p);
     }
@@ -430,7 +432,8 @@ static enum cg_http_status scan(struct cg_http_parser *p, const char *in, size_t
         size_t take = lf ? (size_t)(lf - (in + pos)) + 1 : len - pos;
         size_t have = p->head.len - p->line_start;
 
-        if (lf == NULL && check_partial(p, have + take) == CG_HTTP_ERROR) {
+        bool lone_cr = have + take == 1 && in[pos] == '\r';
+        if (lf == NULL && check_partial(p, have + take, lone_cr) == CG_HTTP_ERROR) {
             *consumed = pos;
             return CG_HTTP_ERROR;
         }
