@@ -65,6 +65,7 @@ struct cg_conf {
     int max_requests;
     int max_requests_jitter;
     int timeout;
+    int request_timeout; /* per-request deadline in seconds, 0: off (cg_py_deadline.c) */
     int graceful_timeout;
     int keepalive;
     char *asgi_loop;

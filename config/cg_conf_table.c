@@ -141,6 +141,12 @@ const struct cg_conf_setting cg_conf_settings[] = {
       .section = CG_SECTION_WORKER, .type = CG_CONF_INT, .action = CG_ACT_INT, .dflt = "30",
       .check = cg_conf_check_pos_int, .offset = OFF(timeout), .flags = CG_CONF_IMPLEMENTED,
       .help = "Seconds a silent worker may run before the master kills and replaces it." },
+    { .name = "request_timeout", .cli = { "--request-timeout" }, .meta = "INT",
+      .section = CG_SECTION_WORKER, .type = CG_CONF_INT, .action = CG_ACT_INT, .dflt = "0",
+      .check = cg_conf_check_pos_int, .offset = OFF(request_timeout),
+      .flags = CG_CONF_IMPLEMENTED | CG_CONF_EXTENSION,
+      .help = "Seconds a request may run before an exception is raised in it (WSGI) or its "
+              "task is cancelled (ASGI), answered 504; 0: off (cgunicorn extension)." },
     { .name = "graceful_timeout", .cli = { "--graceful-timeout" }, .meta = "INT",
       .section = CG_SECTION_WORKER, .type = CG_CONF_INT, .action = CG_ACT_INT, .dflt = "30",
       .check = cg_conf_check_pos_int, .offset = OFF(graceful_timeout), .flags = CG_CONF_IMPLEMENTED,

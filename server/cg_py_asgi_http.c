@@ -29,6 +29,7 @@ static void req_dealloc(struct cg_asgi_req *r)
 {
     Py_XDECREF((PyObject *)r->conn);
     Py_XDECREF(r->task);
+    Py_XDECREF(r->deadline_timer);
     Py_XDECREF(r->receive_waiter);
     Py_XDECREF(r->send_waiter);
     Py_XDECREF(r->log_info);
@@ -238,6 +239,16 @@ static void send_500(struct cg_asgi_req *r)
     cg_py_asgi_http_finish(r, false);
 }
 
+static void send_504(struct cg_asgi_req *r)
+{
+    r->status = 504;
+    r->started = true;
+    Py_CLEAR(r->resp_headers);
+    cg_py_asgi_http_error(r->conn, 504, "Gateway Timeout",
+                          "The request ran longer than request_timeout.", NULL);
+    cg_py_asgi_http_finish(r, false);
+}
+
 static void log_exception_obj(PyObject *exc, const char *what)
 {
     PyObject *tb = PyException_GetTraceback(exc);
@@ -274,6 +285,47 @@ static PyObject *req_grace_over(PyObject *self, PyObject *unused)
 }
 
 static PyMethodDef grace_def = { "_grace_over", req_grace_over, METH_NOARGS, NULL };
+
+/* ---- request_timeout ---- */
+
+/* call_later target: the request ran past request_timeout. Logs where the
+ * task is (once) and cancels it; req_task_done answers 504. */
+static PyObject *req_deadline_over(PyObject *self, PyObject *unused)
+{
+    struct cg_asgi_req *r = (struct cg_asgi_req *)self;
+    struct cg_asgi_srv *s = r->conn->srv;
+    PyObject *mod, *where;
+    (void)unused;
+
+    Py_INCREF(r);
+    Py_CLEAR(r->deadline_timer);
+    mod = r->task ? PyImport_ImportModule("cgunicorn.asgi") : NULL;
+    where = mod ? PyObject_CallMethod(mod, "task_stack", "O", r->task) : NULL;
+    cg_log(CG_LOG_ERROR, "Request timed out after %d s (request_timeout): %s; where it was:\n%s",
+           s->conf->request_timeout, r->what, where && PyUnicode_Check(where)
+                                                   ? PyUnicode_AsUTF8(where) : "?");
+    PyErr_Clear();
+    Py_XDECREF(where);
+    Py_XDECREF(mod);
+    r->timed_out = true;
+    cancel_task(r);
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef deadline_def = { "_deadline_over", req_deadline_over, METH_NOARGS, NULL };
+
+static void disarm(PyObject **timer, struct cg_asgi_srv *s, const char *what)
+{
+    if (*timer != NULL) {
+        PyObject *res = PyObject_CallMethodNoArgs(*timer, s->k.cancel);
+        if (res == NULL) {
+            cg_py_log_exception(what);
+        }
+        Py_XDECREF(res);
+        Py_CLEAR(*timer);
+    }
+}
 
 void cg_py_asgi_http_on_lost(struct cg_asgi_req *r)
 {
@@ -312,21 +364,22 @@ static PyObject *req_task_done(PyObject *self, PyObject *task)
     PyObject *exc = NULL;
 
     Py_INCREF(r);
-    if (r->grace_timer != NULL) {
-        PyObject *res = PyObject_CallMethodNoArgs(r->grace_timer, s->k.cancel);
-        if (res == NULL) {
-            cg_py_log_exception("asgi: disarming asgi_disconnect_grace_period");
-        }
-        Py_XDECREF(res);
-        Py_CLEAR(r->grace_timer);
-    }
+    disarm(&r->grace_timer, s, "asgi: disarming asgi_disconnect_grace_period");
+    disarm(&r->deadline_timer, s, "asgi: disarming request_timeout");
     if (cancelled == Py_False) {
         exc = PyObject_CallMethodNoArgs(task, s->k.exception);
     }
     if (cancelled == NULL || (cancelled == Py_False && exc == NULL)) {
         cg_py_log_exception("asgi: inspecting the application task");
     }
-    if (cancelled == Py_True) {
+    if (cancelled == Py_True && r->timed_out) {
+        if (!r->started && r->conn->state != CG_ASGI_CLOSED) {
+            send_504(r);
+        } else if (!r->complete) {
+            cg_py_asgi_conn_close(r->conn); /* the response is cut */
+            cg_py_asgi_http_finish(r, false);
+        }
+    } else if (cancelled == Py_True) {
         cg_log_debug("Request cancelled (client disconnected)");
         if (!r->complete) {
             cg_py_asgi_conn_close(r->conn);
@@ -404,6 +457,18 @@ int cg_py_asgi_http_start(struct cg_asgi_conn *c, const struct cg_http_request *
     res = done_cb ? PyObject_CallMethodOneArg(r->task, s->k.add_done_callback, done_cb) : NULL;
     if (res == NULL) {
         goto fail;
+    }
+    if (s->conf->request_timeout > 0) {
+        snprintf(r->what, sizeof(r->what), "%.*s %.*s", (int)req->method.len, req->method.ptr,
+                 (int)(req->uri.len > 200 ? 200 : req->uri.len), req->uri.ptr);
+        PyObject *cb = PyCFunction_New(&deadline_def, (PyObject *)r);
+        r->deadline_timer = cb ? PyObject_CallFunction(s->call_later, "iO",
+                                                       s->conf->request_timeout, cb)
+                               : NULL;
+        Py_XDECREF(cb);
+        if (r->deadline_timer == NULL) {
+            cg_py_log_exception("asgi: arming request_timeout");
+        }
     }
     Py_XSETREF(c->req, r);
     r = NULL;

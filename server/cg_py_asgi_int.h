@@ -131,6 +131,9 @@ struct cg_asgi_req {
     PyObject *resp_headers;          /* response headers for the access log, or NULL; owned */
     PyObject *grace_timer;           /* loop TimerHandle that cancels the task once
                                       * asgi_disconnect_grace_period ran out; owned */
+    PyObject *deadline_timer;        /* loop TimerHandle of request_timeout; owned */
+    bool timed_out;                  /* request_timeout cancelled the task */
+    char what[224];                  /* "METHOD target" for its log line */
     bool lost;                       /* the client is gone (closed, reset, or EOF) */
     bool detached;                   /* no longer the connection's current request */
     bool started, complete, chunked, omits_body, is_head, expect_continue, continue_sent;

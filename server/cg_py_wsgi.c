@@ -13,7 +13,9 @@
 #include <unistd.h>
 #include <netinet/in.h>
 
+#include "cg_http_date.h"
 #include "cg_log.h"
+#include "cg_py_deadline.h"
 #include "cg_py.h"
 #include "cg_py_hooks.h"
 #include "cg_py_input.h"
@@ -212,6 +214,41 @@ static void send_500(struct cg_wsgi_conn *c, const struct cg_http_request *req)
     Py_END_ALLOW_THREADS
 }
 
+/* Whether the pending exception is request_timeout's; if so it is logged
+ * once, with where the request was (its traceback). */
+static bool timed_out(const struct cg_http_request *req)
+{
+    PyObject *exc = cg_py_deadline_exc();
+    char what[600];
+
+    if (exc == NULL || !PyErr_ExceptionMatches(exc)) {
+        return false;
+    }
+    snprintf(what, sizeof(what),
+             "Request timed out after %d s (request_timeout): %.*s %.*s; where it was",
+             cg_py_deadline_seconds(), (int)req->method.len, req->method.ptr,
+             (int)req->uri.len, req->uri.ptr);
+    cg_py_log_exception(what);
+    return true;
+}
+
+/* Answers a request that ran past request_timeout before its response began. */
+static void send_504(struct cg_wsgi_conn *c)
+{
+    static const char page[] = "<html>\n  <head>\n    <title>Gateway Timeout</title>\n  </head>\n"
+                               "  <body>\n    <h1><p>Gateway Timeout</p></h1>\n    The request "
+                               "ran longer than request_timeout.\n  </body>\n</html>\n";
+    char head[256];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 504 Gateway Timeout\r\nDate: %s\r\nConnection: close\r\n"
+                     "Content-Type: text/html\r\nContent-Length: %zu\r\n\r\n",
+                     cg_http_date_now(), sizeof(page) - 1);
+    Py_BEGIN_ALLOW_THREADS
+    cg_wsgi_conn_send(c, head, (size_t)n);
+    cg_wsgi_conn_send(c, page, sizeof(page) - 1);
+    Py_END_ALLOW_THREADS
+}
+
 /* The request body was malformed or cut short while the app read it (the
  * read raised). Whatever the app made of it — it may have caught the error —
  * is not answered as a success: a malformed body gets its 4xx page
@@ -289,6 +326,7 @@ bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive
         goto cleanup;
     }
     Py_DECREF(hints);
+    cg_py_deadline_start();
     if (cg_py_hooks_pre_request(g->w, req, environ, &hreq) == 0) {
         result = PyObject_CallFunctionObjArgs(g->app, environ, sr, NULL);
     }
@@ -302,6 +340,13 @@ bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive
         log_access(g, environ, &resp, req, t0);
     } else if (c->body_error.kind != CG_HTTP_ERR_NONE) {
         answer_body_error(g, c, req, &resp, t0);
+    } else if (timed_out(req)) {
+        if (!resp.headers_sent) {
+            send_504(c);
+            log_error_access(g, c, req, 504, "Gateway Timeout", t0);
+        } else {
+            log_access(g, environ, &resp, req, t0); /* the response is cut: closed */
+        }
     } else if (resp.headers_sent) {
         /* Too late for a 500: log and close the connection. */
         cg_py_log_exception("Error handling request");
@@ -311,6 +356,7 @@ bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive
         log_error_access(g, c, req, 500, "Internal Server Error", t0);
     }
     close_result(result);
+    cg_py_deadline_end();
     cg_py_hooks_post_request(g->w, &hreq, environ, &resp);
     cg_py_wsgi_start_response_unbind(sr);
     Py_DECREF(sr);

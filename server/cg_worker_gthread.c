@@ -54,6 +54,7 @@
 
 #include "cg_listen.h"
 #include "cg_log.h"
+#include "cg_py_deadline.h"
 #include "cg_py_wsgi.h"
 #include "cg_py_wsgi_int.h"
 #include "cg_sig.h"
@@ -680,6 +681,12 @@ int cg_worker_gthread_run(struct cg_worker *w)
     gt->wsgi = cg_py_wsgi_new(w, &err);
     if (gt->wsgi == NULL) {
         cg_log(CG_LOG_ERROR, "worker %d cannot start: %s", (int)getpid(), err.msg);
+        free(gt);
+        return CG_WORKER_BOOT_ERROR;
+    }
+    if (cg_py_deadline_open(conf->request_timeout, (size_t)conf->threads, &err) < 0) {
+        cg_log(CG_LOG_ERROR, "worker %d cannot start: %s", (int)getpid(), err.msg);
+        cg_py_wsgi_free(gt->wsgi);
         free(gt);
         return CG_WORKER_BOOT_ERROR;
     }

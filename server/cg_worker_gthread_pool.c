@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "cg_log.h"
+#include "cg_py_deadline.h"
 #include "cg_py_wsgi_int.h"
 #include "cg_worker_gthread_int.h"
 
@@ -163,6 +164,7 @@ static void *pool_main(void *arg)
 {
     struct cg_gthread *gt = arg;
     PyGILState_STATE life = PyGILState_Ensure(); /* this thread's Python state */
+    cg_py_deadline_bind();
     PyThreadState *ts = PyEval_SaveThread();
 
     for (;;) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cg_log.h"
+#include "cg_py_deadline.h"
 #include "cg_py_wsgi.h"
 #include "cg_sig.h"
 #include "cg_worker.h"
@@ -104,10 +105,12 @@ void cg_worker_sync_run(struct cg_worker *w)
     struct cg_err err = { { 0 } };
     struct cg_wsgi *wsgi = cg_py_wsgi_new(w, &err);
 
-    if (wsgi == NULL) {
+    if (wsgi == NULL || cg_py_deadline_open(w->conf->request_timeout, 1, &err) < 0) {
         cg_log(CG_LOG_ERROR, "worker %d cannot start: %s", (int)getpid(), err.msg);
+        cg_py_wsgi_free(wsgi);
         return;
     }
+    cg_py_deadline_bind();
     for (size_t i = 0; i < n; i++) {
         pfds[i] = (struct pollfd){ .fd = w->listeners[i].fd, .events = POLLIN };
     }

@@ -220,3 +220,11 @@ def run(server, app, opts):
             asyncio.set_event_loop(None)
             loop.close()
     return code
+
+
+def task_stack(task):
+    """Where an application task is waiting, for request_timeout's log."""
+    import io
+    out = io.StringIO()
+    task.print_stack(file=out)
+    return out.getvalue()
