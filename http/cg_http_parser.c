@@ -152,6 +152,13 @@ bool cg_http_parser_body_done(const struct cg_http_parser *p)
     return p->state == CG_HTTP_PS_DONE;
 }
 
+bool cg_http_parser_body_pending(const struct cg_http_parser *p)
+{
+    return p->state == CG_HTTP_PS_BODY &&
+           (p->req.body_kind == CG_HTTP_BODY_CHUNKED ||
+            (p->req.body_kind == CG_HTTP_BODY_LENGTH && p->remaining > 0));
+}
+
 static enum cg_http_status fail(struct cg_http_parser *p)
 {
     p->state = CG_HTTP_PS_ERROR;

@@ -175,6 +175,10 @@ const struct cg_http_proxy_info *cg_http_parser_proxy_info(const struct cg_http_
 
 /* Whether the body of the current request was entirely read (state DONE):
  * a keep-alive connection may only be reused then (drain it otherwise). */
+/* Whether the current request still has body bytes to come from the client
+ * (not yet decoded): false when it has no body or the body was all read. */
+bool cg_http_parser_body_pending(const struct cg_http_parser *p);
+
 bool cg_http_parser_body_done(const struct cg_http_parser *p);
 
 #endif

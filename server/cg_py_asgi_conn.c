@@ -150,7 +150,7 @@ void cg_py_asgi_conn_close(struct cg_asgi_conn *c)
  * a reset; else the close. */
 static void conn_finish(struct cg_asgi_conn *c)
 {
-    bool input = !c->eof && (c->in_end > c->in_start || !cg_http_parser_body_done(&c->parser) ||
+    bool input = !c->eof && (c->in_end > c->in_start || cg_http_parser_body_pending(&c->parser) ||
                              cg_fd_unread(c->fd) != 0);
 
     if (!input || c->linger_until_ms != 0 || shutdown(c->fd, SHUT_WR) < 0) {

@@ -35,6 +35,12 @@ static uint64_t now_ms(void)
 
 PyObject *cg_py_deadline_exc(void)
 {
+    return exc_type;
+}
+
+/* Creates cgunicorn.RequestTimeout (GIL held, no exception pending). */
+static PyObject *make_exc(void)
+{
     if (exc_type == NULL) {
         exc_type = PyErr_NewExceptionWithDoc(
             "cgunicorn.RequestTimeout",
@@ -78,7 +84,7 @@ int cg_py_deadline_open(int secs, size_t n, struct cg_err *err)
     if (secs <= 0 || n == 0) {
         return 0;
     }
-    if (cg_py_deadline_exc() == NULL) {
+    if (make_exc() == NULL) {
         cg_err_from_python(err);
         return -1;
     }

@@ -14,7 +14,8 @@
 
 #include "cg_err.h"
 
-/* cgunicorn.RequestTimeout (created on first use; borrowed), or NULL. */
+/* cgunicorn.RequestTimeout (borrowed), or NULL while request_timeout is off
+ * (it is created by cg_py_deadline_open). Never touches a pending error. */
 PyObject *cg_py_deadline_exc(void);
 
 /* Starts the watchdog for `nslots` request threads (GIL held). seconds 0:

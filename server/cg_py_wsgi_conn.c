@@ -51,7 +51,7 @@ void cg_wsgi_conn_deinit(struct cg_wsgi_conn *c)
 bool cg_wsgi_conn_may_have_input(struct cg_wsgi_conn *c)
 {
     return c->fd >= 0 && !c->eof &&
-           (c->end > c->start || !cg_http_parser_body_done(&c->parser) ||
+           (c->end > c->start || cg_http_parser_body_pending(&c->parser) ||
             cg_http_parser_error(&c->parser)->kind != CG_HTTP_ERR_NONE ||
             cg_fd_unread(c->fd) != 0);
 }
