@@ -124,7 +124,6 @@ void cg_py_asgi_conn_close(struct cg_asgi_conn *c)
     }
     c->prev = c->next = NULL;
     s->nconns--;
-    s->cap_blocked = false;
     /* Whoever waits on this connection learns that it is gone. */
     if (c->req != NULL) {
         cg_py_asgi_http_on_input(c->req);
@@ -511,10 +510,6 @@ void cg_py_asgi_conn_request_done(struct cg_asgi_conn *c, bool keep_alive)
     } else {
         c->state = CG_ASGI_DRAIN;
     }
-    if (c->srv->cap_blocked) { /* kept alive: closable at the cap */
-        c->srv->cap_blocked = false;
-        listen_update(c->srv);
-    }
     process_input(c); /* a pipelined request may be waiting */
     Py_DECREF(c);
 }
@@ -603,8 +598,7 @@ static void listen_update(struct cg_asgi_srv *s)
 {
     bool want = ((s->accepting && s->w->alive) || s->queue_open) &&
                 (s->conf->worker_connections <= 0 ||
-                 s->nconns < (size_t)s->conf->worker_connections ||
-                 (s->w->alive && !s->cap_blocked));
+                 s->nconns < (size_t)s->conf->worker_connections);
     if (want != s->listening) {
         s->listening = want;
         listen_set(s, want);
@@ -662,43 +656,6 @@ static struct cg_asgi_conn *accept_one(struct cg_asgi_srv *s, const struct cg_li
     }
 }
 
-/* At worker_connections, as nginx does with its reusable connections:
- * closes the oldest connection that waits for a request and has sent no
- * byte of it (new, or kept alive), so that a new client is served instead
- * of waiting until idle ones time out; a slow head that has begun is not
- * taken. Logged at most once a minute, with the count. Returns false when
- * every connection is busy. */
-static bool evict_idle(struct cg_asgi_srv *s)
-{
-    struct cg_asgi_conn *oldest = NULL, *tail = s->conns;
-    uint64_t now;
-
-    while (tail != NULL && tail->next != NULL) {
-        tail = tail->next; /* the list is newest first */
-    }
-    for (struct cg_asgi_conn *c = tail; c != NULL && oldest == NULL; c = c->prev) {
-        if (c->state == CG_ASGI_IDLE && c->in_end == c->in_start &&
-            !c->parser.head_seen_bytes && cg_fd_unread(c->fd) == 0) {
-            oldest = c;
-        }
-    }
-    if (oldest == NULL) {
-        return false;
-    }
-    cg_py_asgi_conn_close(oldest);
-    s->evicted++;
-    now = cg_monotonic_ms();
-    if (s->evict_logged_ms == 0 || now - s->evict_logged_ms >= 60000u) {
-        cg_log(CG_LOG_WARNING,
-               "worker_connections (%d) reached: closed %llu idle connection(s) to admit "
-               "new ones (raise worker_connections if this repeats)",
-               s->conf->worker_connections, (unsigned long long)s->evicted);
-        s->evicted = 0;
-        s->evict_logged_ms = now;
-    }
-    return true;
-}
-
 PyObject *cg_py_asgi_accept(struct cg_asgi_srv *s, size_t idx)
 {
     if (s->queue_open) {
@@ -706,12 +663,6 @@ PyObject *cg_py_asgi_accept(struct cg_asgi_srv *s, size_t idx)
         Py_RETURN_NONE;
     }
     for (int i = 0; i < 64 && s->listening; i++) {
-        if (s->conf->worker_connections > 0 &&
-            s->nconns >= (size_t)s->conf->worker_connections && !evict_idle(s)) {
-            s->cap_blocked = true; /* until a connection ends or goes idle */
-            listen_update(s);
-            break;
-        }
         if (accept_one(s, &s->w->listeners[idx]) == NULL) {
             break;
         }

@@ -73,9 +73,6 @@ struct cg_asgi_srv {
     bool accepting;
     bool listening;              /* the listeners are loop readers */
     bool queue_open;             /* TERM: the listen queues may still hold connections */
-    bool cap_blocked;            /* at worker_connections with nothing idle to close */
-    uint64_t evicted;            /* idle connections closed at the cap, not yet logged */
-    uint64_t evict_logged_ms;    /* when that was last logged */
     bool quick;                  /* QUIT/INT: stop now */
     uint64_t ws_max;             /* websocket_max_message_size */
 };

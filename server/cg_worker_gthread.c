@@ -87,8 +87,7 @@ static struct timeval ms_tv(uint64_t ms)
 static void set_accepting(struct cg_gthread *gt)
 {
     bool want = (!gt->stopping || gt->queue_open) &&
-                (gt->nconns < (size_t)gt->conf->worker_connections ||
-                 (!gt->stopping && !gt->cap_blocked));
+                gt->nconns < (size_t)gt->conf->worker_connections;
     if (want == gt->accepting) {
         return;
     }
@@ -141,7 +140,6 @@ static void conn_free(struct cg_gthread *gt, struct cg_gthread_conn *k)
     }
     gt->nconns--;
     free(k);
-    gt->cap_blocked = false;
     set_accepting(gt);
     if (gt->stopping && gt->queue_open) {
         drain_queues(gt);
@@ -337,43 +335,6 @@ static enum accepted accept_one(struct cg_gthread *gt, evutil_socket_t lfd,
     }
 }
 
-/* At worker_connections, as nginx does with its reusable connections:
- * closes the oldest connection that waits for a request and has sent no
- * byte of it (new, or kept alive), so that a new client is served instead
- * of waiting until idle ones time out. A slow head that has begun is not
- * taken. Logged at most once a minute, with the count. Returns false when
- * every connection is busy. */
-static bool evict_idle(struct cg_gthread *gt)
-{
-    struct cg_gthread_conn *oldest = NULL, *tail = gt->conns;
-    uint64_t now;
-
-    while (tail != NULL && tail->next != NULL) {
-        tail = tail->next; /* the list is newest first */
-    }
-    for (struct cg_gthread_conn *k = tail; k != NULL && oldest == NULL; k = k->prev) {
-        if (k->state == CG_GTHREAD_WAIT && !k->c.parser.head_seen_bytes &&
-            k->c.end == k->c.start && cg_fd_unread(k->c.fd) == 0) {
-            oldest = k;
-        }
-    }
-    if (oldest == NULL) {
-        return false;
-    }
-    conn_free(gt, oldest);
-    gt->evicted++;
-    now = cg_monotonic_ms();
-    if (gt->evict_logged_ms == 0 || now - gt->evict_logged_ms >= 60000u) {
-        cg_log(CG_LOG_WARNING,
-               "worker_connections (%d) reached: closed %llu idle connection(s) to admit "
-               "new ones (raise worker_connections if this repeats)",
-               gt->conf->worker_connections, (unsigned long long)gt->evicted);
-        gt->evicted = 0;
-        gt->evict_logged_ms = now;
-    }
-    return true;
-}
-
 /* TERM: takes what the listen queues hold (the master stopped new
  * connections from queueing), as far as worker_connections allows; the rest
  * is taken as connections finish (conn_free). Every request of a stopping
@@ -417,11 +378,6 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         }
     }
     for (int i = 0; l != NULL && i < ACCEPT_BATCH && gt->accepting; i++) {
-        if (gt->nconns >= (size_t)gt->conf->worker_connections && !evict_idle(gt)) {
-            gt->cap_blocked = true; /* until a connection ends or goes idle */
-            set_accepting(gt);
-            break;
-        }
         if (accept_one(gt, lfd, l) != ACCEPTED) {
             break;
         }
@@ -514,10 +470,6 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
             conn_close_graceful(gt, k);
         } else {
             set_state(gt, k, CG_GTHREAD_WAIT);
-            if (gt->cap_blocked) { /* kept alive: closable at the cap */
-                gt->cap_blocked = false;
-                set_accepting(gt);
-            }
             if (k->probed) {
                 conn_arm(gt, k); /* the thread found nothing complete */
             } else {

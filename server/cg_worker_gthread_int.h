@@ -62,9 +62,6 @@ struct cg_gthread {
     bool accepting;
     bool stopping;             /* graceful stop under way */
     bool queue_open;           /* TERM: the listen queues may still hold connections */
-    bool cap_blocked;          /* at worker_connections with nothing idle to close */
-    uint64_t evicted;          /* idle connections closed at the cap, not yet logged */
-    uint64_t evict_logged_ms;  /* when that was last logged */
     bool quick;                /* QUIT/INT: leave now */
     uint64_t stop_deadline_ms;
     int wake_r, wake_w;        /* owned: signal.set_wakeup_fd() pipe (Python-level handlers) */
