@@ -63,8 +63,6 @@
 #include "cg_worker_gthread_int.h"
 
 #define STOP_LINGER_MS 2000u   /* idle connections kept open once stopping */
-#define CLOSE_LINGER_MS ((uint64_t)CG_LINGER_MS) /* CLOSING: wait this long for the peer's FIN */
-#define CLOSE_DRAIN_MAX ((size_t)CG_LINGER_MAX)  /* CLOSING: discard at most this much */
 #define ACCEPT_BATCH 64
 
 static void on_conn_event(evutil_socket_t fd, short what, void *arg);
@@ -186,7 +184,7 @@ static void conn_close_graceful(struct cg_gthread *gt, struct cg_gthread_conn *k
     }
     set_state(gt, k, CG_GTHREAD_CLOSING);
     k->drained = 0;
-    k->deadline_ms = cg_monotonic_ms() + CLOSE_LINGER_MS;
+    k->deadline_ms = cg_monotonic_ms() + (uint64_t)CG_LINGER_MS;
     conn_arm(gt, k);
 }
 
@@ -202,7 +200,7 @@ static void closing_step(struct cg_gthread *gt, struct cg_gthread_conn *k, short
         ssize_t n = recv(k->c.fd, scratch, sizeof(scratch), 0);
         if (n > 0) {
             k->drained += (size_t)n;
-            if (k->drained <= CLOSE_DRAIN_MAX) {
+            if (k->drained <= (size_t)CG_LINGER_MAX) {
                 continue;
             }
         } else if (n < 0 && errno == EINTR) {
@@ -283,10 +281,9 @@ static void on_conn_event(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-enum accepted { ACCEPTED, QUEUE_EMPTY, ACCEPT_FAILED };
-
-/* Accepts one connection from lfd and parks it waiting for its head. */
-static enum accepted accept_one(struct cg_gthread *gt, evutil_socket_t lfd,
+/* Accepts one connection from lfd and parks it waiting for its head.
+ * Returns false when there is none to take (or it could not be set up). */
+static bool accept_one(struct cg_gthread *gt, evutil_socket_t lfd,
                                 const struct cg_listener *l)
 {
     for (;;) {
@@ -297,17 +294,16 @@ static enum accepted accept_one(struct cg_gthread *gt, evutil_socket_t lfd,
             if (errno == EINTR || errno == ECONNABORTED) {
                 continue;
             }
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                return QUEUE_EMPTY;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                cg_log_errno(CG_LOG_ERROR, errno, "accept on %s", l->name);
             }
-            cg_log_errno(CG_LOG_ERROR, errno, "accept on %s", l->name);
-            return ACCEPT_FAILED;
+            return false;
         }
         struct cg_gthread_conn *k = calloc(1, sizeof(*k));
         if (k == NULL) {
             close(fd);
             cg_log(CG_LOG_ERROR, "out of memory accepting a connection on %s", l->name);
-            return ACCEPT_FAILED;
+            return false;
         }
         cg_wsgi_conn_init(&k->c, fd, l, (struct sockaddr *)&peer, plen, &gt->wsgi->limits,
                           gt->conf->timeout > 0 ? gt->conf->timeout * 1000 : -1);
@@ -318,7 +314,7 @@ static enum accepted accept_one(struct cg_gthread *gt, evutil_socket_t lfd,
             cg_wsgi_conn_deinit(&k->c);
             free(k);
             cg_log(CG_LOG_ERROR, "out of memory accepting a connection on %s", l->name);
-            return ACCEPT_FAILED;
+            return false;
         }
         k->state = CG_GTHREAD_WAIT;
         atomic_fetch_add(&gt->nwait, 1);
@@ -331,7 +327,7 @@ static enum accepted accept_one(struct cg_gthread *gt, evutil_socket_t lfd,
         gt->nconns++;
         set_accepting(gt);
         conn_arm(gt, k);
-        return ACCEPTED;
+        return true;
     }
 }
 
@@ -351,7 +347,7 @@ static void drain_queues(struct cg_gthread *gt)
                 set_accepting(gt);
                 return; /* more when a connection is done */
             }
-            if (accept_one(gt, gt->w->listeners[i].fd, &gt->w->listeners[i]) == ACCEPTED) {
+            if (accept_one(gt, gt->w->listeners[i].fd, &gt->w->listeners[i])) {
                 more = true;
             }
         }
@@ -378,7 +374,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         }
     }
     for (int i = 0; l != NULL && i < ACCEPT_BATCH && gt->accepting; i++) {
-        if (accept_one(gt, lfd, l) != ACCEPTED) {
+        if (!accept_one(gt, lfd, l)) {
             break;
         }
     }
