@@ -147,10 +147,10 @@ void cg_py_asgi_conn_close(struct cg_asgi_conn *c)
  * kernel), a lingering close -- FIN now, its input discarded until its FIN
  * or CG_LINGER_MS (cg_listen.h) -- so that it gets the whole response, not
  * a reset; else the close. */
-static void conn_finish(struct cg_asgi_conn *c)
+static void conn_finish(struct cg_asgi_conn *c, bool linger)
 {
-    bool input = !c->eof && (c->in_end > c->in_start || cg_http_parser_body_pending(&c->parser) ||
-                             cg_fd_unread(c->fd) != 0);
+    bool input = !c->eof && (linger || c->in_end > c->in_start ||
+                             cg_http_parser_body_pending(&c->parser) || cg_fd_unread(c->fd) != 0);
 
     if (!input || c->linger_until_ms != 0 || shutdown(c->fd, SHUT_WR) < 0) {
         cg_py_asgi_conn_close(c);
@@ -187,7 +187,7 @@ static void linger_step(struct cg_asgi_conn *c)
 void cg_py_asgi_conn_close_soon(struct cg_asgi_conn *c)
 {
     if (c->out_end == c->out_start) {
-        conn_finish(c);
+        conn_finish(c, false);
         return;
     }
     c->close_when_flushed = true;
@@ -304,7 +304,7 @@ static PyObject *conn_on_write(PyObject *self, PyObject *unused)
         c->out_start = c->out_end = 0;
         want_write(c, false);
         if (c->close_when_flushed) {
-            conn_finish(c);
+            conn_finish(c, false);
         }
     }
     if (!cg_py_asgi_conn_congested(c)) {
@@ -400,7 +400,7 @@ static bool drain_body(struct cg_asgi_conn *c)
             return true;
         }
         if (st == CG_HTTP_ERROR) {
-            conn_finish(c); /* the response is out; the client may still be sending */
+            conn_finish(c, false); /* the response is out; the client may still be sending */
             return false;
         }
         if (st == CG_HTTP_NEED_MORE) {
@@ -514,27 +514,34 @@ void cg_py_asgi_conn_request_done(struct cg_asgi_conn *c, bool keep_alive)
     Py_DECREF(c);
 }
 
-void cg_py_asgi_conn_sweep(struct cg_asgi_srv *s, bool all)
+/* Closes what has waited too long: lingering closes past their bound, and
+ * idle connections (waiting for a request, a new one that sent nothing yet
+ * too, or discarding an unread body) past `keepalive` -- or, once the
+ * worker stops, past CG_STOP_IDLE_MS (CG_QUIT_IDLE_MS on QUIT) from the
+ * stop or their last request, whichever is later. An idle connection
+ * ends with a FIN and a lingering close: a request the client is sending
+ * just then meets a close it can see, not a reset. */
+void cg_py_asgi_conn_sweep(struct cg_asgi_srv *s)
 {
     uint64_t now = cg_monotonic_ms();
     uint64_t ka = (uint64_t)(s->conf->keepalive > 0 ? s->conf->keepalive : 0) * 1000u;
+    uint64_t stop_idle = s->quick ? CG_QUIT_IDLE_MS : CG_STOP_IDLE_MS;
     struct cg_asgi_conn *c = s->conns;
 
     while (c != NULL) {
         struct cg_asgi_conn *next = c->next;
         if (c->linger_until_ms != 0) {
-            if (all || now >= c->linger_until_ms) {
+            if (now >= c->linger_until_ms) {
                 cg_py_asgi_conn_close(c);
             }
             c = next;
             continue;
         }
-        /* Waiting for a request (a new connection that sent nothing yet
-         * too) or discarding an unread body. */
         bool idle = (c->state == CG_ASGI_IDLE && c->in_end == c->in_start) ||
                     c->state == CG_ASGI_DRAIN;
-        if (idle && (all || now - c->idle_since_ms >= ka)) {
-            cg_py_asgi_conn_close(c);
+        uint64_t since = c->idle_since_ms > s->stop_ms ? c->idle_since_ms : s->stop_ms;
+        if (idle && (now - c->idle_since_ms >= ka || (s->stop_ms != 0 && now - since >= stop_idle))) {
+            conn_finish(c, true);
         }
         c = next;
     }

@@ -73,7 +73,9 @@ struct cg_asgi_srv {
     bool accepting;
     bool listening;              /* the listeners are loop readers */
     bool queue_open;             /* TERM: the listen queues may still hold connections */
-    bool quick;                  /* QUIT/INT: stop now */
+    bool quick;                  /* QUIT/INT: stop within CG_QUIT_GRACE_MS */
+    uint64_t stop_ms;            /* when the stop began (0: serving) */
+    uint64_t stop_deadline_ms;   /* when the stop gives up waiting */
     uint64_t ws_max;             /* websocket_max_message_size */
 };
 
@@ -188,9 +190,9 @@ void cg_py_asgi_conn_close_soon(struct cg_asgi_conn *c);
 void cg_py_asgi_conn_want_read(struct cg_asgi_conn *c, bool on);
 /* The response of the current request is complete: keep-alive or close. */
 void cg_py_asgi_conn_request_done(struct cg_asgi_conn *c, bool keep_alive);
-/* Closes idle keep-alive connections older than the keepalive setting (or
- * all idle ones when `all`). */
-void cg_py_asgi_conn_sweep(struct cg_asgi_srv *s, bool all);
+/* Ends idle connections past keepalive (or past the stop's idle time once
+ * the worker stops) and lingering closes past their bound. */
+void cg_py_asgi_conn_sweep(struct cg_asgi_srv *s);
 /* Unconsumed input bytes. */
 static inline size_t cg_py_asgi_conn_buffered(const struct cg_asgi_conn *c)
 {

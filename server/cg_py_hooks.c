@@ -205,13 +205,14 @@ static PyObject *mod_reopen_logs(PyObject *self, PyObject *unused)
 }
 
 /* _cgunicorn_hooks.defer_quit(): from the QUIT/INT handler. When the worker
- * is serving a request, it finishes it and then exits (True); else False
- * and the handler exits at once. */
+ * is serving a request (sync), or its loop winds down by itself (gthread),
+ * it finishes what it holds and then exits (True); else False and the
+ * handler exits at once. */
 static PyObject *mod_defer_quit(PyObject *self, PyObject *unused)
 {
     (void)self;
     (void)unused;
-    if (current_worker == NULL || !current_worker->busy) {
+    if (current_worker == NULL || !(current_worker->busy || current_worker->quit_defers)) {
         Py_RETURN_FALSE;
     }
     current_worker->alive = false;

@@ -6,6 +6,7 @@
 #ifndef CG_PY_WSGI_CONN_H
 #define CG_PY_WSGI_CONN_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -31,6 +32,10 @@ struct cg_wsgi_conn {
      * NoMoreData, a body the client cut short: never answered. */
     struct cg_http_error body_error;
     void *owner;       /* the worker's own bookkeeping (gthread) */
+    /* The worker's "stopping" flag, or NULL: read as each response head is
+     * written, so a response that starts after a stop began closes its
+     * connection even when the request began before it (gthread). */
+    const _Atomic bool *stopping;
 };
 
 enum cg_wsgi_head {

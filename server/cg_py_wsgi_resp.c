@@ -220,6 +220,9 @@ static int send_parts(struct cg_wsgi *g, struct cg_wsgi_resp *resp, const char *
     if (!resp->headers_sent) {
         const char *head = NULL;
         size_t head_len = 0;
+        if (resp->conn->stopping != NULL && atomic_load(resp->conn->stopping)) {
+            cg_http_response_force_close(&resp->r);
+        }
         if (cg_http_response_head(&resp->r, &head, &head_len, &e) < 0) {
             PyErr_NoMemory();
             return -1;

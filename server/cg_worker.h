@@ -48,10 +48,29 @@ struct cg_worker {
      * a QUIT/INT that arrives then lets the current request finish
      * (quit_after_request) instead of cutting it. */
     volatile bool busy;
+    /* The event-loop classes (gthread) set `quit_defers` while their loop
+     * runs: a QUIT/INT then stops the worker quickly but without losing
+     * what it holds (cg_worker_check_signals returns true and the loop
+     * winds down: requests in flight finish, kept-alive connections end
+     * with a FIN) instead of exiting from the signal handler. */
+    volatile bool quit_defers;
     volatile bool quit_after_request;
     struct cg_hooks *hooks; /* the master's, inherited through fork; not owned */
     PyObject *py_worker;    /* the hooks' `worker` object; owned */
 };
+
+/* How the event-loop workers (gthread, asgi) stop. A stop keeps an idle
+ * kept-alive connection open a moment longer, so that a request its client
+ * is already sending is answered ("Connection: close") rather than met by a
+ * close; then the connection ends with a FIN (a lingering close), never a
+ * reset. TERM: idle connections get CG_STOP_IDLE_MS, requests in flight
+ * graceful_timeout. QUIT/INT stop quickly: idle connections get
+ * CG_QUIT_IDLE_MS, and the worker exits CG_QUIT_GRACE_MS after the signal,
+ * delivering the requests in flight that finish by then and cutting the
+ * rest (upstream exits 0.1 s after the signal, cutting them all). */
+#define CG_STOP_IDLE_MS 2000u
+#define CG_QUIT_IDLE_MS 500u
+#define CG_QUIT_GRACE_MS 1000u
 
 uint64_t cg_monotonic_ms(void);
 

@@ -7,8 +7,12 @@
  *
  * Signals: the self-pipe (cg_sig_fd()) is a loop reader. TERM (or
  * max_requests, or a parent change) asks for a graceful stop: stop
- * accepting, close idle keep-alive connections, let in-flight requests
- * finish within graceful_timeout, run lifespan shutdown. QUIT/INT stop now. */
+ * accepting, serve the listen queues (TERM), end idle keep-alive
+ * connections after CG_STOP_IDLE_MS (cg_worker.h), let in-flight requests
+ * finish within graceful_timeout, run lifespan shutdown. QUIT/INT (a
+ * Python handler that defers to the loop, worker.quit_defers) stop quickly:
+ * no queue, CG_QUIT_IDLE_MS for idle connections, CG_QUIT_GRACE_MS for the
+ * rest, no lifespan shutdown. */
 #include <Python.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -47,6 +51,23 @@ static void wake(struct cg_asgi_srv *s)
     Py_XDECREF(r);
 }
 
+/* A QUIT/INT handler asked for the quick stop (quit_after_request): the
+ * stop's deadline comes down to CG_QUIT_GRACE_MS from now. */
+static void notice_quit(struct cg_asgi_srv *s)
+{
+    if (s->quick || !s->w->quit_after_request) {
+        return;
+    }
+    uint64_t end = cg_monotonic_ms() + CG_QUIT_GRACE_MS;
+    s->quick = true;
+    s->w->alive = false;
+    s->queue_open = false;
+    if (s->stop_deadline_ms == 0 || s->stop_deadline_ms > end) {
+        s->stop_deadline_ms = end;
+    }
+    wake(s);
+}
+
 /* Loop reader on the signal pipe. */
 static PyObject *on_signal(PyObject *self, PyObject *unused)
 {
@@ -55,10 +76,8 @@ static PyObject *on_signal(PyObject *self, PyObject *unused)
     if (s == NULL) {
         return NULL;
     }
-    if (cg_worker_check_signals(s->w)) {
-        s->quick = true;
-        s->w->alive = false;
-    }
+    cg_worker_check_signals(s->w);
+    notice_quit(s);
     if (!s->w->alive) {
         wake(s);
     }
@@ -150,10 +169,11 @@ static PyObject *srv_tick(PyObject *self, PyObject *unused)
         cg_log(CG_LOG_INFO, "Parent changed, shutting down: %d", (int)getpid());
         s->w->alive = false;
     }
+    notice_quit(s);
     if (s->queue_open && !s->quick) {
         cg_py_asgi_drain_queues(s); /* what waited for a free connection slot */
     }
-    cg_py_asgi_conn_sweep(s, !s->w->alive);
+    cg_py_asgi_conn_sweep(s);
     Py_RETURN_NONE;
 }
 
@@ -161,14 +181,35 @@ static PyObject *srv_alive(PyObject *self, PyObject *unused)
 {
     struct cg_asgi_srv *s = srv_of(self);
     (void)unused;
-    return s ? PyBool_FromLong(s->w->alive) : NULL;
+    if (s == NULL) {
+        return NULL;
+    }
+    notice_quit(s);
+    return PyBool_FromLong(s->w->alive);
 }
 
 static PyObject *srv_quick(PyObject *self, PyObject *unused)
 {
     struct cg_asgi_srv *s = srv_of(self);
     (void)unused;
-    return s ? PyBool_FromLong(s->quick) : NULL;
+    if (s == NULL) {
+        return NULL;
+    }
+    notice_quit(s);
+    return PyBool_FromLong(s->quick);
+}
+
+/* stop_due(): the stop's deadline (graceful_timeout, or CG_QUIT_GRACE_MS
+ * after a QUIT) has passed. */
+static PyObject *srv_stop_due(PyObject *self, PyObject *unused)
+{
+    struct cg_asgi_srv *s = srv_of(self);
+    (void)unused;
+    if (s == NULL) {
+        return NULL;
+    }
+    notice_quit(s);
+    return PyBool_FromLong(s->stop_deadline_ms != 0 && cg_monotonic_ms() >= s->stop_deadline_ms);
 }
 
 static PyObject *srv_nconns(PyObject *self, PyObject *unused)
@@ -193,24 +234,19 @@ static PyObject *srv_stop_accepting(PyObject *self, PyObject *unused)
     if (s == NULL) {
         return NULL;
     }
+    uint64_t now = cg_monotonic_ms();
+    notice_quit(s);
     s->accepting = false;
+    s->stop_ms = now;
+    uint64_t end = now + (uint64_t)s->conf->graceful_timeout * 1000u;
+    if (s->stop_deadline_ms == 0 || s->stop_deadline_ms > end) {
+        s->stop_deadline_ms = end;
+    }
     if (s->w->terminating && !s->quick) {
         s->queue_open = true;
         cg_py_asgi_drain_queues(s);
     }
     cg_py_asgi_listen(s);
-    Py_RETURN_NONE;
-}
-
-/* close_idle(): closes keep-alive connections waiting for a request. */
-static PyObject *srv_close_idle(PyObject *self, PyObject *unused)
-{
-    struct cg_asgi_srv *s = srv_of(self);
-    (void)unused;
-    if (s == NULL) {
-        return NULL;
-    }
-    cg_py_asgi_conn_sweep(s, true);
     Py_RETURN_NONE;
 }
 
@@ -241,11 +277,11 @@ static PyMethodDef srv_methods[] = {
     { "start", srv_start, METH_VARARGS, "start(loop, state, wake)" },
     { "tick", srv_tick, METH_NOARGS, "report liveness; close expired keep-alive connections" },
     { "alive", srv_alive, METH_NOARGS, NULL },
-    { "quick", srv_quick, METH_NOARGS, "QUIT/INT: stop without waiting" },
+    { "quick", srv_quick, METH_NOARGS, "QUIT/INT: the quick stop" },
+    { "stop_due", srv_stop_due, METH_NOARGS, "the stop's deadline has passed" },
     { "nconns", srv_nconns, METH_NOARGS, NULL },
     { "draining", srv_draining, METH_NOARGS, NULL },
     { "stop_accepting", srv_stop_accepting, METH_NOARGS, NULL },
-    { "close_idle", srv_close_idle, METH_NOARGS, NULL },
     { "close_all", srv_close_all, METH_NOARGS, NULL },
     { "_accept", srv_accept, METH_O, NULL },
     { NULL, NULL, 0, NULL },
@@ -329,7 +365,9 @@ int cg_worker_asgi_run(struct cg_worker *w)
                          "lifespan", conf->asgi_lifespan ? conf->asgi_lifespan : "auto",
                          "graceful_timeout", conf->graceful_timeout, "tick",
                          conf->timeout > 0 && conf->timeout < 2 ? conf->timeout / 2.0 : 1.0);
+    w->quit_defers = true;
     res = opts ? PyObject_CallMethod(mod, "run", "OOO", (PyObject *)obj, w->app, opts) : NULL;
+    w->quit_defers = false;
     if (res == NULL) {
         goto pyfail;
     }

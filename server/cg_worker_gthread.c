@@ -37,11 +37,13 @@
  *
  * Stopping: the signal self-pipe (cg_sig_fd()) is a loop event. TERM, a
  * parent change or max_requests start a graceful stop: the listeners are
- * disabled, idle kept-alive connections stay open at most 2 more seconds
- * (STOP_LINGER_MS; a request arriving meanwhile is answered with
+ * disabled, idle kept-alive connections stay open at most CG_STOP_IDLE_MS
+ * more (cg_worker.h; a request arriving meanwhile is answered with
  * "Connection: close"), in-flight requests get `graceful_timeout` seconds,
- * then the worker exits. QUIT/INT exit at once. The loop reports liveness to
- * the master at least every second. */
+ * then the worker exits. QUIT/INT stop quickly: the listen queues are left
+ * to the other workers, idle connections get CG_QUIT_IDLE_MS, and the loop
+ * ends CG_QUIT_GRACE_MS after the signal. The loop reports liveness to the
+ * master at least every second. */
 #include <Python.h>
 #include <errno.h>
 #include <event2/event.h>
@@ -62,7 +64,6 @@
 #include "cg_worker_gthread.h"
 #include "cg_worker_gthread_int.h"
 
-#define STOP_LINGER_MS 2000u   /* idle connections kept open once stopping */
 #define ACCEPT_BATCH 64
 
 static void on_conn_event(evutil_socket_t fd, short what, void *arg);
@@ -160,7 +161,8 @@ static void conn_arm(struct cg_gthread *gt, struct cg_gthread_conn *k)
         }
     }
     if (gt->stopping && k->state == CG_GTHREAD_WAIT) {
-        uint64_t cap = k->idle ? now + STOP_LINGER_MS : gt->stop_deadline_ms;
+        uint64_t linger = gt->quick ? CG_QUIT_IDLE_MS : CG_STOP_IDLE_MS;
+        uint64_t cap = k->idle ? now + linger : gt->stop_deadline_ms;
         if (k->deadline_ms == 0 || k->deadline_ms > cap) {
             k->deadline_ms = cap;
         }
@@ -308,6 +310,7 @@ static bool accept_one(struct cg_gthread *gt, evutil_socket_t lfd,
         cg_wsgi_conn_init(&k->c, fd, l, (struct sockaddr *)&peer, plen, &gt->wsgi->limits,
                           gt->conf->timeout > 0 ? gt->conf->timeout * 1000 : -1);
         k->c.owner = k;
+        k->c.stopping = &gt->draining;
         k->gt = gt;
         k->ev = event_new(gt->base, fd, EV_READ, on_conn_event, k);
         if (k->ev == NULL) {
@@ -391,7 +394,7 @@ static void begin_stop(struct cg_gthread *gt)
     gt->w->alive = false;
     atomic_store(&gt->draining, true);
     gt->stop_deadline_ms = cg_monotonic_ms() + (uint64_t)gt->conf->graceful_timeout * 1000u;
-    if (gt->w->terminating) {
+    if (gt->w->terminating && !gt->quick) {
         gt->queue_open = true;
         drain_queues(gt);
     }
@@ -404,6 +407,28 @@ static void begin_stop(struct cg_gthread *gt)
     if (gt->nconns == 0 && !gt->queue_open) {
         event_base_loopexit(gt->base, NULL);
     }
+}
+
+/* QUIT/INT (also during a TERM stop): no more accepting, idle connections
+ * get CG_QUIT_IDLE_MS, and the loop ends CG_QUIT_GRACE_MS from now. */
+static void quick_stop(struct cg_gthread *gt)
+{
+    uint64_t now = cg_monotonic_ms();
+
+    gt->quick = true;
+    gt->queue_open = false;
+    begin_stop(gt);
+    if (gt->stop_deadline_ms > now + CG_QUIT_GRACE_MS) {
+        gt->stop_deadline_ms = now + CG_QUIT_GRACE_MS;
+    }
+    set_accepting(gt);
+    for (struct cg_gthread_conn *k = gt->conns; k != NULL; k = k->next) {
+        if (k->state == CG_GTHREAD_WAIT) {
+            conn_arm(gt, k);
+        }
+    }
+    struct timeval tv = ms_tv(gt->stop_deadline_ms > now ? gt->stop_deadline_ms - now : 0);
+    event_base_loopexit(gt->base, gt->nconns == 0 ? NULL : &tv);
 }
 
 static void check_stop(struct cg_gthread *gt)
@@ -429,9 +454,8 @@ static void on_signal(evutil_socket_t fd, short what, void *arg)
     PyEval_RestoreThread(gt->main_ts);
     bool now = cg_worker_check_signals(gt->w);
     gt->main_ts = PyEval_SaveThread();
-    if (now) {
-        gt->quick = true;
-        event_base_loopbreak(gt->base);
+    if (now && !gt->quick) {
+        quick_stop(gt);
         return;
     }
     check_stop(gt);
@@ -645,7 +669,9 @@ int cg_worker_gthread_run(struct cg_worker *w)
         code = CG_WORKER_BOOT_ERROR;
     } else {
         cg_worker_notify(w);
+        w->quit_defers = true;
         event_base_dispatch(gt->base);
+        w->quit_defers = false;
     }
     loop_close(gt);
     /* Join the pool only when no thread still runs a request; otherwise the

@@ -62,7 +62,7 @@ struct cg_gthread {
     bool accepting;
     bool stopping;             /* graceful stop under way */
     bool queue_open;           /* TERM: the listen queues may still hold connections */
-    bool quick;                /* QUIT/INT: leave now */
+    bool quick;                /* QUIT/INT: stop without waiting long */
     uint64_t stop_deadline_ms;
     int wake_r, wake_w;        /* owned: signal.set_wakeup_fd() pipe (Python-level handlers) */
     int old_wakeup;            /* the wakeup fd before ours */

@@ -9,9 +9,10 @@ asgi/lifespan.py do:
   2. run lifespan startup (asgi_lifespan auto/on/off),
   3. let the C server accept and serve, waking every tick to report
      liveness and close expired keep-alive connections,
-  4. on TERM: stop accepting, close idle connections, wait up to
-     graceful_timeout for in-flight ones, run lifespan shutdown; on QUIT/INT
-     skip the waiting.
+  4. on TERM: stop accepting, serve what the listen queues hold, end idle
+     connections after a moment (the C sweep), wait up to graceful_timeout
+     for in-flight ones, run lifespan shutdown; on QUIT/INT the same within
+     one second and without lifespan shutdown.
 """
 import asyncio
 
@@ -173,18 +174,14 @@ async def _serve(loop, server, app, opts):
 
     _log(INFO, "Worker shutting down...")
     server.stop_accepting()
-    if not server.quick():
-        deadline = loop.time() + opts["graceful_timeout"]
-        server.close_idle()
-        if server.nconns():
-            _log(INFO, "Waiting for %d connections to finish..." % server.nconns())
-        while ((server.nconns() or server.draining()) and loop.time() < deadline
-               and not server.quick()):
-            server.tick()
-            stop.clear()
-            await _wait(stop, 0.1)
-        if server.nconns():
-            _log(WARNING, "Forcing close of %d connections" % server.nconns())
+    if server.nconns() and not server.quick():
+        _log(INFO, "Waiting for %d connections to finish..." % server.nconns())
+    while (server.nconns() or server.draining()) and not server.stop_due():
+        server.tick()
+        stop.clear()
+        await _wait(stop, 0.1)
+    if server.nconns() and not server.quick():
+        _log(WARNING, "Forcing close of %d connections" % server.nconns())
     if lifespan is not None and not server.quick():
         try:
             await lifespan.shutdown()

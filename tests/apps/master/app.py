@@ -27,3 +27,18 @@ def slow_app(environ, start_response):
         while time.monotonic() < end:
             time.sleep(0.05)
     return app(environ, start_response)
+
+
+async def asgi_app(scope, receive, send):
+    """The ASGI twin of app/slow_app: / names the worker, /slow takes
+    SLOW_SECONDS."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/slow":
+        import asyncio
+        await asyncio.sleep(float(os.environ.get("SLOW_SECONDS", "1.5")))
+    body = ("pid=%d\n" % os.getpid()).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
