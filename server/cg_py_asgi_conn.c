@@ -124,6 +124,7 @@ void cg_py_asgi_conn_close(struct cg_asgi_conn *c)
     }
     c->prev = c->next = NULL;
     s->nconns--;
+    s->cap_blocked = false;
     /* Whoever waits on this connection learns that it is gone. */
     if (c->req != NULL) {
         cg_py_asgi_http_on_input(c->req);
@@ -510,6 +511,10 @@ void cg_py_asgi_conn_request_done(struct cg_asgi_conn *c, bool keep_alive)
     } else {
         c->state = CG_ASGI_DRAIN;
     }
+    if (c->srv->cap_blocked) { /* kept alive: closable at the cap */
+        c->srv->cap_blocked = false;
+        listen_update(c->srv);
+    }
     process_input(c); /* a pipelined request may be waiting */
     Py_DECREF(c);
 }
@@ -605,7 +610,8 @@ static void listen_update(struct cg_asgi_srv *s)
 {
     bool want = ((s->accepting && s->w->alive) || s->queue_open) &&
                 (s->conf->worker_connections <= 0 ||
-                 s->nconns < (size_t)s->conf->worker_connections);
+                 s->nconns < (size_t)s->conf->worker_connections ||
+                 (s->w->alive && !s->cap_blocked));
     if (want != s->listening) {
         s->listening = want;
         listen_set(s, want);
@@ -663,6 +669,26 @@ static struct cg_asgi_conn *accept_one(struct cg_asgi_srv *s, const struct cg_li
     }
 }
 
+/* At worker_connections, as nginx does with its reusable connections: the
+ * oldest connection that waits for a request and has sent no byte of it
+ * (new, or kept alive), or NULL when every connection is busy. A slow head
+ * that has begun is never taken. */
+static struct cg_asgi_conn *idle_victim(struct cg_asgi_srv *s)
+{
+    struct cg_asgi_conn *tail = s->conns;
+
+    while (tail != NULL && tail->next != NULL) {
+        tail = tail->next; /* the list is newest first */
+    }
+    for (struct cg_asgi_conn *c = tail; c != NULL; c = c->prev) {
+        if (c->state == CG_ASGI_IDLE && c->in_end == c->in_start &&
+            !c->parser.head_seen_bytes && cg_fd_unread(c->fd) == 0) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
 PyObject *cg_py_asgi_accept(struct cg_asgi_srv *s, size_t idx)
 {
     if (s->queue_open) {
@@ -670,8 +696,22 @@ PyObject *cg_py_asgi_accept(struct cg_asgi_srv *s, size_t idx)
         Py_RETURN_NONE;
     }
     for (int i = 0; i < 64 && s->listening; i++) {
+        struct cg_asgi_conn *victim = NULL;
+        if (s->conf->worker_connections > 0 &&
+            s->nconns >= (size_t)s->conf->worker_connections) {
+            victim = idle_victim(s);
+            if (victim == NULL) {
+                s->cap_blocked = true; /* until a connection ends or goes idle */
+                listen_update(s);
+                break;
+            }
+        }
         if (accept_one(s, &s->w->listeners[idx]) == NULL) {
-            break;
+            break; /* nobody was waiting: the victim stays */
+        }
+        if (victim != NULL) {
+            cg_py_asgi_conn_close(victim);
+            cg_worker_cap_evicted(&s->cap_log, s->conf->worker_connections);
         }
     }
     Py_RETURN_NONE;

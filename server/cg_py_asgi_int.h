@@ -73,6 +73,8 @@ struct cg_asgi_srv {
     bool accepting;
     bool listening;              /* the listeners are loop readers */
     bool queue_open;             /* TERM: the listen queues may still hold connections */
+    bool cap_blocked;            /* at worker_connections with nothing idle to close */
+    struct cg_cap_log cap_log;   /* idle connections closed at the cap */
     bool quick;                  /* QUIT/INT: stop within CG_QUIT_GRACE_MS */
     uint64_t stop_ms;            /* when the stop began (0: serving) */
     uint64_t stop_deadline_ms;   /* when the stop gives up waiting */

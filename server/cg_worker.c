@@ -251,3 +251,18 @@ void cg_worker_main(struct cg_worker *w, PyObject *preloaded_app)
     cg_py_flush_stdio();
     _exit(code);
 }
+
+void cg_worker_cap_evicted(struct cg_cap_log *l, int worker_connections)
+{
+    uint64_t now = cg_monotonic_ms();
+
+    l->evicted++;
+    if (l->logged_ms == 0 || now - l->logged_ms >= 60000u) {
+        cg_log(CG_LOG_WARNING,
+               "worker_connections (%d) reached: closed %llu idle connection(s) to admit "
+               "new ones (raise worker_connections if this repeats)",
+               worker_connections, (unsigned long long)l->evicted);
+        l->evicted = 0;
+        l->logged_ms = now;
+    }
+}

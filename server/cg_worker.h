@@ -59,6 +59,15 @@ struct cg_worker {
     PyObject *py_worker;    /* the hooks' `worker` object; owned */
 };
 
+/* worker_connections reached (gthread, asgi): the oldest idle connection
+ * is closed to admit a new one, as nginx does with reusable connections;
+ * this counts them and logs one WARNING a minute, not one per connection. */
+struct cg_cap_log {
+    uint64_t evicted;   /* closed since the last log line */
+    uint64_t logged_ms; /* when that line was written (0: never) */
+};
+void cg_worker_cap_evicted(struct cg_cap_log *l, int worker_connections);
+
 /* How the event-loop workers (gthread, asgi) stop. A stop keeps an idle
  * kept-alive connection open a moment longer, so that a request its client
  * is already sending is answered ("Connection: close") rather than met by a

@@ -86,7 +86,8 @@ static struct timeval ms_tv(uint64_t ms)
 static void set_accepting(struct cg_gthread *gt)
 {
     bool want = (!gt->stopping || gt->queue_open) &&
-                gt->nconns < (size_t)gt->conf->worker_connections;
+                (gt->nconns < (size_t)gt->conf->worker_connections ||
+                 (!gt->stopping && !gt->cap_blocked));
     if (want == gt->accepting) {
         return;
     }
@@ -139,6 +140,7 @@ static void conn_free(struct cg_gthread *gt, struct cg_gthread_conn *k)
     }
     gt->nconns--;
     free(k);
+    gt->cap_blocked = false;
     set_accepting(gt);
     if (gt->stopping && gt->queue_open) {
         drain_queues(gt);
@@ -334,6 +336,32 @@ static bool accept_one(struct cg_gthread *gt, evutil_socket_t lfd,
     }
 }
 
+/* At worker_connections, as nginx does with its reusable connections: the
+ * oldest connection that waits for a request and has sent no byte of it
+ * (new, or kept alive), or NULL when every connection is busy. A slow head
+ * that has begun is never taken. */
+static struct cg_gthread_conn *idle_victim(struct cg_gthread *gt)
+{
+    struct cg_gthread_conn *tail = gt->conns;
+
+    while (tail != NULL && tail->next != NULL) {
+        tail = tail->next; /* the list is newest first */
+    }
+    for (struct cg_gthread_conn *k = tail; k != NULL; k = k->prev) {
+        if (k->state == CG_GTHREAD_WAIT && !k->c.parser.head_seen_bytes &&
+            k->c.end == k->c.start && cg_fd_unread(k->c.fd) == 0) {
+            return k;
+        }
+    }
+    return NULL;
+}
+
+static void evict(struct cg_gthread *gt, struct cg_gthread_conn *k)
+{
+    conn_free(gt, k);
+    cg_worker_cap_evicted(&gt->cap_log, gt->conf->worker_connections);
+}
+
 /* TERM: takes what the listen queues hold (the master stopped new
  * connections from queueing), as far as worker_connections allows; the rest
  * is taken as connections finish (conn_free). Every request of a stopping
@@ -377,8 +405,20 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         }
     }
     for (int i = 0; l != NULL && i < ACCEPT_BATCH && gt->accepting; i++) {
+        struct cg_gthread_conn *victim = NULL;
+        if (gt->nconns >= (size_t)gt->conf->worker_connections) {
+            victim = idle_victim(gt);
+            if (victim == NULL) {
+                gt->cap_blocked = true; /* until a connection ends or goes idle */
+                set_accepting(gt);
+                break;
+            }
+        }
         if (!accept_one(gt, lfd, l)) {
-            break;
+            break; /* nobody was waiting: the victim stays */
+        }
+        if (victim != NULL) {
+            evict(gt, victim);
         }
     }
 }
@@ -490,6 +530,10 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
             conn_close_graceful(gt, k);
         } else {
             set_state(gt, k, CG_GTHREAD_WAIT);
+            if (gt->cap_blocked) { /* kept alive: closable at the cap */
+                gt->cap_blocked = false;
+                set_accepting(gt);
+            }
             if (k->probed) {
                 conn_arm(gt, k); /* the thread found nothing complete */
             } else {

@@ -62,6 +62,8 @@ struct cg_gthread {
     bool accepting;
     bool stopping;             /* graceful stop under way */
     bool queue_open;           /* TERM: the listen queues may still hold connections */
+    bool cap_blocked;          /* at worker_connections with nothing idle to close */
+    struct cg_cap_log cap_log;   /* idle connections closed at the cap */
     bool quick;                /* QUIT/INT: stop without waiting long */
     uint64_t stop_deadline_ms;
     int wake_r, wake_w;        /* owned: signal.set_wakeup_fd() pipe (Python-level handlers) */

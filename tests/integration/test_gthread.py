@@ -276,13 +276,15 @@ def test_keepalive_zero_closes_after_each_response(server_factory, app_dir):
 def test_worker_connections_cap_holds_new_connections(server_factory, app_dir):
     srv = start(server_factory, app_dir, "--threads", "1", "--worker-connections", "2",
                 "--keep-alive", "60", "--timeout", "60")
-    held = [connect(srv), connect(srv)]  # two connections that send nothing yet
+    # Two connections whose heads have begun take the worker's two places.
+    # (A connection that has sent nothing is closed at the cap to admit the
+    # new one: test_conn_cap.py.)
+    held = [connect(srv), connect(srv)]
+    for s in held:
+        s.sendall(b"G")
+    time.sleep(0.2)  # the bytes are in the server's socket buffers by now
     c = connect(srv)
     try:
-        # The backlog is accepted in order: the two held connections take
-        # the worker's two places.
-        for s in held:
-            s.sendall(b"G")
         c.sendall(get("/c", b"Connection: close\r\n"))
         c.settimeout(1.0)
         with pytest.raises(socket.timeout):
