@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "cg_clock.h"
 #include "cg_conf.h"
 #include "cg_listen.h"
 #include "cg_py_hooks.h"
@@ -52,8 +53,6 @@ struct cg_worker {
     struct cg_hooks *hooks; /* the master's, inherited through fork; not owned */
     PyObject *py_worker;    /* the hooks' `worker` object; owned */
 };
-
-uint64_t cg_monotonic_ms(void);
 
 /* Records a sign of life for the master. */
 static inline void cg_worker_notify(struct cg_worker *w)
