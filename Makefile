@@ -11,7 +11,7 @@ LLHTTP_INC := /usr/share/include/llhttp
 # snprintf truncation is how we bound strings on purpose, so that warning is off.
 WARN := -Wall -Wextra -Werror -Wno-format-truncation
 CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -DCG_PYTHON_BASE=\"$(PYTHON_BASE)\" -g -O2 $(WARN) -fno-strict-aliasing \
-	-I. -Iserver -Ihttp -Iconfig -Idirty -I$(BUILD)/gen $(PY_CFLAGS)
+	-I. -Icore -Iserver -Ihttp -Iconfig -Idirty -I$(BUILD)/gen $(PY_CFLAGS)
 ifeq ($(ASAN),1)
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer
 CFLAGS_COMMON += -O1 $(SAN_FLAGS)
@@ -20,7 +20,7 @@ endif
 LIBS := $(shell pkg-config --libs libevent_core libevent_pthreads jansson 2>/dev/null) -lpthread $(PY_LDFLAGS)
 
 # EXCLUDE (patterns) leaves sources out, e.g. a half-written file during development.
-SRC := $(filter-out $(EXCLUDE),$(sort $(wildcard server/*.c http/*.c config/*.c dirty/*.c)))
+SRC := $(filter-out $(EXCLUDE),$(sort $(wildcard core/*.c server/*.c http/*.c config/*.c dirty/*.c)))
 LIB_SRC := $(filter-out server/cg_main.c,$(SRC))
 OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 GEN_SRC := $(BUILD)/gen/cg_pysrc.c

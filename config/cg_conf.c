@@ -44,6 +44,11 @@ int cg_conf_value_set(PyObject *values, const struct cg_conf_setting *s, PyObjec
     return rc;
 }
 
+bool cg_conf_setting_has_field(const struct cg_conf_setting *s)
+{
+    return s->type != CG_CONF_DICT && s->type != CG_CONF_HOOK;
+}
+
 static void *field(struct cg_conf *conf, const struct cg_conf_setting *s)
 {
     return (char *)conf + s->offset;
@@ -170,14 +175,8 @@ static int store_field(struct cg_conf *conf, const struct cg_conf_setting *s, Py
         }
         break;
     case CG_CONF_DICT:
-    case CG_CONF_HOOK: {
-        PyObject **pp = f;
-        Py_CLEAR(*pp);
-        if (v != Py_None) {
-            *pp = Py_NewRef(v);
-        }
-        break;
-    }
+    case CG_CONF_HOOK:
+        break; /* no field: the value stays in conf->values */
     }
     rc = 0;
     goto cleanup;
@@ -558,10 +557,6 @@ void cg_conf_free(struct cg_conf *conf)
         case CG_CONF_STRLIST:
             strlist_free(f);
             break;
-        case CG_CONF_DICT:
-        case CG_CONF_HOOK:
-            Py_CLEAR(*(PyObject **)f);
-            break;
         default:
             break;
         }
@@ -610,16 +605,6 @@ int cg_conf_warn_unimplemented(const struct cg_conf *conf)
         Py_XDECREF(dv);
     }
     return n;
-}
-
-PyObject *cg_conf_hook(const struct cg_conf *conf, const char *name)
-{
-    const struct cg_conf_setting *s = cg_conf_setting_find(name);
-
-    if (s == NULL || s->type != CG_CONF_HOOK) {
-        return NULL;
-    }
-    return *(PyObject *const *)((const char *)conf + s->offset);
 }
 
 int cg_conf_apply_env(const struct cg_conf *conf, struct cg_err *err)

@@ -7,9 +7,9 @@
  * Field types by setting type:
  *   int -> int (or long where gunicorn allows large values), float -> double,
  *   bool -> bool, string -> char * (NULL for None; owned by the conf),
- *   list of strings -> struct cg_strlist, dict -> PyObject * (a dict; owned),
- *   callable (hooks, and settings whose value may be a callable/object)
- *   -> PyObject * (owned; NULL for the default no-op).
+ *   list of strings -> struct cg_strlist; dict and callable (hooks): no
+ *   field, the validated value is in conf->values only (the server's hook
+ *   table takes the hooks from there, see cg_conf_struct.h).
  *
  * Everything here runs in the master, with the GIL held. */
 #ifndef CG_CONF_H
@@ -48,8 +48,8 @@ enum cg_conf_type {
     CG_CONF_BOOL,    /* bool field; True/False (None reads as false) */
     CG_CONF_STR,     /* char * field; str or None */
     CG_CONF_STRLIST, /* struct cg_strlist field; list of str */
-    CG_CONF_DICT,    /* PyObject * field; dict */
-    CG_CONF_HOOK,    /* PyObject * field; callable, NULL when left at default */
+    CG_CONF_DICT,    /* no field (conf->values only); dict */
+    CG_CONF_HOOK,    /* no field (conf->values only); callable, None at default */
     CG_CONF_CLASS,   /* char * field; str, or a class stored as "module.Name" */
     CG_CONF_ADDR,    /* char * field; validated (host, port) / path, stored as text */
 };
@@ -100,7 +100,8 @@ struct cg_conf_setting {
     int arity;                  /* hooks: positional arguments expected */
     const char *hook_class;     /* hooks: gunicorn's Setting class, whose method is
                                    the default (--print-config shows <Cls.name()>) */
-    size_t offset;              /* into struct cg_conf */
+    size_t offset;              /* into struct cg_conf; unused (0) for the rows
+                                   without a field (cg_conf_setting_has_field) */
     unsigned flags;
     const char *help;
 };
@@ -110,6 +111,10 @@ extern const size_t cg_conf_settings_count;
 
 /* The row named `name`, or NULL. */
 const struct cg_conf_setting *cg_conf_setting_find(const char *name);
+
+/* Whether row s has a field in struct cg_conf (dict and hook rows do not:
+ * their value is in conf->values only). */
+bool cg_conf_setting_has_field(const struct cg_conf_setting *s);
 
 /* The section's title as in gunicorn's docs ("Server Socket", ...). */
 const char *cg_conf_section_name(enum cg_conf_section s);
@@ -146,10 +151,6 @@ void cg_conf_print(const struct cg_conf *conf, FILE *out);
  * lacks CG_CONF_IMPLEMENTED. Returns the number of warnings. Call once the
  * error log is open (the master, at start-up). */
 int cg_conf_warn_unimplemented(const struct cg_conf *conf);
-
-/* The user's hook callable for `name` (e.g. "post_fork"): borrowed reference,
- * or NULL when the hook is left at its default or `name` is not a hook. */
-PyObject *cg_conf_hook(const struct cg_conf *conf, const char *name);
 
 /* Applies raw_env to os.environ (KEY=VALUE each), as gunicorn's arbiter does.
  * Returns 0, or -1 with err naming the malformed entry. */

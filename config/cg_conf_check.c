@@ -6,7 +6,7 @@
  * config values are Python objects; the C wrappers give the settings table typed
  * function pointers and turn exceptions into struct cg_err messages. */
 #include "cg_conf_int.h"
-#include "cg_py.h"
+#include "cg_py_source.h"
 
 /* The helper module's source (executed once, in module "_cgunicorn_conf"). */
 static const char helpers_src[] =

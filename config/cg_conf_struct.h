@@ -9,13 +9,15 @@
  *   list of str    -> struct cg_strlist (owned; empty list: v == NULL, n == 0)
  *   comma lists    -> struct cg_strlist (forwarded_allow_ips, proxy_allow_ips,
  *                     uwsgi_allow_ips, forwarder_headers: already split)
- *   dict           -> PyObject *     (a dict, owned reference, never NULL
- *                     after loading)
- *   hooks          -> PyObject *     (owned reference; NULL = the user did not
- *                     set the hook, i.e. gunicorn's default no-op / default
- *                     logging body applies: callers test `conf->on_starting != NULL`
- *                     before calling, and log what gunicorn's default logs
- *                     otherwise. post_request is stored already adapted to
+ *   dict           -> no field: the value is a Python dict that only Python
+ *                     code reads (logconfig_dict goes to logging.config;
+ *                     secure_scheme_headers is turned into the parser's table
+ *                     by the worker, which reports a non-str entry there); it
+ *                     stays in `values`, where that code takes it.
+ *   hooks          -> no field: the callables live in the server's hook table
+ *                     (server/cg_py_hooks.h, struct cg_hook_fns), filled from
+ *                     `values` when the configuration is loaded or reloaded.
+ *                     (post_request is stored in `values` already adapted to
  *                     arity 4, as gunicorn does.)
  *
  * Derived fields (after all sources are applied):
@@ -30,7 +32,10 @@
  *   statsd_host    kept as the validated address as text: "host:port",
  *                  "[v6]:port", or a unix socket path (NULL = None).
  *
- * Fields are plain data: read them directly. Free with cg_conf_free(). */
+ * Fields are plain data: read them directly. The one Python object is
+ * `values`, the validated settings as gunicorn's cfg holds them (the hooks'
+ * server.cfg, --print-config, logging.config and the dirty processes read
+ * it). Free with cg_conf_free(). */
 #ifndef CG_CONF_STRUCT_H
 #define CG_CONF_STRUCT_H
 
@@ -102,7 +107,6 @@ struct cg_conf {
     int umask;
     bool initgroups;
     char *tmp_upload_dir;
-    PyObject *secure_scheme_headers;
     struct cg_strlist forwarded_allow_ips;
     char *pythonpath;
     char *paste;
@@ -130,7 +134,6 @@ struct cg_conf {
     bool capture_output;
     char *logger_class;
     char *logconfig;
-    PyObject *logconfig_dict;
     char *logconfig_json;
     char *syslog_addr;
     bool syslog;
@@ -145,24 +148,6 @@ struct cg_conf {
     /* Process Naming */
     char *proc_name;
     char *default_proc_name;
-
-    /* Server Hooks (NULL = not set by the user) */
-    PyObject *on_starting;
-    PyObject *on_reload;
-    PyObject *when_ready;
-    PyObject *pre_fork;
-    PyObject *post_fork;
-    PyObject *post_worker_init;
-    PyObject *worker_int;
-    PyObject *worker_abort;
-    PyObject *pre_exec;
-    PyObject *pre_request;
-    PyObject *post_request;
-    PyObject *child_exit;
-    PyObject *worker_exit;
-    PyObject *nworkers_changed;
-    PyObject *on_exit;
-    PyObject *ssl_context;
 
     /* SSL */
     char *keyfile;
@@ -189,12 +174,6 @@ struct cg_conf {
     int dirty_threads;
     int dirty_graceful_timeout;
     long dirty_max_message_size; /* cgunicorn extension, not in gunicorn */
-
-    /* Dirty Arbiter Hooks (NULL = not set by the user) */
-    PyObject *on_dirty_starting;
-    PyObject *dirty_post_fork;
-    PyObject *dirty_worker_init;
-    PyObject *dirty_worker_exit;
 
     /* Control */
     char *control_socket;

@@ -30,7 +30,7 @@
 #include "cg_dirty_codec.h"
 #include "cg_dirty_worker.h"
 #include "cg_log.h"
-#include "cg_proc.h"
+#include "cg_proc_fork.h"
 #include "cg_py.h"
 #include "cg_sig.h"
 
@@ -255,6 +255,7 @@ static int spawn_worker(struct cg_dirty_arb *arb)
     if (pid == 0) {
         struct cg_dirty_worker_spec spec = {
             .conf = arb->conf,
+            .hooks = arb->hooks,
             .fd = sv[1],
             .age = w->age,
             .app_paths = paths,
@@ -578,8 +579,8 @@ static int run_starting_hook(struct cg_dirty_arb *arb, struct cg_err *err)
     if (arb->pyarb == NULL) {
         goto cleanup;
     }
-    if (arb->conf->on_dirty_starting != NULL) {
-        res = PyObject_CallOneArg(arb->conf->on_dirty_starting, arb->pyarb);
+    if (arb->hooks->on_dirty_starting != NULL) {
+        res = PyObject_CallOneArg(arb->hooks->on_dirty_starting, arb->pyarb);
         if (res == NULL) {
             goto cleanup;
         }
@@ -652,15 +653,17 @@ static void flush_clients(struct cg_dirty_arb *arb)
     }
 }
 
-static void arbiter_main(struct cg_conf *conf) __attribute__((noreturn));
+static void arbiter_main(struct cg_conf *conf, const struct cg_hook_table *hooks)
+    __attribute__((noreturn));
 
-static void arbiter_main(struct cg_conf *conf)
+static void arbiter_main(struct cg_conf *conf, const struct cg_hook_table *hooks)
 {
     static struct cg_dirty_arb arb; /* lives until _exit */
     struct cg_err err = { { 0 } };
 
     cg_dirty_mem_tune();
     arb.conf = conf;
+    arb.hooks = hooks;
     arb.listen_fd = -1;
     arb.ppid = getppid();
     arb.num_workers = conf->dirty_workers;
@@ -689,7 +692,8 @@ static void arbiter_main(struct cg_conf *conf)
     _exit(arb.exit_status);
 }
 
-pid_t cg_dirty_arbiter_spawn(struct cg_conf *conf, struct cg_err *err)
+pid_t cg_dirty_arbiter_spawn(struct cg_conf *conf, const struct cg_hook_table *hooks,
+                             struct cg_err *err)
 {
     pid_t pid;
 
@@ -702,7 +706,7 @@ pid_t cg_dirty_arbiter_spawn(struct cg_conf *conf, struct cg_err *err)
         return -1;
     }
     if (pid == 0) {
-        arbiter_main(conf);
+        arbiter_main(conf, hooks);
     }
     cg_log(CG_LOG_INFO, "Spawned dirty arbiter (pid: %d) at %s", (int)pid, sock_path);
     return pid;

@@ -9,6 +9,7 @@
 
 #include "cg_conf.h"
 #include "cg_err.h"
+#include "cg_py_hook_table.h"
 
 /* True when the configuration asks for a dirty pool (dirty_workers > 0 and
  * dirty_apps non-empty). */
@@ -37,10 +38,12 @@ int cg_dirty_prepare(struct cg_conf *conf, struct cg_err *err);
  * QUIT stop, CG_DIRTY_ARBITER_EXIT_BOOT_ERROR as above). Called by the
  * master at start-up and again whenever the arbiter died. Logs "Spawned
  * dirty arbiter (pid: N) at PATH". Returns the child's pid, or -1 with err.
- * Needs the GIL. on_dirty_starting(arbiter) runs in the arbiter process
+ * Needs the GIL. `hooks` is the master's hook table (the child uses its
+ * copy). on_dirty_starting(arbiter) runs in the arbiter process
  * before it spawns workers, where gunicorn runs it. The arbiter exits by
  * itself when the master (its parent) goes away. */
-pid_t cg_dirty_arbiter_spawn(struct cg_conf *conf, struct cg_err *err);
+pid_t cg_dirty_arbiter_spawn(struct cg_conf *conf, const struct cg_hook_table *hooks,
+                             struct cg_err *err);
 
 /* Removes the socket directory (master, at exit). */
 void cg_dirty_cleanup(void);

@@ -18,6 +18,7 @@
 #include "cg_conf.h"
 #include "cg_dirty_pool.h"
 #include "cg_dirty_stash.h"
+#include "cg_py_hook_table.h"
 
 /* A client's output above this pauses reading from the worker that streams
  * to it; it resumes when the output drains below half of it. */
@@ -49,6 +50,7 @@ struct cg_dirty_client {
 
 struct cg_dirty_arb {
     struct cg_conf *conf;            /* borrowed from the master */
+    const struct cg_hook_table *hooks; /* the master's, inherited through fork */
     struct event_base *base;         /* built in this process after fork */
     struct cg_dirty_pool pool;
     struct cg_dirty_stash stash;

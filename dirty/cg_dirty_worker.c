@@ -26,7 +26,7 @@
 #include "cg_dirty_mem.h"
 #include "cg_dirty_worker.h"
 #include "cg_log.h"
-#include "cg_proc.h"
+#include "cg_proc_fork.h"
 #include "cg_py.h"
 #include "cg_sig.h"
 
@@ -468,12 +468,13 @@ static PyObject *make_worker(const struct cg_dirty_worker_spec *spec)
         Py_DECREF(s);
     }
     struct cg_conf *c = spec->conf;
+    const struct cg_hook_table *fn = spec->hooks;
     w = PyObject_CallFunction(make, "OiiOOOOOi(OOO)", spec->pyarb ? spec->pyarb : Py_None,
                               (int)getpid(), spec->age, paths, c->values ? c->values : Py_None,
                               flog, fsend, fcanc, c->dirty_threads,
-                              c->dirty_post_fork ? c->dirty_post_fork : Py_None,
-                              c->dirty_worker_init ? c->dirty_worker_init : Py_None,
-                              c->dirty_worker_exit ? c->dirty_worker_exit : Py_None);
+                              fn->dirty_post_fork ? fn->dirty_post_fork : Py_None,
+                              fn->dirty_worker_init ? fn->dirty_worker_init : Py_None,
+                              fn->dirty_worker_exit ? fn->dirty_worker_exit : Py_None);
 cleanup:
     Py_XDECREF(make);
     Py_XDECREF(paths);

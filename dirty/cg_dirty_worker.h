@@ -20,12 +20,14 @@
 
 #include "cg_conf.h"
 #include "cg_err.h"
+#include "cg_py_hook_table.h"
 
 /* gunicorn's WORKER_BOOT_ERROR. */
 #define CG_DIRTY_EXIT_BOOT_ERROR 3
 
 struct cg_dirty_worker_spec {
     struct cg_conf *conf;          /* borrowed */
+    const struct cg_hook_table *hooks; /* the dirty hooks (borrowed) */
     int fd;                        /* the worker's end of the socketpair (taken) */
     int age;                       /* 1, 2, ... */
     const char *const *app_paths;  /* "module:Class" of each app it loads */

@@ -13,8 +13,8 @@ FUZZ_FLAGS := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,u
 	-fno-sanitize-recover=undefined
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -I. -Icore -Iserver -Ihttp -Iconfig -Idirty -Ifuzz \
 	-I$(LLHTTP_INC) $(PY_CFLAGS) $(FUZZ_FLAGS)
-# cg_err lives in the base layer; the sources each target needs:
-FUZZ_ERR_SRC := $(firstword $(wildcard core/cg_err.c server/cg_err.c))
+# The sources each target needs (cg_err is the base layer's, core/):
+FUZZ_ERR_SRC := core/cg_err.c
 FUZZ_HTTP_SRC := $(sort $(wildcard http/*.c)) $(FUZZ_ERR_SRC)
 FUZZ_DIRTY_SRC := dirty/cg_dirty_codec.c dirty/cg_dirty_json.c $(FUZZ_ERR_SRC)
 FUZZ_LIBS := $(shell pkg-config --libs jansson 2>/dev/null) $(PY_LDFLAGS)

@@ -11,7 +11,7 @@
 
 #include "cg_daemon.h"
 #include "cg_log.h"
-#include "cg_proc.h"
+#include "cg_proc_fork.h"
 
 int cg_daemon_start(bool keep_stdio, struct cg_err *err)
 {

@@ -21,12 +21,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cg_clock.h"
 #include "cg_daemon.h"
 #include "cg_dirty_arbiter.h"
 #include "cg_log.h"
 #include "cg_master.h"
 #include "cg_master_int.h"
-#include "cg_proc.h"
+#include "cg_proc_fork.h"
 #include "cg_py.h"
 #include "cg_py_app.h"
 #include "cg_sig.h"
@@ -37,13 +38,6 @@ static const int master_signals[] = {
 };
 
 #define HOOK_FAILED_IN_LOOP "Unhandled exception in main loop"
-
-uint64_t cg_monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* Says once which native worker serves a worker class that is not one of
  * gunicorn's own names, and what its CONFIG_KWARGS left without effect. */
@@ -74,12 +68,12 @@ void cg_master_set_num_workers(struct cg_master *m, int n, bool first)
 
     m->num_workers = n;
     cg_py_hooks_server_set(&m->hooks, "num_workers", PyLong_FromLong(n));
-    if (m->conf->nworkers_changed == NULL) {
+    if (m->hooks.fn.nworkers_changed == NULL) {
         return;
     }
-    int rc = first ? cg_py_hooks_call(m->conf->nworkers_changed, HOOK_FAILED_IN_LOOP, "(OiO)",
+    int rc = first ? cg_py_hooks_call(m->hooks.fn.nworkers_changed, HOOK_FAILED_IN_LOOP, "(OiO)",
                                       m->hooks.server, n, Py_None)
-                   : cg_py_hooks_call(m->conf->nworkers_changed, HOOK_FAILED_IN_LOOP, "(Oii)",
+                   : cg_py_hooks_call(m->hooks.fn.nworkers_changed, HOOK_FAILED_IN_LOOP, "(Oii)",
                                       m->hooks.server, n, old);
     if (rc < 0) {
         m->fatal = true;
@@ -111,7 +105,7 @@ int cg_master_spawn_worker(struct cg_master *m)
     if (pyw == NULL) {
         return -1;
     }
-    if (cg_py_hooks_call(m->conf->pre_fork, HOOK_FAILED_IN_LOOP, "(OO)", m->hooks.server,
+    if (cg_py_hooks_call(m->hooks.fn.pre_fork, HOOK_FAILED_IN_LOOP, "(OO)", m->hooks.server,
                          pyw) < 0) {
         m->fatal = true;
         Py_DECREF(pyw);
@@ -245,7 +239,7 @@ static void spawn_dirty(struct cg_master *m)
     struct cg_err err = { { 0 } };
 
     cg_log(CG_LOG_INFO, "Spawning dirty arbiter...");
-    m->dirty_pid = cg_dirty_arbiter_spawn(m->conf, &err);
+    m->dirty_pid = cg_dirty_arbiter_spawn(m->conf, &m->hooks.fn, &err);
     if (m->dirty_pid < 0) {
         cg_log(CG_LOG_ERROR, "cannot start the dirty arbiter: %s", err.msg);
         m->dirty_pid = 0;
@@ -285,7 +279,7 @@ static int worker_exited(struct cg_master *m, int idx, pid_t pid, int status)
         m->exit_status = CG_APP_LOAD_ERROR;
         m->halt_reason = "App failed to load.";
         rc = -1;
-    } else if (pyw != NULL && cg_py_hooks_call(m->conf->child_exit, HOOK_FAILED_IN_LOOP, "(OO)",
+    } else if (pyw != NULL && cg_py_hooks_call(m->hooks.fn.child_exit, HOOK_FAILED_IN_LOOP, "(OO)",
                                                m->hooks.server, pyw) < 0) {
         m->fatal = true;
     }
@@ -574,7 +568,7 @@ static int start(struct cg_master *m, struct cg_err *err)
         }
         cg_py_hooks_server_set(&m->hooks, "pidfile", PyUnicode_FromString(path));
     }
-    if (cg_py_hooks_call(conf->on_starting, "Exception in on_starting hook", "(O)",
+    if (cg_py_hooks_call(m->hooks.fn.on_starting, "Exception in on_starting hook", "(O)",
                          m->hooks.server) < 0) {
         cg_err_set(err, "the on_starting hook raised (traceback in the error log)");
         return -1;
@@ -603,7 +597,7 @@ static int start(struct cg_master *m, struct cg_err *err)
         }
         spawn_dirty(m);
     }
-    if (cg_py_hooks_call(conf->when_ready, "Exception in when_ready hook", "(O)",
+    if (cg_py_hooks_call(m->hooks.fn.when_ready, "Exception in when_ready hook", "(O)",
                          m->hooks.server) < 0) {
         cg_err_set(err, "the when_ready hook raised (traceback in the error log)");
         return -1;
@@ -661,7 +655,7 @@ static int halt(struct cg_master *m, bool graceful)
         cg_log(CG_LOG_INFO, "Shutting down: %s", m->master_name);
     }
     cg_pidfile_unlink(&m->pidfile);
-    cg_py_hooks_call(m->conf->on_exit, "Exception in on_exit hook", "(O)", m->hooks.server);
+    cg_py_hooks_call(m->hooks.fn.on_exit, "Exception in on_exit hook", "(O)", m->hooks.server);
     return m->exit_status;
 }
 

@@ -20,9 +20,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cg_clock.h"
 #include "cg_log.h"
 #include "cg_master_int.h"
-#include "cg_proc.h"
+#include "cg_proc_fork.h"
 #include "cg_py.h"
 #include "cg_py_logconfig.h"
 #include "cg_sig.h"
@@ -141,7 +142,7 @@ void cg_master_reload(struct cg_master *m)
     }
     cg_master_set_num_workers(m, m->conf->workers, false);
     cg_log_reopen();
-    if (cg_py_hooks_call(m->conf->on_reload, "Unhandled exception in main loop", "(O)",
+    if (cg_py_hooks_call(m->hooks.fn.on_reload, "Unhandled exception in main loop", "(O)",
                          m->hooks.server) < 0) {
         m->fatal = true;
         return;
@@ -206,7 +207,7 @@ void cg_master_reexec(struct cg_master *m)
         return;
     }
     /* The child: becomes the new master. */
-    if (cg_py_hooks_call(m->conf->pre_exec, "Exception in pre_exec hook", "(O)",
+    if (cg_py_hooks_call(m->hooks.fn.pre_exec, "Exception in pre_exec hook", "(O)",
                          m->hooks.server) < 0) {
         _exit(1);
     }

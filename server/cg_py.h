@@ -32,9 +32,4 @@ int cg_py_path_prepend(const char *dir, struct cg_err *err);
  * _exit). Needs the GIL. */
 void cg_py_flush_stdio(void);
 
-/* Builds a module named `name` (not put in sys.modules) by running the
- * Python source `src`, compiled as `filename` (shown in tracebacks). Returns
- * a new reference, or NULL with an exception set. Needs the GIL. */
-PyObject *cg_py_module_from_source(const char *name, const char *src, const char *filename);
-
 #endif

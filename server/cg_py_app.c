@@ -3,6 +3,7 @@
  * cgunicorn, because it is all imports, attribute lookups and ast parsing. */
 #include "cg_py_app.h"
 #include "cg_py.h"
+#include "cg_py_source.h"
 
 static const char app_src[] =
     "import importlib\n"

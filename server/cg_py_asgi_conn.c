@@ -18,6 +18,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "cg_clock.h"
 #include "cg_listen.h"
 #include "cg_log.h"
 #include "cg_py.h"

@@ -20,6 +20,7 @@ int cg_py_hooks_init(struct cg_hooks *h, const struct cg_conf *conf, int num_wor
 
     memset(h, 0, sizeof(*h));
     h->conf = conf;
+    cg_py_hook_table_load(&h->fn, conf->values);
     h->mod = PyImport_ImportModule("cgunicorn.hooks");
     cls = h->mod ? PyObject_GetAttrString(h->mod, "Server") : NULL;
     h->server = cls ? PyObject_CallFunction(cls, "iOis", (int)getpid(), conf->values, num_workers,
@@ -41,6 +42,7 @@ int cg_py_hooks_init(struct cg_hooks *h, const struct cg_conf *conf, int num_wor
 
 void cg_py_hooks_deinit(struct cg_hooks *h)
 {
+    cg_py_hook_table_clear(&h->fn);
     Py_CLEAR(h->workers);
     Py_CLEAR(h->server);
     Py_CLEAR(h->mod);
@@ -51,6 +53,7 @@ void cg_py_hooks_set_conf(struct cg_hooks *h, const struct cg_conf *conf)
     PyObject *r;
 
     h->conf = conf;
+    cg_py_hook_table_load(&h->fn, conf->values);
     r = PyObject_CallMethod(h->server, "set_values", "O", conf->values);
     if (r == NULL) {
         cg_py_log_exception("cannot update the hooks' server.cfg");
@@ -151,7 +154,6 @@ void cg_py_hooks_worker_sync(struct cg_worker *w)
 
 int cg_py_hooks_worker_boot(struct cg_worker *w)
 {
-    const struct cg_conf *conf = w->conf;
     PyObject *hooks = NULL, *r = NULL; /* owned */
     int rc = -1;
 
@@ -159,9 +161,10 @@ int cg_py_hooks_worker_boot(struct cg_worker *w)
     if (w->py_worker == NULL || w->hooks == NULL) {
         return -1;
     }
-    hooks = Py_BuildValue("{s:O,s:O,s:O}", "worker_int", conf->worker_int ? conf->worker_int : Py_None,
-                          "worker_abort", conf->worker_abort ? conf->worker_abort : Py_None,
-                          "worker_exit", conf->worker_exit ? conf->worker_exit : Py_None);
+    const struct cg_hook_table *fn = &w->hooks->fn;
+    hooks = Py_BuildValue("{s:O,s:O,s:O}", "worker_int", fn->worker_int ? fn->worker_int : Py_None,
+                          "worker_abort", fn->worker_abort ? fn->worker_abort : Py_None,
+                          "worker_exit", fn->worker_exit ? fn->worker_exit : Py_None);
     if (hooks == NULL || set_attr(w->py_worker, "pid", PyLong_FromLong((long)getpid())) < 0 ||
         set_attr(w->py_worker, "max_requests",
                  w->max_requests ? PyLong_FromUnsignedLongLong(w->max_requests)

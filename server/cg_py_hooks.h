@@ -18,6 +18,7 @@
 
 #include "cg_conf.h"
 #include "cg_err.h"
+#include "cg_py_hook_table.h"
 
 struct cg_worker;
 struct cg_http_request;
@@ -28,14 +29,17 @@ struct cg_hooks {
     PyObject *mod;              /* cgunicorn.hooks; owned */
     PyObject *server;           /* cgunicorn.hooks.Server; owned */
     PyObject *workers;          /* server.WORKERS (pid -> Worker); owned */
+    struct cg_hook_table fn;    /* the user's hooks, from conf (init, set_conf) */
 };
 
-/* Builds the `server` object for `conf`. Returns 0, or -1 with err. */
+/* Fills the hook table from `conf` and builds the `server` object. Returns
+ * 0, or -1 with err. */
 int cg_py_hooks_init(struct cg_hooks *h, const struct cg_conf *conf, int num_workers,
                      const char *proc_name, struct cg_err *err);
 void cg_py_hooks_deinit(struct cg_hooks *h);
 
-/* After a configuration reload: server.cfg reads the new values. */
+/* After a configuration reload: server.cfg reads the new values, and the
+ * hook table takes the new hooks. */
 void cg_py_hooks_set_conf(struct cg_hooks *h, const struct cg_conf *conf);
 
 /* Sets a plain attribute of `server` (pid, num_workers, proc_name,

@@ -9,11 +9,11 @@
 int cg_py_hooks_pre_request(struct cg_worker *w, const struct cg_http_request *req,
                             PyObject *environ, PyObject **hreq)
 {
-    const struct cg_conf *conf = w->conf;
+    const struct cg_hook_table *fn = &w->hooks->fn;
     PyObject *hdrs = NULL, *r = NULL; /* owned */
 
     *hreq = NULL;
-    if (conf->pre_request == NULL && conf->post_request == NULL) {
+    if (fn->pre_request == NULL && fn->post_request == NULL) {
         if (cg_log_enabled(CG_LOG_DEBUG)) { /* gunicorn's default pre_request */
             size_t n = req->uri.len;
             for (size_t i = 0; i < req->uri.len; i++) {
@@ -33,7 +33,7 @@ int cg_py_hooks_pre_request(struct cg_worker *w, const struct cg_http_request *r
     if (*hreq == NULL) {
         return -1;
     }
-    if (conf->pre_request == NULL) {
+    if (fn->pre_request == NULL) {
         PyObject *m = PyObject_GetAttrString(*hreq, "method");
         PyObject *p = m ? PyObject_GetAttrString(*hreq, "path") : NULL;
         if (p != NULL && cg_log_enabled(CG_LOG_DEBUG)) {
@@ -45,7 +45,7 @@ int cg_py_hooks_pre_request(struct cg_worker *w, const struct cg_http_request *r
         return 0;
     }
     cg_py_hooks_worker_sync(w);
-    r = PyObject_CallFunctionObjArgs(conf->pre_request, w->py_worker, *hreq, NULL);
+    r = PyObject_CallFunctionObjArgs(fn->pre_request, w->py_worker, *hreq, NULL);
     if (r == NULL) {
         return -1; /* the exception stays set: the caller answers 500 */
     }
@@ -57,7 +57,7 @@ void cg_py_hooks_post_request(struct cg_worker *w, PyObject **hreq, PyObject *en
                               const struct cg_wsgi_resp *resp)
 {
     PyObject *hdrs = NULL, *pyresp = NULL, *r = NULL; /* owned */
-    PyObject *fn = w->conf->post_request;             /* borrowed */
+    PyObject *fn = w->hooks->fn.post_request;         /* borrowed */
 
     if (*hreq == NULL || fn == NULL) {
         Py_CLEAR(*hreq);

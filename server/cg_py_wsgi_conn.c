@@ -13,10 +13,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "cg_clock.h"
 #include "cg_listen.h"
 #include "cg_log.h"
 #include "cg_py_wsgi_conn.h"
-#include "cg_worker.h" /* cg_monotonic_ms */
+#include "cg_worker.h"
 
 #define READ_CHUNK 65536
 

@@ -151,10 +151,13 @@ static int setup_limits(struct cg_wsgi *g, struct cg_err *err)
     return 0;
 }
 
-/* secure_scheme_headers (a dict of header -> value) into the parser's table. */
+/* secure_scheme_headers (a dict of header -> value, kept in the validated
+ * values) into the parser's table. */
 static int setup_scheme_headers(struct cg_wsgi *g, struct cg_err *err)
 {
-    PyObject *d = g->conf->secure_scheme_headers; /* borrowed */
+    PyObject *values = g->conf->values; /* borrowed */
+    PyObject *d = values != NULL ? PyDict_GetItemString(values, "secure_scheme_headers")
+                                 : NULL; /* borrowed */
     PyObject *key = NULL, *value = NULL;
     Py_ssize_t pos = 0, i = 0;
 

@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cg_log.h"
 #include "cg_statsd.h"
 
 static int sock_fd = -1;
@@ -88,6 +89,13 @@ static int connect_to(const char *host, struct cg_err *err)
     return fd;
 }
 
+/* The error log's counter (cg_log_set_counter): one per line at WARNING or
+ * worse, sent only while metrics are on. */
+static void count_log_line(const char *name)
+{
+    cg_statsd_counter(name, 1);
+}
+
 int cg_statsd_open(const char *host, const char *prefix, const char *tags, struct cg_err *err)
 {
     int fd = -1;
@@ -99,6 +107,7 @@ int cg_statsd_open(const char *host, const char *prefix, const char *tags, struc
         close(sock_fd);
     }
     sock_fd = fd;
+    cg_log_set_counter(fd >= 0 ? count_log_line : NULL);
     set_prefix(prefix);
     snprintf(tags_buf, sizeof(tags_buf), "%s", tags ? tags : "");
     return 0;

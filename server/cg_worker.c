@@ -151,7 +151,7 @@ static void start_reloader(struct cg_worker *w)
     if (extra != NULL) {
         r = PyObject_CallMethod(w->hooks->mod, "start_reloader", "OOOOs", w->hooks->server,
                                 w->py_worker, extra,
-                                conf->worker_int ? conf->worker_int : Py_None,
+                                w->hooks->fn.worker_int ? w->hooks->fn.worker_int : Py_None,
                                 conf->reload_engine ? conf->reload_engine : "auto");
     }
     if (r == NULL) {
@@ -178,7 +178,7 @@ static int boot(struct cg_worker *w, PyObject *preloaded_app)
         return CG_WORKER_BOOT_ERROR;
     }
     cg_log(CG_LOG_INFO, "Booting worker with pid: %d", (int)getpid());
-    if (cg_py_hooks_call(conf->post_fork, "Exception in worker process", "(OO)", server,
+    if (cg_py_hooks_call(w->hooks->fn.post_fork, "Exception in worker process", "(OO)", server,
                          w->py_worker) < 0) {
         return CG_WORKER_BOOT_ERROR;
     }
@@ -199,7 +199,7 @@ static int boot(struct cg_worker *w, PyObject *preloaded_app)
         PyErr_Clear();
     }
     cg_worker_notify(w);
-    if (cg_py_hooks_call(conf->post_worker_init, "Exception in worker process", "(O)",
+    if (cg_py_hooks_call(w->hooks->fn.post_worker_init, "Exception in worker process", "(O)",
                          w->py_worker) < 0) {
         return CG_WORKER_BOOT_ERROR;
     }
@@ -235,8 +235,8 @@ void cg_worker_main(struct cg_worker *w, PyObject *preloaded_app)
     cg_log(CG_LOG_INFO, "Worker exiting (pid: %d)", (int)getpid());
     w->alive = false;
     cg_py_hooks_worker_sync(w);
-    if (conf->worker_exit != NULL) {
-        PyObject *r = PyObject_CallFunctionObjArgs(conf->worker_exit, w->hooks->server,
+    if (w->hooks->fn.worker_exit != NULL) {
+        PyObject *r = PyObject_CallFunctionObjArgs(w->hooks->fn.worker_exit, w->hooks->server,
                                                    w->py_worker, NULL);
         if (r == NULL) {
             PyObject *tb = cg_py_format_exception();

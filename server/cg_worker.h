@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "cg_clock.h"
 #include "cg_conf.h"
 #include "cg_listen.h"
 #include "cg_py_hooks.h"
@@ -80,8 +81,6 @@ void cg_worker_cap_evicted(struct cg_cap_log *l, int worker_connections);
 #define CG_STOP_IDLE_MS 2000u
 #define CG_QUIT_IDLE_MS 500u
 #define CG_QUIT_GRACE_MS 1000u
-
-uint64_t cg_monotonic_ms(void);
 
 /* Records a sign of life for the master. */
 static inline void cg_worker_notify(struct cg_worker *w)

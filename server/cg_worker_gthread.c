@@ -54,6 +54,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cg_clock.h"
 #include "cg_listen.h"
 #include "cg_log.h"
 #include "cg_py_deadline.h"

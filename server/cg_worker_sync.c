@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cg_clock.h"
 #include "cg_log.h"
 #include "cg_py_deadline.h"
 #include "cg_py_wsgi.h"

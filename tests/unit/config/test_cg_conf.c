@@ -209,14 +209,24 @@ static void test_cli_parsing(void)
     cg_conf_opts_deinit(&o);
 }
 
-static void test_hook_lookup(void)
+/* The struct holds no Python objects: dict and hook rows have no field (their
+ * value stays in conf->values); every other row has a field of its own. */
+static void test_fields(void)
 {
-    struct cg_conf conf;
-    memset(&conf, 0, sizeof(conf));
-    conf.post_fork = Py_None;
-    CG_CHECK(cg_conf_hook(&conf, "post_fork") == Py_None);
-    CG_CHECK(cg_conf_hook(&conf, "pre_fork") == NULL);
-    CG_CHECK(cg_conf_hook(&conf, "workers") == NULL);
+    for (size_t i = 0; i < cg_conf_settings_count; i++) {
+        const struct cg_conf_setting *s = &cg_conf_settings[i];
+        bool dict_or_hook = s->type == CG_CONF_DICT || s->type == CG_CONF_HOOK;
+        CG_CHECK(cg_conf_setting_has_field(s) == !dict_or_hook);
+        if (dict_or_hook) {
+            CG_CHECK(s->offset == 0);
+            continue;
+        }
+        CG_CHECK(s->offset < sizeof(struct cg_conf));
+        for (size_t j = i + 1; j < cg_conf_settings_count; j++) {
+            const struct cg_conf_setting *t = &cg_conf_settings[j];
+            CG_CHECK(!cg_conf_setting_has_field(t) || t->offset != s->offset);
+        }
+    }
 }
 
 int main(int argc, char **argv)
@@ -225,7 +235,7 @@ int main(int argc, char **argv)
     static const struct cg_test_case cases[] = {
         CG_TEST(test_every_default_validates), CG_TEST(test_table_rows_are_well_formed),
         CG_TEST(test_validators_accept),       CG_TEST(test_validators_reject),
-        CG_TEST(test_cli_parsing),             CG_TEST(test_hook_lookup),
+        CG_TEST(test_cli_parsing),             CG_TEST(test_fields),
     };
     if (cg_py_init(argc, argv, &err) < 0) {
         fprintf(stderr, "cg_py_init: %s\n", err.msg);

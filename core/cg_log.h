@@ -1,6 +1,8 @@
 /* The error log, in gunicorn's format:
  *   [2026-11-24 22:03:49 +0000] [1234] [INFO] Listening at: http://127.0.0.1:8000 (1234)
- * One module for every process; cg_log() is not signal-safe. */
+ * One module for every process; cg_log() is not signal-safe. Part of the
+ * base layer (core/): it knows nothing of metrics or Python logging, which
+ * plug in through a counter and a sink. */
 #ifndef CG_LOG_H
 #define CG_LOG_H
 
@@ -51,6 +53,14 @@ void cg_log_errno(enum cg_log_level level, int errnum, const char *fmt, ...)
  * cg_log_reopen(). NULL, NULL puts the file back. */
 typedef int (*cg_log_sink_fn)(enum cg_log_level level, bool exception, const char *text);
 void cg_log_set_sink(cg_log_sink_fn sink, void (*reopen)(void));
+
+/* A counter receives the metric name of every line at WARNING or worse
+ * ("gunicorn.log.warning", ".error", ".critical", ".exception"), whatever
+ * the level filter lets through, as gunicorn's statsd logger counts them.
+ * The metrics module (server/cg_statsd.c) sets it; NULL counts nothing.
+ * Set before threads start. */
+typedef void (*cg_log_count_fn)(const char *name);
+void cg_log_set_counter(cg_log_count_fn fn);
 
 /* An error with a traceback (gunicorn's log.exception): written at ERROR,
  * counted as gunicorn.log.exception by statsd. */

@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "cg_log.h"
-#include "cg_statsd.h"
 
 static const char *const level_names[] = { "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL" };
 
@@ -21,6 +20,7 @@ static enum cg_log_level log_level = CG_LOG_INFO;
 static bool capture_output;
 static cg_log_sink_fn sink;      /* logconfig: lines go to Python's logging */
 static void (*sink_reopen)(void);
+static cg_log_count_fn counter; /* statsd: counts warnings and worse */
 
 int cg_log_level_parse(const char *name, enum cg_log_level *out, struct cg_err *err)
 {
@@ -121,6 +121,11 @@ void cg_log_set_sink(cg_log_sink_fn fn, void (*reopen)(void))
     sink_reopen = reopen;
 }
 
+void cg_log_set_counter(cg_log_count_fn fn)
+{
+    counter = fn;
+}
+
 /* Hands the message to the sink; returns 0 when it took it. */
 static int to_sink(enum cg_log_level level, bool exception, int errnum, const char *fmt,
                    va_list ap)
@@ -178,8 +183,8 @@ static void count(enum cg_log_level level, bool exception)
     static const char *const names[] = { NULL, NULL, "gunicorn.log.warning", "gunicorn.log.error",
                                          "gunicorn.log.critical" };
     const char *name = exception ? "gunicorn.log.exception" : names[level];
-    if (name != NULL && cg_statsd_on()) {
-        cg_statsd_counter(name, 1);
+    if (name != NULL && counter != NULL) {
+        counter(name);
     }
 }
 

@@ -1,7 +1,6 @@
-/* Forking and process identity. Every fork goes through cg_proc_fork() so the
- * interpreter's after-fork work and the signal reset happen in one place. */
+/* Process identity: this process's role and pid, and its title in ps. Part
+ * of the base layer (core/); the fork itself is server/cg_proc_fork.c. */
 #include <Python.h>
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,9 +8,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#include "cg_listen.h"
 #include "cg_proc.h"
-#include "cg_sig.h"
 
 struct cg_proc cg_proc = { .role = CG_ROLE_MASTER, .pid = 0 };
 
@@ -88,23 +85,4 @@ void cg_proc_set_title(const char *fmt, ...)
         memset(title_area, 0, title_len);
         memcpy(title_area, buf, n);
     }
-}
-
-pid_t cg_proc_fork(enum cg_role role)
-{
-    PyOS_BeforeFork(); /* GIL held; this process runs no other threads */
-    pid_t pid = fork();
-    if (pid != 0) { /* parent, or fork failed */
-        int saved = errno;
-        PyOS_AfterFork_Parent();
-        errno = saved;
-        return pid;
-    }
-    PyOS_AfterFork_Child(); /* first Python call in the child */
-    cg_sig_reset_child();
-    if (role == CG_ROLE_DIRTY_ARBITER || role == CG_ROLE_DIRTY_WORKER) {
-        cg_listen_close_inherited(); /* only HTTP workers keep the listeners */
-    }
-    cg_proc = (struct cg_proc){ .role = role, .pid = getpid() };
-    return 0; /* the child builds its own event_base */
 }

@@ -1,4 +1,6 @@
-/* Process roles and the one fork path every process goes through. */
+/* Process identity: the role and pid of this process (master, HTTP worker,
+ * dirty arbiter, dirty worker) and its title in ps. Part of the base layer
+ * (core/); forking is server/cg_proc_fork.h. */
 #ifndef CG_PROC_H
 #define CG_PROC_H
 
@@ -16,15 +18,8 @@ struct cg_proc {
     pid_t pid;
 };
 
-/* This process's role and pid; set by cg_proc_fork() in the child. */
+/* This process's role and pid; cg_proc_fork() (server/) sets it in the child. */
 extern struct cg_proc cg_proc;
-
-/* Forks a child of `role`, following CPython's embedder fork protocol
- * (PyOS_BeforeFork/AfterFork_*). Needs the GIL, and no other thread may be
- * running in this process. In the child: signal handlers reset to default,
- * signal mask emptied, the parent's self-pipe closed. Returns the child's pid
- * in the parent, 0 in the child, -1 with errno on failure. */
-pid_t cg_proc_fork(enum cg_role role);
 
 /* Sets the process title shown by ps (e.g. "gunicorn: worker [app]", the
  * strings gunicorn uses). Through the setproctitle module when it is
