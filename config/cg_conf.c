@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cg_conf_int.h"
+#include "cg_conf_worker_class.h"
 #include "cg_log.h"
 
 PyObject *cg_conf_default_raw(const struct cg_conf_setting *s, struct cg_err *err)
@@ -205,8 +206,10 @@ static int store_all(struct cg_conf *conf, struct cg_err *err)
 /* A worker class named by import path: cgunicorn.workerclass imports it and
  * says which native worker serves it, with the settings its CONFIG_KWARGS
  * carry (applied over every other source, as the Uvicorn worker does) and the
- * lines the master logs once. Returns the native name, or NULL with err set. */
-static const char *resolve_imported_class(struct cg_conf *conf, struct cg_err *err)
+ * lines the master logs once. Returns the native class's row, or NULL with
+ * err set. */
+static const struct cg_conf_worker_class *resolve_imported_class(struct cg_conf *conf,
+                                                                 struct cg_err *err)
 {
     PyObject *raw = PyDict_GetItemString(conf->values, "worker_class"); /* borrowed */
     PyObject *pp = PyDict_GetItemString(conf->values, "pythonpath");    /* borrowed */
@@ -216,7 +219,7 @@ static const char *resolve_imported_class(struct cg_conf *conf, struct cg_err *e
                               : NULL;
     PyObject *key, *val;
     Py_ssize_t pos = 0;
-    const char *as = NULL;
+    const struct cg_conf_worker_class *as = NULL;
 
     Py_XDECREF(mod);
     if (r == NULL) {
@@ -240,53 +243,34 @@ static const char *resolve_imported_class(struct cg_conf *conf, struct cg_err *e
         goto done;
     }
     conf->root_path_in_path = PyObject_IsTrue(PyTuple_GET_ITEM(r, 3)) == 1;
-    as = PyUnicode_AsUTF8(PyTuple_GET_ITEM(r, 0));
-    if (strcmp(as, "sync") == 0) {
-        as = "sync";
-    } else if (strcmp(as, "gthread") == 0) {
-        as = "gthread";
-    } else {
-        as = "asgi";
+    as = cg_conf_worker_class_named(PyUnicode_AsUTF8(PyTuple_GET_ITEM(r, 0)));
+    if (as == NULL) { /* cgunicorn.workerclass names only rows of the table */
+        cg_err_set(err, "worker_class %s: served by '%s', which is not a worker class",
+                   conf->worker_class, PyUnicode_AsUTF8(PyTuple_GET_ITEM(r, 0)));
     }
 done:
     Py_DECREF(r);
     return as;
 }
 
-/* worker_class as the workers know it, as gunicorn resolves it: sync with
- * threads > 1 is gthread; the uvicorn worker names run on our asgi worker;
- * any other name is an import path (resolve_imported_class). */
+/* worker_class as the workers know it, as gunicorn resolves it: a name or
+ * alias of the worker class table (config/cg_conf_worker_class.c), else an
+ * import path (resolve_imported_class); then a class with `with_threads`
+ * (sync) is served as that class when threads > 1. */
 static int resolve_worker_class(struct cg_conf *conf, struct cg_err *err)
 {
-    static const struct {
-        const char *name;
-        const char *as;
-    } known[] = {
-        { "sync", "sync" },
-        { "gunicorn.workers.sync.SyncWorker", "sync" },
-        { "gthread", "gthread" },
-        { "gunicorn.workers.gthread.ThreadWorker", "gthread" },
-        { "asgi", "asgi" },
-        { "gunicorn.workers.gasgi.ASGIWorker", "asgi" },
-        { "uvicorn.workers.UvicornWorker", "asgi" },
-        { "uvicorn_worker.UvicornWorker", "asgi" },
-    };
     const char *raw = conf->worker_class != NULL ? conf->worker_class : "sync";
-    const char *as = NULL;
+    const struct cg_conf_worker_class *wc = cg_conf_worker_class_find(raw);
 
-    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
-        if (strcmp(raw, known[i].name) == 0) {
-            as = known[i].as;
-        }
-    }
-    if (as == NULL && (as = resolve_imported_class(conf, err)) == NULL) {
+    if (wc == NULL && (wc = resolve_imported_class(conf, err)) == NULL) {
         return -1;
     }
-    if (strcmp(as, "sync") == 0 && conf->threads > 1) {
-        as = "gthread";
+    if (wc->with_threads != NULL && conf->threads > 1) {
+        wc = cg_conf_worker_class_named(wc->with_threads);
     }
     conf->worker_class_raw = conf->worker_class;
-    conf->worker_class = xstrdup(as, err);
+    conf->worker_class_row = wc;
+    conf->worker_class = xstrdup(wc->name, err);
     return conf->worker_class != NULL ? 0 : -1;
 }
 

@@ -18,6 +18,7 @@
 #include <Python.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "cg_conf_struct.h"
 #include "cg_err.h"
@@ -104,6 +105,8 @@ struct cg_conf_setting {
                                    without a field (cg_conf_setting_has_field) */
     unsigned flags;
     const char *help;
+    void (*doc_more)(FILE *out); /* more for docs/settings.md after the help (worker_class:
+                                    the worker class table), or NULL */
 };
 
 extern const struct cg_conf_setting cg_conf_settings[];

@@ -139,6 +139,9 @@ void cg_conf_print_settings_doc(FILE *out)
                     (s->flags & CG_CONF_EXTENSION) ? " (cgunicorn extension, not in gunicorn)"
                                                    : "");
             fprintf(out, "\n%s\n", s->help);
+            if (s->doc_more != NULL) {
+                s->doc_more(out);
+            }
         }
     }
     fflush(out);

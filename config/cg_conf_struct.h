@@ -21,9 +21,11 @@
  *                     arity 4, as gunicorn does.)
  *
  * Derived fields (after all sources are applied):
- *   worker_class   normalised: "sync", "gthread" or "asgi" (sync with threads > 1
- *                  becomes "gthread", as gunicorn; the uvicorn worker names
- *                  become "asgi"). The raw value is kept in worker_class_raw.
+ *   worker_class   normalised to a name of the worker class table
+ *                  (config/cg_conf_worker_class.c: "sync", "gthread", "asgi";
+ *                  sync with threads > 1 becomes "gthread", as gunicorn; the
+ *                  uvicorn worker names become "asgi"), its row in
+ *                  worker_class_row. The raw value is kept in worker_class_raw.
  *   proc_name      stays NULL when unset; use default_proc_name then.
  *   sendfile       gunicorn keeps None unless --no-sendfile / sendfile = False;
  *                  here `sendfile` is the effective value (false when set to
@@ -46,6 +48,8 @@
 typedef struct _object PyObject;
 #endif
 
+struct cg_conf_worker_class;
+
 struct cg_strlist {
     char **v; /* owned array of owned strings */
     size_t n;
@@ -62,7 +66,8 @@ struct cg_conf {
 
     /* Worker Processes */
     int workers;
-    char *worker_class;     /* normalised: "sync" | "gthread" | "asgi" */
+    char *worker_class;     /* normalised: a name of the worker class table */
+    const struct cg_conf_worker_class *worker_class_row; /* its row (cg_conf_worker_class.h) */
     char *worker_class_raw; /* as given (string form), for messages */
     struct cg_strlist worker_class_notes; /* what the master logs once about it */
     int threads;

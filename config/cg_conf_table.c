@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cg_conf_int.h"
+#include "cg_conf_worker_class.h"
 
 #define OFF(field) offsetof(struct cg_conf, field)
 
@@ -120,7 +121,8 @@ const struct cg_conf_setting cg_conf_settings[] = {
     { .name = "worker_class", .cli = { "-k", "--worker-class" }, .meta = "STRING",
       .section = CG_SECTION_WORKER, .type = CG_CONF_CLASS, .action = CG_ACT_STORE, .dflt = "sync",
       .check = cg_conf_check_class, .offset = OFF(worker_class), .flags = CG_CONF_IMPLEMENTED,
-      .help = "Worker type: sync, gthread, asgi (or a uvicorn worker name, served as asgi)." },
+      .help = "Worker type: sync, gthread, asgi (or a uvicorn worker name, served as asgi).",
+      .doc_more = cg_conf_worker_class_print_doc },
     { .name = "threads", .cli = { "--threads" }, .meta = "INT", .section = CG_SECTION_WORKER,
       .type = CG_CONF_INT, .action = CG_ACT_INT, .dflt = "1", .check = cg_conf_check_pos_int,
       .offset = OFF(threads), .flags = CG_CONF_IMPLEMENTED,

@@ -11,8 +11,9 @@ so that every suite is parametrised the same way:
                    compare two upstream instances, which validates the
                    suites themselves.
   CG_TEST_WORKERS  comma list of worker classes (default "sync,gthread,asgi").
-                   Adding a class is one more value here (or in
-                   WORKER_TRAITS), never a copied test.  WSGI suites run the
+                   Adding a class is one more value here (its traits
+                   come from the worker class table, WORKER_TRAITS), never
+                   a copied test.  WSGI suites run the
                    WSGI classes of the list (WORKER_CLASSES); suites whose
                    app has an ASGI twin (the corpus: envapp.py and
                    asgienvapp.py) run them all (ALL_WORKER_CLASSES), each
@@ -44,20 +45,50 @@ _spec.loader.exec_module(harness)
 Server = harness.Server
 
 KNOWN_SERVERS = ("cgunicorn", "gunicorn")
-# Worker classes the suites know how to drive.  keeps_alive: whether the
-# worker serves more than one request per connection (sync does not).
-# wsgi: whether it serves WSGI apps; dump_app: the request-dumping app it
-# serves (same JSON whatever the protocol).
+
+
+def _worker_class_table():
+    """The worker class table as docs/settings.md shows it under
+    worker_class: generated from config/cg_conf_worker_class.c by the binary
+    (`make docs`; test_config_table checks the committed copy is current), so
+    the suites hold no second copy of the traits.  Returns {name: {"aliases",
+    "asgi", "keeps_alive", "threads"}} in table order."""
+    with open(os.path.join(ROOT, "docs", "settings.md")) as f:
+        text = f.read()
+    section = text.split("### `worker_class`", 1)[1].split("\n### ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 6 or not cells[0].startswith("`"):
+            continue
+        rows[cells[0].strip("`")] = {
+            "aliases": [a.strip().strip("`") for a in cells[1].split(",") if a.strip()],
+            "asgi": cells[2] == "ASGI",
+            "keeps_alive": cells[3] == "yes",
+            "threads": cells[4] == "yes",
+        }
+    if not rows:
+        raise RuntimeError("docs/settings.md has no worker class table under worker_class; "
+                           "run `make docs`")
+    return rows
+
+
+WORKER_CLASS_TABLE = _worker_class_table()
+# Worker classes the suites know how to drive, with the traits they need,
+# from the worker class table.  keeps_alive: whether the worker serves more
+# than one request per connection (sync does not).  wsgi: whether it serves
+# WSGI apps; dump_app: the request-dumping app it serves (same JSON whatever
+# the protocol).
+# ASGI servers (upstream's gunicorn -k asgi, uvicorn) take the client's
+# half-close (FIN) for a disconnect: the request in flight gets
+# http.disconnect and no answer is sent (half_close_is_disconnect).  Suites
+# keep the write side open and read the answers they expect (exchange_until)
+# instead.
 WORKER_TRAITS = {
-    "sync": {"keeps_alive": False, "wsgi": True, "dump_app": "envapp:app"},
-    "gthread": {"keeps_alive": True, "wsgi": True, "dump_app": "envapp:app"},
-    "asgi": {"keeps_alive": True, "wsgi": False, "dump_app": "asgienvapp:app",
-             # ASGI servers (upstream's gunicorn -k asgi, uvicorn) take the
-             # client's half-close (FIN) for a disconnect: the request in
-             # flight gets http.disconnect and no answer is sent.  Suites
-             # keep the write side open and read the answers they expect
-             # (exchange_until) instead.
-             "half_close_is_disconnect": True},
+    name: {"keeps_alive": row["keeps_alive"], "wsgi": not row["asgi"],
+           "dump_app": "asgienvapp:app" if row["asgi"] else "envapp:app",
+           **({"half_close_is_disconnect": True} if row["asgi"] else {})}
+    for name, row in WORKER_CLASS_TABLE.items()
 }
 
 

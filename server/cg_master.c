@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "cg_clock.h"
+#include "cg_conf_worker_class.h"
 #include "cg_daemon.h"
 #include "cg_dirty_arbiter.h"
 #include "cg_log.h"
@@ -45,7 +46,8 @@ static void log_worker_class(const struct cg_conf *conf)
 {
     const char *raw = conf->worker_class_raw;
 
-    if (raw != NULL && strcmp(raw, conf->worker_class) != 0 && strcmp(raw, "sync") != 0 &&
+    /* gunicorn's own names (sync, gunicorn.workers.*) need no word. */
+    if (raw != NULL && cg_conf_worker_class_named(raw) == NULL &&
         strncmp(raw, "gunicorn.workers.", 17) != 0) {
         cg_log(CG_LOG_INFO, "worker_class %s is served by cgunicorn's native %s worker", raw,
                conf->worker_class);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cg_conf_worker_class.h"
 #include "cg_log.h"
 #include "cg_py_input.h"
 #include "cg_py_logconfig.h"
@@ -85,7 +86,7 @@ static PyObject *make_base_environ(struct cg_wsgi *g, PyObject *wsgimod)
     gunicorn_attr("SERVER_SOFTWARE", "gunicorn/" CG_CONF_GUNICORN_VERSION, software, sizeof(software));
     base = Py_BuildValue("{s:N,s:(ii),s:O,s:O,s:O,s:O,s:O,s:s}", "wsgi.errors", errors,
                          "wsgi.version", 1, 0, "wsgi.multithread",
-                         strcmp(conf->worker_class, "sync") == 0 ? Py_False : Py_True,
+                         conf->worker_class_row->multithread ? Py_True : Py_False,
                          "wsgi.multiprocess", conf->workers > 1 ? Py_True : Py_False,
                          "wsgi.run_once", Py_False, "wsgi.file_wrapper", g->file_wrapper,
                          "wsgi.input_terminated", Py_True, "SERVER_SOFTWARE", software);

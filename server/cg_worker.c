@@ -19,8 +19,7 @@
 #include "cg_py_app.h"
 #include "cg_sig.h"
 #include "cg_worker.h"
-#include "cg_worker_asgi.h"
-#include "cg_worker_gthread.h"
+#include "cg_worker_class.h"
 
 /* QUIT, INT and ABRT are Python handlers (cg_py_hooks_worker_boot). */
 static const int worker_signals[] = { SIGTERM, SIGUSR1, SIGWINCH, 0 };
@@ -219,12 +218,9 @@ void cg_worker_main(struct cg_worker *w, PyObject *preloaded_app)
     cg_worker_notify(w);
     code = boot(w, preloaded_app);
     if (code == 0) {
-        if (strcmp(conf->worker_class, "sync") == 0) {
-            cg_worker_sync_run(w);
-        } else if (strcmp(conf->worker_class, "gthread") == 0) {
-            code = cg_worker_gthread_run(w);
-        } else if (strcmp(conf->worker_class, "asgi") == 0) {
-            code = cg_worker_asgi_run(w);
+        cg_worker_class_run_fn run = cg_worker_class_entry(conf->worker_class);
+        if (run != NULL) {
+            code = run(w);
         } else {
             cg_log(CG_LOG_ERROR,
                    "worker class '%s' is not implemented yet in cgunicorn; use -k sync",

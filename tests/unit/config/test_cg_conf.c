@@ -3,6 +3,7 @@
 #include "cg_test.h"
 
 #include "../../../config/cg_conf_int.h"
+#include "cg_conf_worker_class.h"
 #include "cg_py.h"
 
 /* Every default goes through its own conversion and validator. */
@@ -229,13 +230,48 @@ static void test_fields(void)
     }
 }
 
+/* The worker class table: names unique, every alias selects its row,
+ * with_threads names a row, and the worker_class help names every class. */
+static void test_worker_class_table(void)
+{
+    const struct cg_conf_setting *ks = cg_conf_setting_find("worker_class");
+
+    CG_CHECK(cg_conf_worker_classes_count >= 3);
+    CG_CHECK(ks != NULL && ks->doc_more == cg_conf_worker_class_print_doc);
+    for (size_t i = 0; i < cg_conf_worker_classes_count; i++) {
+        const struct cg_conf_worker_class *c = &cg_conf_worker_classes[i];
+        CG_CHECK(cg_conf_worker_class_named(c->name) == c);
+        CG_CHECK(cg_conf_worker_class_find(c->name) == c);
+        CG_CHECK(c->help != NULL && c->help[0] != '\0');
+        CG_CHECK(ks != NULL && strstr(ks->help, c->name) != NULL);
+        CG_CHECK(c->with_threads == NULL || cg_conf_worker_class_named(c->with_threads) != NULL);
+        for (size_t a = 0; a < sizeof(c->aliases) / sizeof(c->aliases[0]) && c->aliases[a]; a++) {
+            CG_CHECK(cg_conf_worker_class_find(c->aliases[a]) == c);
+            CG_CHECK(cg_conf_worker_class_named(c->aliases[a]) == NULL);
+        }
+    }
+    CG_CHECK_STR(cg_conf_worker_class_find("gunicorn.workers.sync.SyncWorker")->name, "sync");
+    CG_CHECK_STR(cg_conf_worker_class_find("uvicorn.workers.UvicornWorker")->name, "asgi");
+    CG_CHECK_STR(cg_conf_worker_class_find("uvicorn_worker.UvicornWorker")->name, "asgi");
+    CG_CHECK_STR(cg_conf_worker_class_find("gunicorn.workers.gthread.ThreadWorker")->name,
+                 "gthread");
+    CG_CHECK_STR(cg_conf_worker_class_named("sync")->with_threads, "gthread");
+    CG_CHECK(!cg_conf_worker_class_named("sync")->keeps_alive);
+    CG_CHECK(!cg_conf_worker_class_named("sync")->multithread);
+    CG_CHECK(cg_conf_worker_class_named("gthread")->threads);
+    CG_CHECK(cg_conf_worker_class_named("asgi")->asgi);
+    CG_CHECK(cg_conf_worker_class_find("gevent") == NULL);
+    CG_CHECK(cg_conf_worker_class_find("myproject.workers.Worker") == NULL);
+    CG_CHECK(cg_conf_worker_class_find(NULL) == NULL);
+}
+
 int main(int argc, char **argv)
 {
     struct cg_err err = { { 0 } };
     static const struct cg_test_case cases[] = {
         CG_TEST(test_every_default_validates), CG_TEST(test_table_rows_are_well_formed),
         CG_TEST(test_validators_accept),       CG_TEST(test_validators_reject),
-        CG_TEST(test_cli_parsing),             CG_TEST(test_fields),
+        CG_TEST(test_cli_parsing),             CG_TEST(test_fields),                  CG_TEST(test_worker_class_table),
     };
     if (cg_py_init(argc, argv, &err) < 0) {
         fprintf(stderr, "cg_py_init: %s\n", err.msg);
