@@ -3,21 +3,25 @@
 # installed by the build itself when missing.
 
 BUILD ?= build
--include $(BUILD)/config.mk
+# configure's output: the source directory's when a user ran ./configure
+# there (it then serves the default build directory), else the build
+# directory's, which make writes by running configure there.
+CONFIG_MK := $(firstword $(if $(filter build,$(BUILD)),$(wildcard config.mk)) $(BUILD)/config.mk)
+-include $(CONFIG_MK)
 
-CC ?= cc
 LLHTTP_SRC := /usr/share/llhttp
 LLHTTP_INC := /usr/share/include/llhttp
 # snprintf truncation is how we bound strings on purpose, so that warning is off.
 WARN := -Wall -Wextra -Werror -Wno-format-truncation
-CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -DCG_PYTHON_BASE=\"$(PYTHON_BASE)\" -g -O2 $(WARN) -fno-strict-aliasing \
-	-I. -Icore -Iserver -Ihttp -Iconfig -Idirty -I$(BUILD)/gen $(PY_CFLAGS)
+CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -DCG_PYTHON_BASE=\"$(PYTHON_BASE)\" -DCG_VERSION=\"$(CG_VERSION)\" \
+	-g -O2 $(WARN) -fno-strict-aliasing -I. -Icore -Iserver -Ihttp -Iconfig -Idirty -I$(BUILD)/gen \
+	$(PY_CFLAGS) $(LIB_CFLAGS)
 ifeq ($(ASAN),1)
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer
 CFLAGS_COMMON += -O1 $(SAN_FLAGS)
 LDFLAGS_SAN := $(SAN_FLAGS)
 endif
-LIBS := $(shell pkg-config --libs libevent_core libevent_pthreads jansson 2>/dev/null) -lpthread $(PY_LDFLAGS)
+LIBS := $(LIB_LIBS) -lpthread $(PY_LDFLAGS)
 
 # EXCLUDE (patterns) leaves sources out, e.g. a half-written file during development.
 SRC := $(filter-out $(EXCLUDE),$(sort $(wildcard core/*.c server/*.c http/*.c config/*.c dirty/*.c)))
@@ -40,29 +44,37 @@ VENV_STAMP := $(VENV)/.stamp
 PYTEST_ARGS ?=
 
 .PHONY: all deps run corpus check check-unit check-integration check-conformance check-asan \
-	docs clean distclean bench bench-quick bench-profile fuzz
+	docs clean distclean bench bench-quick bench-profile fuzz install uninstall dist
 
 all: $(BIN)
 
 deps:
 	@sh mk/deps.sh
 
-$(BUILD)/config.mk: configure
+# configure is generated from configure.ac (release tarballs carry it).
+configure: configure.ac
 	@sh mk/deps.sh
-	./configure --builddir=$(BUILD) $(if $(filter 1,$(ASAN)),--enable-asan)
+	autoreconf -fi
 
-$(LLHTTP_LIB): | $(BUILD)/config.mk
+# PYTHON=PATH picks the interpreter to embed; CONFIGURE_FLAGS passes more.
+$(BUILD)/config.mk: configure mk/config.mk.in
+	@sh mk/deps.sh
+	@mkdir -p $(BUILD)
+	cd $(BUILD) && $(abspath configure) $(if $(filter 1,$(ASAN)),--enable-asan) \
+		$(if $(PYTHON),--with-python=$(PYTHON)) $(CONFIGURE_FLAGS)
+
+$(LLHTTP_LIB): | $(CONFIG_MK)
 	@mkdir -p $(BUILD)/llhttp
 	@for f in api http llhttp; do \
 		$(CC) -O2 -g -fPIC $(SAN_FLAGS) \
 			-I$(LLHTTP_INC) -c $(LLHTTP_SRC)/$$f.c -o $(BUILD)/llhttp/$$f.o || exit 1; done
 	ar rcs $@ $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
 
-$(GEN_SRC): mk/pysrc.py $(PY_SRC) | $(BUILD)/config.mk
+$(GEN_SRC): mk/pysrc.py $(PY_SRC) | $(CONFIG_MK)
 	@mkdir -p $(dir $@)
 	$(PYTHON_BASE) mk/pysrc.py $@ dirty/py server/py
 
-$(BUILD)/obj/%.o: %.c | $(BUILD)/config.mk
+$(BUILD)/obj/%.o: %.c | $(CONFIG_MK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) -MMD -MP -c $< -o $@
 
@@ -83,7 +95,7 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/cg_test.h $(LIBCG)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
-$(VENV_STAMP): requirements-test.txt | $(BUILD)/config.mk
+$(VENV_STAMP): requirements-test.txt | $(CONFIG_MK)
 	@test -x $(VENV)/bin/python || $(PYTHON_BASE) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-test.txt
 	@touch $@
@@ -124,6 +136,19 @@ check-asan:
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(MAKE) BUILD=build-asan ASAN=1 check
 
+# `./configure --prefix=DIR` (default /usr/local) or `make prefix=DIR`;
+# DESTDIR stages the install for packagers.
+install: $(BIN)
+	install -D -m 755 $(BIN) $(DESTDIR)$(bindir)/cgunicorn
+
+uninstall:
+	rm -f $(DESTDIR)$(bindir)/cgunicorn
+
+# The release tarball, which is also the Python sdist (mk/cgunicorn_build.py):
+# the tracked files plus the generated configure; it builds with no network.
+dist: configure
+	$(or $(PYTHON_BASE),python3) mk/cgunicorn_build.py sdist $(BUILD)
+
 docs: $(BIN)
 	$(BIN) --print-settings-doc > docs/settings.md
 
@@ -131,7 +156,7 @@ clean:
 	rm -rf $(BUILD) build-asan
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) config.mk config.status config.log configure aclocal.m4 autom4te.cache
 
 include mk/fuzz.mk
 

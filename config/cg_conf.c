@@ -7,6 +7,10 @@
 #include <strings.h>
 #include <unistd.h>
 
+#ifndef CG_VERSION
+#error "CG_VERSION is defined by the build (VERSION, via configure and the Makefile)"
+#endif
+
 #include "cg_conf_int.h"
 #include "cg_conf_worker_class.h"
 #include "cg_log.h"

@@ -130,7 +130,8 @@ enum cg_conf_mode {
     CG_CONF_SETTINGS_DOC,   /* docs/settings.md was printed; exit 0 */
 };
 
-#define CG_CONF_VERSION_STRING "0.1.0"
+/* The version comes from the VERSION file, through configure (CG_VERSION). */
+#define CG_CONF_VERSION_STRING CG_VERSION
 #define CG_CONF_GUNICORN_VERSION "27.0.1"
 
 /* Resolves the configuration as gunicorn does: defaults < config file

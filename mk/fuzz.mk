@@ -17,7 +17,7 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -I. -Icore -Iserver -Ihttp -Iconfig -Idirt
 FUZZ_ERR_SRC := core/cg_err.c
 FUZZ_HTTP_SRC := $(sort $(wildcard http/*.c)) $(FUZZ_ERR_SRC)
 FUZZ_DIRTY_SRC := dirty/cg_dirty_codec.c dirty/cg_dirty_json.c $(FUZZ_ERR_SRC)
-FUZZ_LIBS := $(shell pkg-config --libs jansson 2>/dev/null) $(PY_LDFLAGS)
+FUZZ_LIBS := $(LIB_LIBS) $(PY_LDFLAGS)
 fuzz_src_http_parser := $(FUZZ_HTTP_SRC)
 fuzz_src_http_proxy := $(FUZZ_HTTP_SRC)
 fuzz_src_http_diff := $(FUZZ_HTTP_SRC) $(LLHTTP_SRC)/api.c $(LLHTTP_SRC)/http.c $(LLHTTP_SRC)/llhttp.c
@@ -34,7 +34,7 @@ fuzz-build: $(FUZZ_BINS)
 
 # One clang invocation per target: the sources are few and small, and each
 # target gets its own coverage instrumentation of exactly what it tests.
-$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/*.h $(FUZZ_HTTP_SRC) $(FUZZ_DIRTY_SRC) | $(BUILD)/config.mk
+$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/*.h $(FUZZ_HTTP_SRC) $(FUZZ_DIRTY_SRC) | $(CONFIG_MK)
 	@mkdir -p $(FUZZ_DIR)
 	@command -v $(FUZZ_CC) >/dev/null || { echo "fuzz: $(FUZZ_CC) not found; apt-get install -y clang libclang-rt-14-dev (mk/deps.sh does)" >&2; exit 1; }
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(fuzz_src_$*) $(FUZZ_LIBS)

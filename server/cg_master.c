@@ -551,7 +551,7 @@ static int start(struct cg_master *m, struct cg_err *err)
     if (m->fatal || (conf->preload_app && preload(m, err) < 0)) {
         return -1;
     }
-    cg_log(CG_LOG_INFO, "Starting gunicorn %s", "27.0.1 (cgunicorn 0.1.0)");
+    cg_log(CG_LOG_INFO, "Starting gunicorn %s (cgunicorn %s)", CG_CONF_GUNICORN_VERSION, CG_CONF_VERSION_STRING);
     cg_conf_warn_unimplemented(conf);
     if (oldpid != NULL) {
         m->master_pid = (pid_t)strtol(oldpid, NULL, 10);

@@ -7,7 +7,7 @@ import re
 
 from conftest import ROOT
 
-SCANNED = ("tests", "conformance", "mk", "fuzz", "bench", "Makefile", "configure")
+SCANNED = ("tests", "conformance", "mk", "fuzz", "bench", "pkg", "Makefile", "configure.ac", "pyproject.toml")
 # A path that leaves the checkout: the sibling directory the project was
 # once specified from, or an absolute path under /work.
 OUTSIDE = re.compile(r"\.\./shared|(^|[\"'\s=(])/work/|os\.path\.dirname\(ROOT\)")
