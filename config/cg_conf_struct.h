@@ -177,6 +177,8 @@ struct cg_conf {
     int dirty_workers;
     int dirty_timeout;
     int dirty_threads;
+    int dirty_queue_limit;
+    int dirty_queue_timeout;
     int dirty_graceful_timeout;
     long dirty_max_message_size; /* cgunicorn extension, not in gunicorn */
 

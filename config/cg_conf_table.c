@@ -602,6 +602,18 @@ const struct cg_conf_setting cg_conf_settings[] = {
       .check = cg_conf_check_pos_int, .offset = OFF(dirty_max_message_size),
       .flags = CG_CONF_IMPLEMENTED | CG_CONF_EXTENSION,
       .help = "Largest dirty IPC frame, in bytes (cgunicorn extension)." },
+    { .name = "dirty_queue_limit", .cli = { "--dirty-queue-limit" }, .meta = "INT",
+      .section = CG_SECTION_DIRTY, .type = CG_CONF_INT, .action = CG_ACT_INT, .dflt = "0",
+      .check = cg_conf_check_pos_int, .offset = OFF(dirty_queue_limit),
+      .flags = CG_CONF_IMPLEMENTED | CG_CONF_EXTENSION,
+      .help = "Calls of one dirty app that may wait for a worker; one more fails at once with "
+              "DirtyBusyError (retry_after set). 0: no limit (cgunicorn extension)." },
+    { .name = "dirty_queue_timeout", .cli = { "--dirty-queue-timeout" }, .meta = "INT",
+      .section = CG_SECTION_DIRTY, .type = CG_CONF_INT, .action = CG_ACT_INT, .dflt = "0",
+      .check = cg_conf_check_pos_int, .offset = OFF(dirty_queue_timeout),
+      .flags = CG_CONF_IMPLEMENTED | CG_CONF_EXTENSION,
+      .help = "Seconds a dirty call may wait for a worker before it fails with DirtyBusyError; "
+              "0: only its own timeout (cgunicorn extension)." },
     { .name = "on_dirty_starting", .section = CG_SECTION_DIRTY_HOOKS, .type = CG_CONF_HOOK,
       .hook_class = "OnDirtyStarting",
       .action = CG_ACT_NONE, .check = cg_conf_check_hook, .arity = 1,

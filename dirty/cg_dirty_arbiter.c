@@ -668,6 +668,8 @@ static void arbiter_main(struct cg_conf *conf, const struct cg_hook_table *hooks
     arb.ppid = getppid();
     arb.num_workers = conf->dirty_workers;
     arb.timeout = conf->dirty_timeout > 0 ? (double)conf->dirty_timeout : 0;
+    arb.queue_limit = conf->dirty_queue_limit > 0 ? (size_t)conf->dirty_queue_limit : 0;
+    arb.queue_timeout = conf->dirty_queue_timeout > 0 ? (double)conf->dirty_queue_timeout : 0;
     arb.max_message = conf->dirty_max_message_size > 0 ? (size_t)conf->dirty_max_message_size
                                                         : CG_DIRTY_DEFAULT_MAX_MESSAGE;
     snprintf(arb.socket_path, sizeof(arb.socket_path), "%s", sock_path);

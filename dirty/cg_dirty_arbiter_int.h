@@ -60,6 +60,8 @@ struct cg_dirty_arb {
     struct cg_dirty_client *flush;   /* clients with replies to write (flush_next) */
     size_t max_message;
     double timeout;                  /* dirty_timeout in seconds; 0 = none */
+    size_t queue_limit;              /* dirty_queue_limit: waiting calls per app; 0 = none */
+    double queue_timeout;            /* dirty_queue_timeout in seconds; 0 = none */
     int num_workers;                 /* target count (TTIN/TTOU change it) */
     int worker_age;
     enum cg_dirty_arb_state state;
@@ -128,6 +130,11 @@ void cg_dirty_relay_send_frame(struct bufferevent *bev, const struct cg_dirty_fr
 void cg_dirty_relay_send_error(struct cg_dirty_client *cl, uint64_t cid, const char *type,
                                json_t *extra, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+
+/* Refuses a call of app `app` with DirtyBusyError (back-pressure): `why`
+ * says which bound it hit; retry_after comes from the pool's estimate. */
+void cg_dirty_relay_send_busy(struct cg_dirty_arb *arb, struct cg_dirty_client *cl, uint64_t cid,
+                              int app, const char *action, const char *why);
 
 /* Sends CANCEL for the call to its worker, if it has one with a link. */
 void cg_dirty_relay_send_cancel(struct cg_dirty_call *c);

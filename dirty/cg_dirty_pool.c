@@ -308,6 +308,36 @@ void cg_dirty_pool_finish(struct cg_dirty_pool *p, struct cg_dirty_call *c)
     c->worker = NULL;
 }
 
+/* Weight of the newest call in service_avg: recent enough to follow a
+ * change of load, smooth enough that one odd call does not swing it. */
+#define SERVICE_EWMA_WEIGHT 0.2
+
+void cg_dirty_pool_note_service(struct cg_dirty_pool *p, int app, double seconds)
+{
+    struct cg_dirty_app *a = &p->apps[app];
+
+    if (seconds < 0) {
+        seconds = 0;
+    }
+    a->service_avg = a->service_seen ? a->service_avg + SERVICE_EWMA_WEIGHT * (seconds - a->service_avg)
+                                     : seconds;
+    a->service_seen = true;
+}
+
+double cg_dirty_pool_retry_after(const struct cg_dirty_pool *p, int app)
+{
+    const struct cg_dirty_app *a = &p->apps[app];
+    double avg = a->service_seen ? a->service_avg : 1.0;
+    size_t slots = (size_t)cg_dirty_pool_app_workers(p, app) * (size_t)p->capacity;
+
+    if (slots == 0) {
+        slots = 1; /* its workers are being replaced: count one */
+    }
+    /* Every slot is busy (or the caller would not be refused): the queue
+     * drains in waves of `slots` calls, and the caller is one wave later. */
+    return avg * (double)(a->queue.n / slots + 1);
+}
+
 struct cg_dirty_call *cg_dirty_pool_find(const struct cg_dirty_wk *w, uint64_t aid)
 {
     for (struct cg_dirty_call *c = w->inflight.head; c != NULL; c = c->next) {

@@ -67,6 +67,9 @@ struct cg_dirty_call {
     void *req;                  /* the held request frame body */
     void *timer;                /* deadline / kill-grace timer */
     double started;             /* monotonic seconds when it arrived */
+    double dispatched;          /* ... when a worker took it (0: still queued) */
+    double queue_sec;           /* dirty_queue_timeout: the longest wait in the
+                                   queue before DirtyBusyError (0: none) */
     double total_sec;           /* the caller's timeout for the whole call (0: none) */
     double idle_sec;            /* dirty_timeout: the longest wait for the worker's
                                    next frame, restarted by each chunk (0: none) */
@@ -100,6 +103,8 @@ struct cg_dirty_app {
     int limit;                  /* N workers, or 0 for every worker */
     bool limit_from_spec;       /* N came from "module:Class:N" */
     struct cg_dirty_calls queue;
+    double service_avg;         /* recent seconds a call keeps a worker (EWMA) */
+    bool service_seen;          /* service_avg holds at least one call */
 };
 
 struct cg_dirty_pool {
@@ -176,6 +181,13 @@ void cg_dirty_pool_finish(struct cg_dirty_pool *p, struct cg_dirty_call *c);
 
 /* The call with arbiter id `aid` in flight on `w`, or NULL (a late reply). */
 struct cg_dirty_call *cg_dirty_pool_find(const struct cg_dirty_wk *w, uint64_t aid);
+
+/* Back-pressure (dirty_queue_limit): records that a call of `app` kept its
+ * worker `seconds`, and estimates in how many seconds a caller refused now
+ * could be served: the calls queued ahead of it, spread over the app's
+ * worker slots, times the recent service time (1 s before any call ended). */
+void cg_dirty_pool_note_service(struct cg_dirty_pool *p, int app, double seconds);
+double cg_dirty_pool_retry_after(const struct cg_dirty_pool *p, int app);
 
 /* List helpers for the I/O layer's own lists of calls. */
 void cg_dirty_calls_append(struct cg_dirty_calls *l, struct cg_dirty_call *c);

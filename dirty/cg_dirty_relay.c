@@ -237,6 +237,18 @@ enum cg_dirty_peek cg_dirty_relay_frame_peek(struct evbuffer *in, size_t max,
 /* ------------------------------------------------------------------ */
 /* Dispatch                                                            */
 
+void cg_dirty_relay_send_busy(struct cg_dirty_arb *arb, struct cg_dirty_client *cl, uint64_t cid,
+                              int app, const char *action, const char *why)
+{
+    const char *path = arb->pool.apps[app].path;
+    double retry = cg_dirty_pool_retry_after(&arb->pool, app);
+
+    cg_dirty_relay_send_error(cl, cid, "DirtyBusyError",
+                              json_pack("{s:s,s:s,s:f}", "app_path", path, "action", action,
+                                        "retry_after", retry),
+                              "Dirty app %s is busy: %s; retry after %.1fs", path, why, retry);
+}
+
 void cg_dirty_relay_dispatch(struct cg_dirty_arb *arb, struct cg_dirty_call *c,
                              struct cg_dirty_wk *w)
 {
@@ -245,6 +257,7 @@ void cg_dirty_relay_dispatch(struct cg_dirty_arb *arb, struct cg_dirty_call *c,
     struct evbuffer *out = bufferevent_get_output(w->link);
 
     cg_dirty_pool_assign(&arb->pool, c, w);
+    c->dispatched = cg_dirty_now();
     /* The held frame starts with its header: rewrite the id there. */
     evbuffer_remove(req, hdr, sizeof(hdr));
     cg_dirty_frame_set_id(hdr, c->aid);

@@ -77,6 +77,16 @@ static void on_client_request(struct cg_dirty_client *cl, const struct cg_dirty_
                                       : "");
         goto cleanup;
     }
+    struct cg_dirty_wk *w = cg_dirty_pool_pick(&arb->pool, app);
+    size_t waiting = arb->pool.apps[app].queue.n;
+    if (w == NULL && arb->queue_limit > 0 && waiting >= arb->queue_limit) {
+        char why[128];
+        evbuffer_drain(in, size);
+        snprintf(why, sizeof(why), "%zu calls already wait for a worker (dirty_queue_limit %zu)",
+                 waiting, arb->queue_limit);
+        cg_dirty_relay_send_busy(arb, cl, h->id, app, r.action, why);
+        goto cleanup;
+    }
     c = calloc(1, sizeof(*c));
     if (c == NULL || (c->req = evbuffer_new()) == NULL) {
         evbuffer_drain(in, size);
@@ -94,11 +104,11 @@ static void on_client_request(struct cg_dirty_client *cl, const struct cg_dirty_
     c->started = cg_dirty_now();
     c->idle_sec = arb->timeout > 0 ? arb->timeout : 0;
     c->total_sec = r.timeout > 0 ? r.timeout : 0;
-    if (c->idle_sec > 0 || c->total_sec > 0) {
+    c->queue_sec = w == NULL ? arb->queue_timeout : 0;
+    if (c->idle_sec > 0 || c->total_sec > 0 || c->queue_sec > 0) {
         c->timer = evtimer_new(arb->base, cg_dirty_relay_on_call_timer, c);
         cg_dirty_relay_rearm(c);
     }
-    struct cg_dirty_wk *w = cg_dirty_pool_pick(&arb->pool, app);
     if (w != NULL) {
         cg_dirty_relay_dispatch(arb, c, w);
     } else {

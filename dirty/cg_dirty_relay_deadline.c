@@ -1,6 +1,7 @@
 /* Deadlines and cancellation of dirty calls: each call's timer (dirty_timeout
  * between the worker's frames, capped by the caller's own timeout for the
- * whole call), the DirtyTimeoutError reply, CANCEL to the worker and, if it
+ * whole call; dirty_queue_timeout for a call still waiting for a worker, which
+ * then fails with DirtyBusyError), the DirtyTimeoutError reply, CANCEL to the worker and, if it
  * does not give the call up within CG_DIRTY_KILL_GRACE_SEC, SIGKILL. Also a
  * caller abandoning a call (CANCEL frame, deadline).
  *
@@ -52,6 +53,12 @@ void cg_dirty_relay_rearm(struct cg_dirty_call *c)
             wait = left;
         }
     }
+    if (c->state == CG_DIRTY_CALL_QUEUED && c->queue_sec > 0) {
+        double left = c->started + c->queue_sec - cg_dirty_now();
+        if (wait < 0 || left < wait) {
+            wait = left;
+        }
+    }
     if (wait >= 0) {
         arm_timer(c, wait);
     }
@@ -81,6 +88,20 @@ void cg_dirty_relay_on_call_timer(evutil_socket_t fd, short what, void *arg)
     if (!c->timed_out) {
         double now = cg_dirty_now();
         bool total = c->total_sec > 0 && now >= c->started + c->total_sec - 0.001;
+        if (!total && c->state == CG_DIRTY_CALL_QUEUED && c->queue_sec > 0 &&
+            now >= c->started + c->queue_sec - 0.001) {
+            /* Waited dirty_queue_timeout for a worker: back-pressure, not
+             * a timeout of the call (it never ran). */
+            char why[96];
+            snprintf(why, sizeof(why), "no worker took the call within %gs (dirty_queue_timeout)",
+                     c->queue_sec);
+            cg_dirty_relay_send_busy(arb, c->client, c->cid, c->app, c->action, why);
+            cg_dirty_relay_call_abandon(c);
+            cg_dirty_pool_dequeue(&arb->pool, c);
+            cg_dirty_relay_call_free(c);
+            cg_dirty_arb_maybe_stop(arb);
+            return;
+        }
         if (!total && c->worker != NULL && c->worker->paused_by != NULL) {
             /* The worker's frames wait for a slow reader (back-pressure):
              * the worker is not late, a caller is. */

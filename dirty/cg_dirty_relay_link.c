@@ -71,6 +71,9 @@ static void call_complete(struct cg_dirty_arb *arb, struct cg_dirty_call *c)
 {
     struct cg_dirty_wk *w = c->worker;
 
+    if (c->dispatched > 0) {
+        cg_dirty_pool_note_service(&arb->pool, c->app, cg_dirty_now() - c->dispatched);
+    }
     cg_dirty_pool_finish(&arb->pool, c);
     cg_dirty_relay_call_free(c);
     if (w != NULL) {

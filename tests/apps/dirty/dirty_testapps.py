@@ -33,6 +33,15 @@ class Counter(DirtyApp):
         time.sleep(seconds)
         return {"slept": seconds, "pid": os.getpid()}
 
+    def wait_for(self, path, cap=30.0):
+        """Holds the worker until `path` exists (at most `cap` seconds);
+        `path`.running says it started."""
+        open(path + ".running", "w").close()
+        deadline = time.monotonic() + cap
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return {"released": os.path.exists(path), "pid": os.getpid()}
+
     def boom(self, text):
         raise ValueError(text)
 

@@ -18,7 +18,7 @@ APP = "dirty_testapps:Counter"
 
 def _err(e):
     out = {"type": type(e).__name__, "message": getattr(e, "message", str(e))}
-    for attr in ("app_path", "action", "traceback", "worker_id", "timeout"):
+    for attr in ("app_path", "action", "traceback", "worker_id", "timeout", "retry_after"):
         if getattr(e, attr, None) is not None:
             out[attr] = getattr(e, attr)
     return out

@@ -198,6 +198,40 @@ static void test_queue_order(void)
     cg_dirty_pool_deinit(&p);
 }
 
+static void test_retry_after_estimate(void)
+{
+    struct cg_dirty_pool p;
+    struct cg_err err = { { 0 } };
+    struct cg_dirty_call q[5];
+
+    memset(q, 0, sizeof(q));
+    cg_dirty_pool_init(&p, 2);
+    cg_dirty_pool_add_app(&p, "a:A", &err);
+    /* No worker and no call seen yet: one wave of the 1 s default. */
+    CG_CHECK(cg_dirty_pool_retry_after(&p, 0) == 1.0);
+    add_worker(&p, 1, 1);
+    cg_dirty_pool_note_service(&p, 0, 3.0);
+    CG_CHECK(p.apps[0].service_avg == 3.0); /* the first call sets it */
+    cg_dirty_pool_note_service(&p, 0, 8.0);
+    CG_CHECK(p.apps[0].service_avg == 4.0); /* then a 0.2-weighted average */
+    /* One worker of 2 slots: 0 or 1 queued -> one wave, 2..3 -> two. */
+    CG_CHECK(cg_dirty_pool_retry_after(&p, 0) == 4.0);
+    for (int i = 0; i < 5; i++) {
+        cg_dirty_pool_call_init(&p, &q[i], 0);
+        cg_dirty_pool_enqueue(&p, &q[i]);
+    }
+    CG_CHECK(cg_dirty_pool_retry_after(&p, 0) == 12.0); /* 5 queued: 3 waves */
+    add_worker(&p, 2, 1);
+    CG_CHECK(cg_dirty_pool_retry_after(&p, 0) == 8.0); /* 4 slots: 2 waves */
+    cg_dirty_pool_note_service(&p, 0, -1.0); /* a clock oddity counts as 0 */
+    CG_CHECK(p.apps[0].service_avg >= 3.19 && p.apps[0].service_avg <= 3.21);
+    for (int i = 0; i < 5; i++) {
+        cg_dirty_pool_dequeue(&p, &q[i]);
+    }
+    free_workers(&p);
+    cg_dirty_pool_deinit(&p);
+}
+
 int main(void)
 {
     static const struct cg_test_case cases[] = {
@@ -205,6 +239,7 @@ int main(void)
         CG_TEST(test_apps_for_new_worker),
         CG_TEST(test_pick_least_busy_and_spread),
         CG_TEST(test_queue_order),
+        CG_TEST(test_retry_after_estimate),
     };
     return cg_test_run(cases, sizeof(cases) / sizeof(cases[0]));
 }

@@ -18,6 +18,7 @@ from .errors import (
     DirtyAppError,
     DirtyAppNotFoundError,
     DirtyNoWorkersAvailableError,
+    DirtyBusyError,
     DirtyProtocolError,
     DirtySerializationError,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "DirtyAppError",
     "DirtyAppNotFoundError",
     "DirtyNoWorkersAvailableError",
+    "DirtyBusyError",
     "DirtyProtocolError",
     "DirtySerializationError",
     "DirtyApp",

@@ -11,6 +11,7 @@ __all__ = [
     "DirtyAppError",
     "DirtyAppNotFoundError",
     "DirtyNoWorkersAvailableError",
+    "DirtyBusyError",
     "DirtyProtocolError",
     "DirtySerializationError",
     "error_to_wire",
@@ -113,6 +114,24 @@ class DirtyNoWorkersAvailableError(DirtyError):
         self.app_path = app_path
 
 
+class DirtyBusyError(DirtyError):
+    """The app's workers are all busy and its queue is full
+    (``dirty_queue_limit``), or the call waited ``dirty_queue_timeout`` for a
+    worker. Nothing ran. ``retry_after`` is the arbiter's estimate, in
+    seconds, of when a retry could be served (from recent call durations):
+    answer 503 with ``Retry-After: ceil(retry_after)``. cgunicorn only."""
+
+    def __init__(self, message, app_path=None, retry_after=None):
+        details = {}
+        if app_path:
+            details["app_path"] = app_path
+        if retry_after is not None:
+            details["retry_after"] = retry_after
+        super().__init__(message, details)
+        self.app_path = app_path
+        self.retry_after = retry_after
+
+
 class DirtyProtocolError(DirtyError):
     """A malformed or oversized message."""
 
@@ -141,11 +160,12 @@ _ATTRS = {
     "DirtyAppError": ("app_path", "action", "traceback"),
     "DirtyAppNotFoundError": ("app_path", "action", "traceback"),
     "DirtyNoWorkersAvailableError": ("app_path",),
+    "DirtyBusyError": ("app_path", "retry_after"),
 }
 
 # Fields of the wire dict that are facts about the error (kept in .details).
 _DETAIL_FIELDS = ("app_path", "action", "traceback", "worker_id", "timeout",
-                  "socket_path", "table", "key")
+                  "socket_path", "table", "key", "retry_after")
 
 
 def _classes():
@@ -153,7 +173,7 @@ def _classes():
         c.__name__: c
         for c in (DirtyError, DirtyTimeoutError, DirtyConnectionError, DirtyWorkerError,
                   DirtyAppError, DirtyAppNotFoundError, DirtyNoWorkersAvailableError,
-                  DirtyProtocolError, DirtySerializationError)
+                  DirtyBusyError, DirtyProtocolError, DirtySerializationError)
     }
     from . import stash  # the stash errors live there, as in gunicorn
     for c in (stash.StashError, stash.StashTableNotFoundError, stash.StashKeyNotFoundError):
