@@ -51,6 +51,15 @@ enum cg_dirty_call_state {
     CG_DIRTY_CALL_ORPHANED, /* sent, but the caller is gone (timeout, cancel, closed) */
 };
 
+/* The deadline a call's timer was last armed for. Recorded when it is armed:
+ * libevent measures timers from its cached loop time, so a timer can fire a
+ * little before the same deadline computed afresh with cg_dirty_now(). */
+enum {
+    CG_DIRTY_DEADLINE_IDLE = 0, /* dirty_timeout: no frame from the worker */
+    CG_DIRTY_DEADLINE_TOTAL,    /* the caller's timeout for the whole call */
+    CG_DIRTY_DEADLINE_QUEUE,    /* dirty_queue_timeout: no worker took it */
+};
+
 struct cg_dirty_call {
     uint64_t aid;               /* arbiter-wide id, used on the worker link */
     uint64_t cid;               /* the client's id for this call */
@@ -74,6 +83,8 @@ struct cg_dirty_call {
     double idle_sec;            /* dirty_timeout: the longest wait for the worker's
                                    next frame, restarted by each chunk (0: none) */
     bool timed_out;             /* a deadline passed (kill-grace armed) */
+    unsigned char armed_for;    /* which deadline the timer is set for:
+                                   CG_DIRTY_DEADLINE_* (cg_dirty_relay_rearm) */
     char action[96];            /* for log and error messages */
 };
 

@@ -47,16 +47,19 @@ void cg_dirty_relay_rearm(struct cg_dirty_call *c)
 {
     double wait = c->idle_sec > 0 ? c->idle_sec : -1;
 
+    c->armed_for = CG_DIRTY_DEADLINE_IDLE;
     if (c->total_sec > 0) {
         double left = c->started + c->total_sec - cg_dirty_now();
         if (wait < 0 || left < wait) {
             wait = left;
+            c->armed_for = CG_DIRTY_DEADLINE_TOTAL;
         }
     }
     if (c->state == CG_DIRTY_CALL_QUEUED && c->queue_sec > 0) {
         double left = c->started + c->queue_sec - cg_dirty_now();
         if (wait < 0 || left < wait) {
             wait = left;
+            c->armed_for = CG_DIRTY_DEADLINE_QUEUE;
         }
     }
     if (wait >= 0) {
@@ -86,10 +89,8 @@ void cg_dirty_relay_on_call_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (!c->timed_out) {
-        double now = cg_dirty_now();
-        bool total = c->total_sec > 0 && now >= c->started + c->total_sec - 0.001;
-        if (!total && c->state == CG_DIRTY_CALL_QUEUED && c->queue_sec > 0 &&
-            now >= c->started + c->queue_sec - 0.001) {
+        bool total = c->armed_for == CG_DIRTY_DEADLINE_TOTAL;
+        if (c->armed_for == CG_DIRTY_DEADLINE_QUEUE && c->state == CG_DIRTY_CALL_QUEUED) {
             /* Waited dirty_queue_timeout for a worker: back-pressure, not
              * a timeout of the call (it never ran). */
             char why[96];
