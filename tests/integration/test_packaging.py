@@ -32,11 +32,18 @@ def version():
         return f.read().strip()
 
 
+INHERITED = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "VIRTUAL_ENV", "PYTHONPATH",
+             "BUILD", "ASAN", "PYTHON", "CC", "CFLAGS", "LDFLAGS", "CONFIGURE_FLAGS",
+             "prefix", "exec_prefix", "bindir", "DESTDIR")
+
+
 def clean_env(**extra):
     """The environment of a user's shell: no make jobserver from `make
-    check`, no virtualenv active."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "VIRTUAL_ENV", "PYTHONPATH")}
+    check`, no virtualenv active, and none of the variables a parent make
+    exports from its command line (`make check-asan` runs `make BUILD=build-asan
+    ASAN=1 check`: an inner make of the tarball would inherit them, configure
+    in build-asan without --prefix, and install into /usr/local)."""
+    env = {k: v for k, v in os.environ.items() if k not in INHERITED}
     env.update(extra)
     return env
 
