@@ -8,7 +8,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/ioctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -370,12 +369,6 @@ void cg_listen_stop_queueing(const struct cg_listener *ls, size_t n)
             cg_log_errno(CG_LOG_WARNING, errno, "stopping new connections on %s", ls[i].name);
         }
     }
-}
-
-int cg_fd_unread(int fd)
-{
-    int n = 0;
-    return ioctl(fd, FIONREAD, &n) < 0 ? -1 : n;
 }
 
 void cg_listen_describe(const struct cg_listener *ls, size_t n, char *buf, size_t size)

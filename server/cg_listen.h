@@ -58,17 +58,13 @@ void cg_listen_stop_queueing(const struct cg_listener *ls, size_t n);
  * closes every listener inherited from the master. */
 void cg_listen_close_inherited(void);
 
-/* "http://127.0.0.1:8000,unix:/x" style joined names for the log line. */
-/* Bytes a connected socket has received that no one has read yet
- * (FIONREAD); -1 when it cannot tell. */
-int cg_fd_unread(int fd);
-
 /* Lingering close of a client connection, in every worker class: after
  * shutdown(SHUT_WR), what the client still sends is read and discarded
  * until its FIN, for at most CG_LINGER_MS and CG_LINGER_MAX bytes. */
 #define CG_LINGER_MS 2000
 #define CG_LINGER_MAX 65536
 
+/* "http://127.0.0.1:8000,unix:/x" style joined names for the log line. */
 void cg_listen_describe(const struct cg_listener *ls, size_t n, char *buf, size_t size);
 
 #endif

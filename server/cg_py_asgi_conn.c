@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -35,10 +36,8 @@ static void conn_dealloc(struct cg_asgi_conn *c)
     if (c->parser_ready) {
         cg_http_parser_deinit(&c->parser);
     }
-    if (c->fd >= 0) {
-        close(c->fd);
-    }
-    free(c->in);
+    cg_transport_close(&c->t);
+    cg_conn_buf_free(&c->in);
     free(c->out);
     Py_XDECREF(c->client);
     Py_XDECREF(c->server);
@@ -74,7 +73,7 @@ void cg_py_asgi_conn_want_read(struct cg_asgi_conn *c, bool on)
         return;
     }
     c->reading = on;
-    loop_call(on ? c->srv->add_reader : c->srv->remove_reader, c->fd, on ? c->on_read : NULL);
+    loop_call(on ? c->srv->add_reader : c->srv->remove_reader, c->t.fd, on ? c->on_read : NULL);
 }
 
 static void want_write(struct cg_asgi_conn *c, bool on)
@@ -83,7 +82,7 @@ static void want_write(struct cg_asgi_conn *c, bool on)
         return;
     }
     c->writing = on;
-    loop_call(on ? c->srv->add_writer : c->srv->remove_writer, c->fd, on ? c->on_write : NULL);
+    loop_call(on ? c->srv->add_writer : c->srv->remove_writer, c->t.fd, on ? c->on_write : NULL);
 }
 
 /* ---- close ---- */
@@ -100,6 +99,26 @@ static void resolve_drain(struct cg_asgi_conn *c)
 
 static void listen_update(struct cg_asgi_srv *s);
 
+/* Moves the server's reference to a closed connection to s->closed and,
+ * for the first one, asks the loop to release them once the running
+ * callback returned. Without a loop (the worker's teardown) they wait for
+ * cg_py_asgi_conn_release. */
+static void release_later(struct cg_asgi_srv *s, struct cg_asgi_conn *c)
+{
+    if (!cg_conn_release_push(&s->closed, &c->rel) || s->call_soon == NULL ||
+        s->release_cb == NULL) {
+        return;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb); /* close may run while an exception is pending */
+    PyObject *h = PyObject_CallOneArg(s->call_soon, s->release_cb);
+    if (h == NULL) {
+        PyErr_Clear(); /* the loop is closing: the teardown releases them */
+    }
+    Py_XDECREF(h);
+    PyErr_Restore(type, value, tb);
+}
+
 void cg_py_asgi_conn_close(struct cg_asgi_conn *c)
 {
     struct cg_asgi_srv *s = c->srv;
@@ -112,8 +131,7 @@ void cg_py_asgi_conn_close(struct cg_asgi_conn *c)
     want_write(c, false);
     c->state = CG_ASGI_CLOSED;
     c->eof = true;
-    close(c->fd);
-    c->fd = -1;
+    cg_transport_close(&c->t);
     c->out_start = c->out_end = 0;
     if (c->prev != NULL) {
         c->prev->next = c->next;
@@ -139,9 +157,23 @@ void cg_py_asgi_conn_close(struct cg_asgi_conn *c)
     Py_CLEAR(c->ws);
     Py_CLEAR(c->on_read); /* they reference c: break the cycle */
     Py_CLEAR(c->on_write);
-    Py_DECREF(c); /* the list's reference */
+    release_later(s, c); /* the list's reference */
     listen_update(s);
     Py_DECREF(c);
+}
+
+static void release_one(struct cg_conn_release_node *node, void *arg)
+{
+    struct cg_asgi_conn *c =
+        (struct cg_asgi_conn *)((char *)node - offsetof(struct cg_asgi_conn, rel));
+    (void)arg;
+
+    Py_DECREF(c); /* may free it: nothing runs on it any more */
+}
+
+void cg_py_asgi_conn_release(struct cg_asgi_srv *s)
+{
+    cg_conn_release_run(&s->closed, release_one, NULL);
 }
 
 /* The response is out and the connection ends: when the client may still
@@ -151,17 +183,18 @@ void cg_py_asgi_conn_close(struct cg_asgi_conn *c)
  * a reset; else the close. */
 static void conn_finish(struct cg_asgi_conn *c, bool linger)
 {
-    bool input = !c->eof && (linger || c->in_end > c->in_start ||
-                             cg_http_parser_body_pending(&c->parser) || cg_fd_unread(c->fd) != 0);
+    bool input = !c->eof && (linger || c->in.end > c->in.start ||
+                             cg_http_parser_body_pending(&c->parser) ||
+                             cg_transport_unread(&c->t) != 0);
 
-    if (!input || c->linger_until_ms != 0 || shutdown(c->fd, SHUT_WR) < 0) {
+    if (!input || c->linger_until_ms != 0 || cg_transport_shutdown(&c->t) < 0) {
         cg_py_asgi_conn_close(c);
         return;
     }
     c->close_when_flushed = false;
     c->linger_until_ms = cg_monotonic_ms() + CG_LINGER_MS;
     c->lingered = 0;
-    c->in_start = c->in_end = 0;
+    c->in.start = c->in.end = 0;
     cg_py_asgi_conn_want_read(c, true);
 }
 
@@ -172,11 +205,8 @@ static void linger_step(struct cg_asgi_conn *c)
     char scratch[16384];
 
     for (;;) {
-        ssize_t n = recv(c->fd, scratch, sizeof(scratch), 0);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        ssize_t n = cg_transport_recv(&c->t, scratch, sizeof(scratch), 0);
+        if (n == CG_TRANSPORT_AGAIN) {
             return;
         }
         if (n <= 0 || (c->lingered += (size_t)n) > CG_LINGER_MAX) {
@@ -238,12 +268,8 @@ int cg_py_asgi_conn_write(struct cg_asgi_conn *c, const struct iovec *iov, int n
         total += iov[i].iov_len;
     }
     if (c->out_end == c->out_start && total > 0) {
-        struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n };
-        ssize_t w;
-        do {
-            w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-        } while (w < 0 && errno == EINTR);
-        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        ssize_t w = cg_transport_sendv(&c->t, iov, n, 0);
+        if (w == -1) {
             if (errno != EPIPE && errno != ECONNRESET) {
                 cg_log_errno(CG_LOG_DEBUG, errno, "asgi: writing a response");
             }
@@ -289,11 +315,9 @@ static PyObject *conn_on_write(PyObject *self, PyObject *unused)
 
     Py_INCREF(c);
     while (c->state != CG_ASGI_CLOSED && c->out_end > c->out_start) {
-        ssize_t w = send(c->fd, c->out + c->out_start, c->out_end - c->out_start, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        struct iovec iov = { c->out + c->out_start, c->out_end - c->out_start };
+        ssize_t w = cg_transport_sendv(&c->t, &iov, 1, 0);
+        if (w == CG_TRANSPORT_AGAIN) {
             break;
         }
         if (w <= 0) {
@@ -318,41 +342,20 @@ static PyObject *conn_on_write(PyObject *self, PyObject *unused)
 
 /* ---- reading ---- */
 
-/* Reads once. Returns bytes read, 0 on EOF/error (c->eof set), -1 on EAGAIN. */
+/* Reads once. Returns bytes read, 0 on EOF/error (c->eof set), -1 when the
+ * transport would block. */
 static ssize_t conn_fill(struct cg_asgi_conn *c)
 {
-    if (c->in_start == c->in_end) {
-        c->in_start = c->in_end = 0;
-    } else if (c->in_cap - c->in_end < READ_CHUNK / 4 && c->in_start > 0) {
-        memmove(c->in, c->in + c->in_start, c->in_end - c->in_start);
-        c->in_end -= c->in_start;
-        c->in_start = 0;
+    ssize_t n = cg_conn_buf_fill(&c->in, &c->t, READ_CHUNK / 4);
+
+    if (n == CG_TRANSPORT_AGAIN) {
+        return -1;
     }
-    if (c->in_cap - c->in_end < READ_CHUNK / 4) {
-        size_t cap = c->in_cap ? c->in_cap * 2 : READ_CHUNK;
-        char *nb = realloc(c->in, cap);
-        if (nb == NULL) {
-            c->eof = true;
-            return 0;
-        }
-        c->in = nb;
-        c->in_cap = cap;
+    if (n <= 0) {
+        c->eof = true;
+        return 0;
     }
-    for (;;) {
-        ssize_t n = recv(c->fd, c->in + c->in_end, c->in_cap - c->in_end, 0);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            return -1;
-        }
-        if (n <= 0) {
-            c->eof = true;
-            return 0;
-        }
-        c->in_end += (size_t)n;
-        return n;
-    }
+    return n;
 }
 
 static PyObject *conn_on_read(PyObject *self, PyObject *unused)
@@ -373,45 +376,44 @@ static PyObject *conn_on_read(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* Answers a request error the way gunicorn's ASGI worker does. */
+/* Answers a request error the way gunicorn's ASGI worker does (its
+ * text/plain page), logged as its WSGI workers' handle_error does. */
 static void parse_error(struct cg_asgi_conn *c)
 {
     const struct cg_http_error *e = cg_http_parser_error(&c->parser);
-    int status = cg_http_error_status(e->kind);
+    char page[CG_HTTP_ERROR_RESPONSE_MAX];
+    size_t n = cg_conn_error_page(e, CG_CONN_PAGE_PLAIN, page, sizeof(page));
 
-    if (status == 0) {
+    if (n == 0) {
         cg_py_asgi_conn_close(c);
         return;
     }
-    cg_log_debug("asgi: invalid request: %s", e->detail);
-    cg_py_asgi_http_error(c, status, cg_http_error_reason(e->kind), e->detail, NULL);
+    cg_conn_log_request_error(e, &c->peer);
+    struct iovec iov = { page, n };
+    if (cg_py_asgi_conn_write(c, &iov, 1) == 0) {
+        cg_py_asgi_conn_close_soon(c);
+    }
 }
 
 /* Discards the unread rest of a request body (keep-alive after a response
  * that did not read it). Returns true when the body ended. */
 static bool drain_body(struct cg_asgi_conn *c)
 {
-    for (;;) {
-        size_t used = 0, dlen = 0;
-        const char *data = NULL;
-        enum cg_http_status st =
-            cg_http_parser_body(&c->parser, c->in + c->in_start, c->in_end - c->in_start, &used,
-                                SIZE_MAX, &data, &dlen);
-        c->in_start += used;
-        if (st == CG_HTTP_BODY_DONE) {
-            return true;
-        }
-        if (st == CG_HTTP_ERROR) {
-            conn_finish(c, false); /* the response is out; the client may still be sending */
-            return false;
-        }
-        if (st == CG_HTTP_NEED_MORE) {
-            if (c->eof) {
-                cg_py_asgi_conn_close(c);
-            }
-            return false;
-        }
+    size_t skipped = 0;
+
+    switch (cg_conn_body_skip(&c->parser, &c->in, &skipped)) {
+    case CG_CONN_SKIP_DONE:
+        return true;
+    case CG_CONN_SKIP_ERROR:
+        conn_finish(c, false); /* the response is out; the client may still be sending */
+        return false;
+    case CG_CONN_SKIP_MORE:
+        break;
     }
+    if (c->eof) {
+        cg_py_asgi_conn_close(c);
+    }
+    return false;
 }
 
 static void process_input(struct cg_asgi_conn *c)
@@ -421,10 +423,10 @@ static void process_input(struct cg_asgi_conn *c)
         case CG_ASGI_IDLE: {
             size_t used = 0;
             enum cg_http_status st = CG_HTTP_NEED_MORE;
-            if (c->in_end > c->in_start) {
-                st = cg_http_parser_head(&c->parser, c->in + c->in_start, c->in_end - c->in_start,
+            if (c->in.end > c->in.start) {
+                st = cg_http_parser_head(&c->parser, c->in.p + c->in.start, c->in.end - c->in.start,
                                          &used);
-                c->in_start += used;
+                c->in.start += used;
             }
             if (st == CG_HTTP_ERROR) {
                 parse_error(c);
@@ -543,7 +545,7 @@ void cg_py_asgi_conn_sweep(struct cg_asgi_srv *s)
             c = next;
             continue;
         }
-        bool idle = (c->state == CG_ASGI_IDLE && c->in_end == c->in_start) ||
+        bool idle = (c->state == CG_ASGI_IDLE && c->in.end == c->in.start) ||
                     c->state == CG_ASGI_DRAIN;
         uint64_t since = c->idle_since_ms > s->stop_ms ? c->idle_since_ms : s->stop_ms;
         if (idle && (now - c->idle_since_ms >= ka || (s->stop_ms != 0 && now - since >= stop_idle))) {
@@ -571,7 +573,7 @@ static struct cg_asgi_conn *conn_new(struct cg_asgi_srv *s, int fd, const struct
     }
     memset((char *)c + sizeof(PyObject), 0, sizeof(*c) - sizeof(PyObject));
     c->srv = s;
-    c->fd = fd;
+    cg_transport_init(&c->t, fd);
     c->l = l;
     c->peer = *peer;
     c->state = CG_ASGI_IDLE;
@@ -682,8 +684,8 @@ static struct cg_asgi_conn *idle_victim(struct cg_asgi_srv *s)
         tail = tail->next; /* the list is newest first */
     }
     for (struct cg_asgi_conn *c = tail; c != NULL; c = c->prev) {
-        if (c->state == CG_ASGI_IDLE && c->in_end == c->in_start &&
-            !c->parser.head_seen_bytes && cg_fd_unread(c->fd) == 0) {
+        if (c->state == CG_ASGI_IDLE && c->in.end == c->in.start &&
+            !c->parser.head_seen_bytes && cg_transport_unread(&c->t) == 0) {
             return c;
         }
     }

@@ -51,12 +51,8 @@ void cg_py_asgi_http_error(struct cg_asgi_conn *c, int status, const char *reaso
 {
     char head[512];
     size_t mlen = strlen(msg);
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: text/plain\r\n"
-                     "Content-Length: %zu\r\n%sConnection: close\r\n\r\n",
-                     status, reason, cg_http_date_now(), mlen,
-                     extra_headers ? extra_headers : "");
-    struct iovec iov[2] = { { head, (size_t)n }, { (void *)msg, mlen } };
+    size_t n = cg_conn_plain_head(head, sizeof(head), status, reason, mlen, extra_headers);
+    struct iovec iov[2] = { { head, n }, { (void *)msg, mlen } };
 
     if (c->state != CG_ASGI_CLOSED) {
         if (cg_py_asgi_conn_write(c, iov, 2) == 0) {

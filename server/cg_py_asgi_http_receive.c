@@ -60,9 +60,9 @@ static PyObject *take_body(struct cg_asgi_req *r)
         size_t used = 0, dlen = 0;
         const char *data = NULL;
         enum cg_http_status st =
-            cg_http_parser_body(&c->parser, c->in + c->in_start, c->in_end - c->in_start, &used,
+            cg_http_parser_body(&c->parser, c->in.p + c->in.start, c->in.end - c->in.start, &used,
                                 SIZE_MAX, &data, &dlen);
-        c->in_start += used;
+        c->in.start += used;
         if (st == CG_HTTP_BODY_DATA) {
             spans[nspans++] = (struct iovec){ (void *)data, dlen };
             total += dlen;

@@ -28,9 +28,11 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "cg_conn.h"
 #include "cg_http_parser.h"
 #include "cg_listen.h"
 #include "cg_py_wsgi_int.h"
+#include "cg_transport.h"
 #include "cg_worker.h"
 
 /* Interned strings, created once per worker (owned). */
@@ -63,7 +65,10 @@ struct cg_asgi_srv {
     PyObject *raw_path_prefix;   /* the same as bytes for raw_path, or NULL */
     PyObject *wake;              /* callable run when the worker must stop; owned */
     PyObject *add_reader, *remove_reader, *add_writer, *remove_writer; /* bound; owned */
-    PyObject *create_task, *create_future, *call_later;                 /* bound; owned */
+    PyObject *create_task, *create_future, *call_later, *call_soon;     /* bound; owned */
+    PyObject *release_cb;        /* releases `closed` (run with call_soon); owned */
+    struct cg_conn_release closed; /* closed connections, released once the callback
+                                    * that closed them returned (cg_py_asgi_conn_release) */
     PyObject *ready_none;        /* awaitable returning None; owned */
     PyObject *listen_cbs;        /* list of accept callbacks; owned */
     PyObject *sha1;              /* hashlib.sha1; owned */
@@ -98,14 +103,13 @@ struct cg_asgi_conn {
     PyObject_HEAD
     struct cg_asgi_srv *srv;
     struct cg_asgi_conn *prev, *next;
-    int fd;
+    struct cg_transport t;           /* owns the socket */
     const struct cg_listener *l;
     struct sockaddr_storage peer;
     PyObject *client, *server;       /* scope address tuples (or None); owned */
     struct cg_http_parser parser;
     bool parser_ready;
-    char *in;                        /* owned; unparsed bytes in [in_start, in_end) */
-    size_t in_start, in_end, in_cap;
+    struct cg_conn_buf in;           /* unparsed bytes */
     char *out;                       /* owned; unsent bytes in [out_start, out_end) */
     size_t out_start, out_end, out_cap;
     PyObject *on_read, *on_write;    /* bound callbacks (reference this conn); owned */
@@ -119,6 +123,7 @@ struct cg_asgi_conn {
     struct cg_asgi_req *req;         /* current HTTP request; owned */
     struct cg_asgi_ws *ws;           /* WebSocket session; owned */
     uint64_t idle_since_ms;
+    struct cg_conn_release_node rel; /* closed: holds the list's reference until released */
 };
 
 /* One HTTP request/response cycle (the receive/send callables' self). */
@@ -184,8 +189,13 @@ int cg_py_asgi_conn_write(struct cg_asgi_conn *c, const struct iovec *iov, int n
 bool cg_py_asgi_conn_congested(const struct cg_asgi_conn *c);
 /* A future resolved once the backlog drains (new reference), or NULL+exc. */
 PyObject *cg_py_asgi_conn_drain_future(struct cg_asgi_conn *c);
-/* Closes the socket now (pending output is dropped). */
+/* Closes the socket now (pending output is dropped). The connection's
+ * memory outlives the call: the server's reference moves to srv->closed,
+ * dropped by cg_py_asgi_conn_release after the running callback returned. */
 void cg_py_asgi_conn_close(struct cg_asgi_conn *c);
+/* Drops the references of the closed connections (the loop's call_soon,
+ * and the worker's teardown). */
+void cg_py_asgi_conn_release(struct cg_asgi_srv *s);
 /* Closes once pending output is written. */
 void cg_py_asgi_conn_close_soon(struct cg_asgi_conn *c);
 /* Starts/stops watching the socket for reads. */
@@ -198,7 +208,7 @@ void cg_py_asgi_conn_sweep(struct cg_asgi_srv *s);
 /* Unconsumed input bytes. */
 static inline size_t cg_py_asgi_conn_buffered(const struct cg_asgi_conn *c)
 {
-    return c->in_end - c->in_start;
+    return c->in.end - c->in.start;
 }
 #define CG_ASGI_READ_HIGH (256 * 1024) /* stop reading above this many unparsed bytes */
 #define CG_ASGI_WRITE_HIGH (64 * 1024) /* send() waits above this many unsent bytes */

@@ -335,9 +335,9 @@ static void parse_frames(struct cg_asgi_ws *ws)
 
     while (c->state != CG_ASGI_CLOSED && !ws->close_received &&
            PyList_GET_SIZE(ws->queue) < QUEUE_HIGH) {
-        unsigned char *p = (unsigned char *)c->in + c->in_start;
+        unsigned char *p = (unsigned char *)c->in.p + c->in.start;
         struct cg_ws_frame f;
-        enum cg_ws_parse r = cg_ws_frame_parse(p, c->in_end - c->in_start, max, ws->frag_len, &f);
+        enum cg_ws_parse r = cg_ws_frame_parse(p, c->in.end - c->in.start, max, ws->frag_len, &f);
         if (r == CG_WS_ERROR) {
             fail(ws, f.code, f.why);
             return;
@@ -350,7 +350,7 @@ static void parse_frames(struct cg_asgi_ws *ws)
         uint64_t len = f.payload_len;
         unsigned char *data = p + f.header_len;
         cg_ws_unmask(data, len, f.mask);
-        c->in_start += f.header_len + (size_t)len;
+        c->in.start += f.header_len + (size_t)len;
         switch (opcode) {
         case 0x0:
             if (ws->frag_opcode == 0) {

@@ -93,7 +93,7 @@ static void log_error_access(struct cg_wsgi *g, struct cg_wsgi_conn *c,
         return;
     }
     snprintf(proto, sizeof(proto), "HTTP/%d.%d", req->version_major, req->version_minor);
-    cg_wsgi_conn_peer_ip(c, ip, sizeof(ip));
+    cg_conn_peer_ip(&c->peer, ip, sizeof(ip));
     if (c->peer.ss_family == AF_INET || c->peer.ss_family == AF_INET6) {
         const struct sockaddr_in *s4 = (const struct sockaddr_in *)&c->peer;
         const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&c->peer;
@@ -306,7 +306,7 @@ bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive
     }
     input = cg_py_input_new(&src);
     sock = input ? PyObject_CallFunction(g->socket_type, "iiii", c->l->family, SOCK_STREAM, 0,
-                                         c->fd)
+                                         c->t.fd)
                  : NULL;
     if (sock == NULL || PyDict_SetItem(environ, g->k.wsgi_input, input) < 0 ||
         PyDict_SetItem(environ, g->k.gunicorn_socket, sock) < 0) {

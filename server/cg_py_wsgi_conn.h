@@ -12,18 +12,19 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "cg_conn.h"
 #include "cg_err.h"
 #include "cg_http_parser.h"
 #include "cg_listen.h"
+#include "cg_transport.h"
 
 struct cg_wsgi_conn {
-    int fd; /* owned */
+    struct cg_transport t; /* owns the socket */
     const struct cg_listener *l;
     struct sockaddr_storage peer;
     socklen_t peer_len;
     struct cg_http_parser parser;
-    char *buf; /* owned: received bytes not yet taken are buf[start, end) */
-    size_t start, end, cap;
+    struct cg_conn_buf in; /* received bytes not yet taken */
     bool eof;
     int read_errno;
     int io_timeout_ms; /* how long a blocking wait for the peer may last; <= 0: forever */
@@ -52,6 +53,9 @@ void cg_wsgi_conn_init(struct cg_wsgi_conn *c, int fd, const struct cg_listener 
 /* Closes the socket and frees the buffers. */
 void cg_wsgi_conn_deinit(struct cg_wsgi_conn *c);
 
+/* Closes the socket only (the memory stays until cg_wsgi_conn_deinit). */
+void cg_wsgi_conn_close(struct cg_wsgi_conn *c);
+
 /* Lingering close (what a blocking worker does before closing): when the
  * client may still have bytes in flight (a body the app did not read,
  * bytes buffered or unread in the kernel), shut down writing so the client
@@ -64,7 +68,7 @@ void cg_wsgi_conn_linger(struct cg_wsgi_conn *c);
 
 /* Reads what is available (waits up to io_timeout_ms when `wait` and the
  * socket has nothing yet). Returns bytes read, 0 on EOF, -1 on error
- * (EAGAIN when !wait and nothing was there; read_errno set). */
+ * (read_errno EAGAIN when !wait and the transport would block). */
 ssize_t cg_wsgi_conn_fill(struct cg_wsgi_conn *c, bool wait);
 
 /* Parses buffered bytes, reading more when `wait` (blocking worker) or
@@ -96,8 +100,5 @@ int cg_wsgi_conn_sendv(struct cg_wsgi_conn *c, struct iovec *iov, int n);
  * waiting for the socket as cg_wsgi_conn_send does. Stops early, returning
  * 0, when the file is shorter. Returns 0 or -1 with errno. */
 int cg_wsgi_conn_sendfile(struct cg_wsgi_conn *c, int fd, off_t *pos, uint64_t len);
-
-/* The peer's address as text ("" for unix sockets). */
-void cg_wsgi_conn_peer_ip(const struct cg_wsgi_conn *c, char *buf, size_t n);
 
 #endif

@@ -29,28 +29,15 @@ typedef struct {
  * buffer, a large body) is sent with the GIL released, waiting as needed. */
 static int sendv_nogil(struct cg_wsgi_conn *c, struct iovec *iov, int n)
 {
-    struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)n };
-    ssize_t w = sendmsg(c->fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+    ssize_t w = cg_transport_sendv(&c->t, iov, n, CG_TRANSPORT_NOWAIT);
     int rc;
 
-    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    if (w == -1) {
         return -1;
     }
-    while (w > 0 && n > 0 && (size_t)w >= iov->iov_len) {
-        w -= (ssize_t)iov->iov_len;
-        iov++;
-        n--;
-    }
-    while (n > 0 && iov->iov_len == 0) {
-        iov++;
-        n--;
-    }
+    iov = cg_transport_iov_advance(iov, &n, w > 0 ? (size_t)w : 0);
     if (n == 0) {
         return 0;
-    }
-    if (w > 0) {
-        iov->iov_base = (char *)iov->iov_base + w;
-        iov->iov_len -= (size_t)w;
     }
     Py_BEGIN_ALLOW_THREADS
     rc = cg_wsgi_conn_sendv(c, iov, n);

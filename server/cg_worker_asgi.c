@@ -93,7 +93,21 @@ static PyObject *on_accept(PyObject *self, PyObject *idx)
     return cg_py_asgi_accept(s, PyLong_AsSize_t(idx));
 }
 
+/* call_soon callback: releases the connections closed since the last run
+ * (cg_py_asgi_conn_close never frees the connection it runs on). */
+static PyObject *on_release(PyObject *self, PyObject *unused)
+{
+    struct cg_asgi_srv *s = srv_of(self);
+    (void)unused;
+    if (s == NULL) {
+        return NULL;
+    }
+    cg_py_asgi_conn_release(s);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef on_signal_def = { "on_signal", on_signal, METH_NOARGS, NULL };
+static PyMethodDef on_release_def = { "on_release", on_release, METH_NOARGS, NULL };
 
 /* start(loop, state, wake): registers the listeners and the signal pipe. */
 static PyObject *srv_start(PyObject *self, PyObject *args)
@@ -108,14 +122,18 @@ static PyObject *srv_start(PyObject *self, PyObject *args)
     s->state = state == Py_None ? NULL : Py_NewRef(state);
     s->wake = Py_NewRef(wake_cb);
     static const char *names[] = { "add_reader", "remove_reader", "add_writer", "remove_writer",
-                                   "create_task", "create_future", "call_later" };
+                                   "create_task", "create_future", "call_later", "call_soon" };
     PyObject **slots[] = { &s->add_reader, &s->remove_reader, &s->add_writer, &s->remove_writer,
-                           &s->create_task, &s->create_future, &s->call_later };
-    for (size_t i = 0; i < 7; i++) {
+                           &s->create_task, &s->create_future, &s->call_later, &s->call_soon };
+    for (size_t i = 0; i < sizeof(slots) / sizeof(slots[0]); i++) {
         *slots[i] = PyObject_GetAttrString(loop, names[i]);
         if (*slots[i] == NULL) {
             return NULL;
         }
+    }
+    s->release_cb = PyCFunction_New(&on_release_def, self);
+    if (s->release_cb == NULL) {
+        return NULL;
     }
     accept = PyObject_GetAttrString(self, "_accept");
     s->listen_cbs = accept ? PyList_New(0) : NULL;
@@ -309,6 +327,8 @@ static void srv_deinit(struct cg_asgi_srv *s)
     Py_CLEAR(s->create_task);
     Py_CLEAR(s->create_future);
     Py_CLEAR(s->call_later);
+    Py_CLEAR(s->call_soon);
+    Py_CLEAR(s->release_cb);
     Py_CLEAR(s->ready_none);
     Py_CLEAR(s->listen_cbs);
     Py_CLEAR(s->sha1);
@@ -383,6 +403,7 @@ done:
     while (s.conns != NULL) {
         cg_py_asgi_conn_close(s.conns);
     }
+    cg_py_asgi_conn_release(&s);
     if (obj != NULL) {
         obj->s = NULL;
     }

@@ -49,6 +49,7 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -122,6 +123,32 @@ static void set_state(struct cg_gthread *gt, struct cg_gthread_conn *k, enum cg_
 
 static void drain_queues(struct cg_gthread *gt);
 
+/* Frees a closed connection (its memory and its event). */
+static void conn_release(struct cg_conn_release_node *node, void *arg)
+{
+    struct cg_gthread_conn *k =
+        (struct cg_gthread_conn *)((char *)node - offsetof(struct cg_gthread_conn, rel));
+    (void)arg;
+
+    event_free(k->ev);
+    cg_wsgi_conn_deinit(&k->c);
+    free(k);
+}
+
+/* The zero-timeout event run once the callbacks that closed connections
+ * returned: releases them. */
+static void on_release(evutil_socket_t fd, short what, void *arg)
+{
+    struct cg_gthread *gt = arg;
+    (void)fd;
+    (void)what;
+
+    cg_conn_release_run(&gt->closed, conn_release, NULL);
+}
+
+/* Ends a connection now (socket closed, off the books, the listeners and
+ * a stop updated); its memory is released after the running callback,
+ * which may be the connection's own, returned (on_release). */
 static void conn_free(struct cg_gthread *gt, struct cg_gthread_conn *k)
 {
     if (k->state == CG_GTHREAD_WAIT) {
@@ -129,8 +156,9 @@ static void conn_free(struct cg_gthread *gt, struct cg_gthread_conn *k)
     } else if (k->state == CG_GTHREAD_RUN) {
         gt->nrun--;
     }
-    event_free(k->ev);
-    cg_wsgi_conn_deinit(&k->c);
+    k->state = CG_GTHREAD_CLOSED;
+    event_del(k->ev);
+    cg_wsgi_conn_close(&k->c);
     if (k->prev != NULL) {
         k->prev->next = k->next;
     } else {
@@ -139,8 +167,11 @@ static void conn_free(struct cg_gthread *gt, struct cg_gthread_conn *k)
     if (k->next != NULL) {
         k->next->prev = k->prev;
     }
+    k->prev = k->next = NULL;
     gt->nconns--;
-    free(k);
+    if (cg_conn_release_push(&gt->closed, &k->rel)) {
+        event_active(gt->release_ev, EV_TIMEOUT, 0);
+    }
     gt->cap_blocked = false;
     set_accepting(gt);
     if (gt->stopping && gt->queue_open) {
@@ -183,7 +214,7 @@ static void conn_arm(struct cg_gthread *gt, struct cg_gthread_conn *k)
  * reset that can destroy the response), then discard its rest. */
 static void conn_close_graceful(struct cg_gthread *gt, struct cg_gthread_conn *k)
 {
-    if (shutdown(k->c.fd, SHUT_WR) < 0) {
+    if (cg_transport_shutdown(&k->c.t) < 0) {
         conn_free(gt, k);
         return;
     }
@@ -202,15 +233,13 @@ static void closing_step(struct cg_gthread *gt, struct cg_gthread_conn *k, short
         return;
     }
     for (;;) {
-        ssize_t n = recv(k->c.fd, scratch, sizeof(scratch), 0);
+        ssize_t n = cg_transport_recv(&k->c.t, scratch, sizeof(scratch), 0);
         if (n > 0) {
             k->drained += (size_t)n;
             if (k->drained <= (size_t)CG_LINGER_MAX) {
                 continue;
             }
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        } else if (n == CG_TRANSPORT_AGAIN) {
             conn_arm(gt, k);
             return;
         }
@@ -350,7 +379,7 @@ static struct cg_gthread_conn *idle_victim(struct cg_gthread *gt)
     }
     for (struct cg_gthread_conn *k = tail; k != NULL; k = k->prev) {
         if (k->state == CG_GTHREAD_WAIT && !k->c.parser.head_seen_bytes &&
-            k->c.end == k->c.start && cg_fd_unread(k->c.fd) == 0) {
+            k->c.in.end == k->c.in.start && cg_transport_unread(&k->c.t) == 0) {
             return k;
         }
     }
@@ -625,6 +654,7 @@ static int loop_open(struct cg_gthread *gt, struct cg_err *err)
     gt->sig_ev = event_new(gt->base, cg_sig_fd(), EV_READ | EV_PERSIST, on_signal, gt);
     gt->done_ev = event_new(gt->base, gt->done_fd, EV_READ | EV_PERSIST, on_done, gt);
     gt->tick_ev = event_new(gt->base, -1, EV_PERSIST, on_tick, gt);
+    gt->release_ev = event_new(gt->base, -1, 0, on_release, gt);
     if (gt->wake_r >= 0) {
         gt->wake_ev = event_new(gt->base, gt->wake_r, EV_READ | EV_PERSIST, on_signal, gt);
         if (gt->wake_ev == NULL || event_add(gt->wake_ev, NULL) < 0) {
@@ -633,6 +663,7 @@ static int loop_open(struct cg_gthread *gt, struct cg_err *err)
         }
     }
     if (gt->sig_ev == NULL || gt->done_ev == NULL || gt->tick_ev == NULL ||
+        gt->release_ev == NULL ||
         event_add(gt->sig_ev, NULL) < 0 || event_add(gt->done_ev, NULL) < 0 ||
         event_add(gt->tick_ev, &tv) < 0) {
         cg_err_set(err, "cannot register the gthread loop's events");
@@ -652,6 +683,11 @@ static void loop_close(struct cg_gthread *gt)
             conn_free(gt, k);
         }
         k = next;
+    }
+    cg_conn_release_run(&gt->closed, conn_release, NULL);
+    if (gt->release_ev != NULL) {
+        event_free(gt->release_ev);
+        gt->release_ev = NULL;
     }
     for (size_t i = 0; gt->listen_evs != NULL && i < gt->w->nlisteners; i++) {
         if (gt->listen_evs[i] != NULL) {

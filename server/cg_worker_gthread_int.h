@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cg_conn.h"
 #include "cg_err.h"
 #include "cg_py_wsgi_conn.h"
 #include "cg_worker.h"
@@ -21,6 +22,7 @@ enum cg_gthread_state {
     CG_GTHREAD_WAIT,    /* in the loop: waiting for (the rest of) a request head */
     CG_GTHREAD_RUN,     /* queued for, or owned by, a pool thread */
     CG_GTHREAD_CLOSING, /* write side shut; the loop discards what the peer still sends */
+    CG_GTHREAD_CLOSED,  /* socket closed; waits in `closed` for its release */
 };
 
 /* One client connection. The loop owns it in WAIT and CLOSING; in RUN it
@@ -40,6 +42,7 @@ struct cg_gthread_conn {
     size_t drained;        /* CLOSING: bytes discarded so far */
     struct cg_gthread_conn *prev, *next; /* every open connection (loop thread only) */
     struct cg_gthread_conn *qnext;       /* job queue or done queue */
+    struct cg_conn_release_node rel;     /* closed: queued for release (loop thread) */
 };
 
 struct cg_gthread_queue {
@@ -58,6 +61,8 @@ struct cg_gthread {
     struct event *sig_ev, *done_ev, *tick_ev;
     struct cg_gthread_conn *conns;
     size_t nconns;
+    struct cg_conn_release closed; /* closed connections freed once their callback returned */
+    struct event *release_ev;      /* made active when `closed` gets its first entry */
     size_t nrun;               /* connections in RUN */
     bool accepting;
     bool stopping;             /* graceful stop under way */

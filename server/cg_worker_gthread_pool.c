@@ -57,7 +57,7 @@ enum cg_wsgi_head cg_worker_gthread_read_head(struct cg_gthread_conn *k)
 {
     struct cg_wsgi_conn *c = &k->c;
 
-    if (c->start == c->end && !c->eof) {
+    if (c->in.start == c->in.end && !c->eof) {
         if (cg_wsgi_conn_fill(c, false) < 0) {
             if (c->read_errno == EAGAIN || c->read_errno == EWOULDBLOCK) {
                 return CG_WSGI_HEAD_MORE;
@@ -65,7 +65,7 @@ enum cg_wsgi_head cg_worker_gthread_read_head(struct cg_gthread_conn *k)
             return CG_WSGI_HEAD_CLOSE;
         }
     }
-    if (k->idle && c->end > c->start) {
+    if (k->idle && c->in.end > c->in.start) {
         k->idle = false;
         k->t0_us = cg_py_wsgi_now_us();
     }

@@ -79,3 +79,71 @@ def test_the_check_catches_an_upward_include(tmp_path, monkeypatch):
     assert len(bad) == 2, bad
     assert any("config/cg_conf_x.c:1: includes cg_py.h, a header of server/" in b for b in bad)
     assert any("core/cg_x.c:2: includes cg_conf.h, a header of config/" in b for b in bad)
+
+
+# ---- every byte to or from a client goes through the one transport ----
+
+# Socket calls that move bytes or end a direction; only the transport makes
+# them on client sockets.
+SOCKET_IO = re.compile(
+    r"(?<![\w.>])(recv|recvfrom|recvmsg|send|sendto|sendmsg|writev|readv|sendfile|splice|"
+    r"shutdown)\s*\(")
+# Plain read/write: banned where a client fd is at hand (the connection and
+# response files); the worker loops use them on their own pipes and eventfds.
+FD_IO = re.compile(r"(?<![\w.>])(read|write)\s*\(")
+TRANSPORT = {"cg_transport.c"}
+# server/ files whose sockets are not clients: sd_notify, statsd over UDP.
+NOT_CLIENT_SOCKETS = {"cg_daemon.c", "cg_statsd.c"}
+CONN_FILES = ("cg_conn.c", "cg_py_wsgi_conn.c", "cg_py_wsgi_resp.c", "cg_py_wsgi.c",
+              "cg_py_asgi_conn.c", "cg_py_asgi_http.c", "cg_py_asgi_http_send.c",
+              "cg_py_asgi_http_receive.c", "cg_py_asgi_ws.c", "cg_py_input.c")
+
+
+def code_lines(path):
+    """(line number, text) with comments and string literals blanked."""
+    with open(path, errors="replace") as f:
+        src = f.read()
+    src = re.sub(r"/\*.*?\*/", lambda m: re.sub(r"[^\n]", " ", m.group(0)), src, flags=re.S)
+    src = re.sub(r'"(\\.|[^"\\\n])*"', '""', src)
+    src = re.sub(r"//[^\n]*", "", src)
+    return enumerate(src.split("\n"), 1)
+
+
+def transport_bypasses(root=None):
+    top = os.path.join(root or ROOT, "server")
+    bad = []
+    for n in sorted(os.listdir(top)):
+        if not n.endswith(".c") or n in TRANSPORT or n in NOT_CLIENT_SOCKETS:
+            continue
+        for i, line in code_lines(os.path.join(top, n)):
+            for rx in (SOCKET_IO, FD_IO) if n in CONN_FILES else (SOCKET_IO,):
+                m = rx.search(line)
+                if m:
+                    bad.append("server/%s:%d: calls %s() outside the transport (server/"
+                               "cg_transport.h)" % (n, i, m.group(1)))
+    return bad
+
+
+def test_client_io_goes_through_the_transport():
+    bad = transport_bypasses()
+    assert bad == [], "\n".join(bad)
+
+
+def test_the_check_catches_a_bypass(tmp_path):
+    """The scan works: direct socket calls in a worker file are reported, the
+    same names in comments, strings, methods or the transport are not."""
+    (tmp_path / "server").mkdir()
+    (tmp_path / "server" / "cg_transport.c").write_text("recv(fd, b, n, 0);\n")
+    (tmp_path / "server" / "cg_worker_x.c").write_text(
+        "/* recv( in a comment */\n"
+        "x = \"send(\";\n"
+        "o->recv(t, b, n);\n"
+        "n = writev(fd, iov, 2);\n"
+        "  shutdown (fd, SHUT_WR);\n"
+        "read(pipe_fd, b, 1);\n")
+    (tmp_path / "server" / "cg_py_asgi_conn.c").write_text("n = read(c->fd, b, 9);\n")
+    bad = transport_bypasses(str(tmp_path))
+    assert len(bad) == 3, bad
+    assert any("cg_worker_x.c:4: calls writev()" in b for b in bad)
+    assert any("cg_worker_x.c:5: calls shutdown()" in b for b in bad)
+    assert any("cg_py_asgi_conn.c:1: calls read()" in b for b in bad)
