@@ -9,12 +9,15 @@ BUILD ?= build
 CONFIG_MK := $(firstword $(if $(filter build,$(BUILD)),$(wildcard config.mk)) $(BUILD)/config.mk)
 -include $(CONFIG_MK)
 
+# Source directories, lowest layer first (docs/architecture.md).
+SRC_DIRS := core config http server server/embed server/wsgi server/asgi server/workers dirty
+
 LLHTTP_SRC := /usr/share/llhttp
 LLHTTP_INC := /usr/share/include/llhttp
 # snprintf truncation is how we bound strings on purpose, so that warning is off.
 WARN := -Wall -Wextra -Werror -Wno-format-truncation
 CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -DCG_PYTHON_BASE=\"$(PYTHON_BASE)\" -DCG_VERSION=\"$(CG_VERSION)\" \
-	-g -O2 $(WARN) -fno-strict-aliasing -I. -Icore -Iserver -Ihttp -Iconfig -Idirty -I$(BUILD)/gen \
+	-g -O2 $(WARN) -fno-strict-aliasing -I. $(addprefix -I,$(SRC_DIRS)) -I$(BUILD)/gen \
 	$(PY_CFLAGS) $(LIB_CFLAGS)
 ifeq ($(ASAN),1)
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer
@@ -24,7 +27,7 @@ endif
 LIBS := $(LIB_LIBS) -lpthread $(PY_LDFLAGS)
 
 # EXCLUDE (patterns) leaves sources out, e.g. a half-written file during development.
-SRC := $(filter-out $(EXCLUDE),$(sort $(wildcard core/*.c server/*.c http/*.c config/*.c dirty/*.c)))
+SRC := $(filter-out $(EXCLUDE),$(sort $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.c))))
 LIB_SRC := $(filter-out server/cg_main.c,$(SRC))
 OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 GEN_SRC := $(BUILD)/gen/cg_pysrc.c

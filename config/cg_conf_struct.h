@@ -15,7 +15,7 @@
  *                     by the worker, which reports a non-str entry there); it
  *                     stays in `values`, where that code takes it.
  *   hooks          -> no field: the callables live in the server's hook table
- *                     (server/cg_py_hooks.h, struct cg_hook_fns), filled from
+ *                     (server/embed/cg_py_hooks.h, struct cg_hook_fns), filled from
  *                     `values` when the configuration is loaded or reloaded.
  *                     (post_request is stored in `values` already adapted to
  *                     arity 4, as gunicorn does.)

@@ -3,7 +3,7 @@
  * import paths configurations use, e.g. uvicorn.workers.UvicornWorker) and
  * its traits. Config validation (worker_class), the documentation of
  * worker_class in docs/settings.md and the server's dispatch all read it;
- * the server maps each row's name to its loop (server/cg_worker_class.c),
+ * the server maps each row's name to its loop (server/workers/cg_worker_class.c),
  * and a unit test checks that mapping covers every row. Plain data: no
  * Python, no server code. */
 #ifndef CG_CONF_WORKER_CLASS_H

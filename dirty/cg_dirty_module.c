@@ -13,7 +13,7 @@
  *   type_name(type) -> str
  *   REQUEST .. STATUS, HEADER_SIZE, VERSION, DEFAULT_MAX_MESSAGE, MAX_DEPTH
  *
- * Registered by the table in server/cg_py_modules.c. */
+ * Registered by the table in server/embed/cg_py_modules.c. */
 #include <Python.h>
 
 #include <stdbool.h>

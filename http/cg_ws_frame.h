@@ -1,7 +1,7 @@
 /* WebSocket (RFC 6455) frames as a server reads them: the frame header
  * parser and an incremental UTF-8 validator for text messages. Pure C, no
  * I/O and no Python, so the fuzz target drives exactly what the asgi worker
- * runs (server/cg_py_asgi_ws.c). */
+ * runs (server/asgi/cg_py_asgi_ws.c). */
 #ifndef CG_WS_FRAME_H
 #define CG_WS_FRAME_H
 

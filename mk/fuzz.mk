@@ -11,7 +11,7 @@ FUZZ_CC ?= clang
 FUZZ_DIR := $(BUILD)/fuzz
 FUZZ_FLAGS := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
 	-fno-sanitize-recover=undefined
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -I. -Icore -Iserver -Ihttp -Iconfig -Idirty -Ifuzz \
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -I. $(addprefix -I,$(SRC_DIRS)) -Ifuzz \
 	-I$(LLHTTP_INC) $(PY_CFLAGS) $(FUZZ_FLAGS)
 # The sources each target needs (cg_err is the base layer's, core/):
 FUZZ_ERR_SRC := core/cg_err.c

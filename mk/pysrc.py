@@ -2,7 +2,7 @@
 
 Usage: pysrc.py OUT.c ROOT...   Every ROOT/**.py becomes an entry of
 cg_pysrc_table (module name, is-package flag, source text), served at run time
-by the importer in server/cg_py.c, so the binary needs no files beside it.
+by the importer in server/embed/cg_py.c, so the binary needs no files beside it.
 """
 import os
 import sys

@@ -109,18 +109,28 @@ def code_lines(path):
     return enumerate(src.split("\n"), 1)
 
 
+def server_sources(root):
+    """Every .c file under server/, as (path relative to root, basename)."""
+    top = os.path.join(root, "server")
+    for d, dirs, names in os.walk(top):
+        dirs.sort()
+        for n in sorted(names):
+            if n.endswith(".c"):
+                yield os.path.relpath(os.path.join(d, n), root), n
+
+
 def transport_bypasses(root=None):
-    top = os.path.join(root or ROOT, "server")
+    root = root or ROOT
     bad = []
-    for n in sorted(os.listdir(top)):
-        if not n.endswith(".c") or n in TRANSPORT or n in NOT_CLIENT_SOCKETS:
+    for rel, n in server_sources(root):
+        if n in TRANSPORT or n in NOT_CLIENT_SOCKETS:
             continue
-        for i, line in code_lines(os.path.join(top, n)):
+        for i, line in code_lines(os.path.join(root, rel)):
             for rx in (SOCKET_IO, FD_IO) if n in CONN_FILES else (SOCKET_IO,):
                 m = rx.search(line)
                 if m:
-                    bad.append("server/%s:%d: calls %s() outside the transport (server/"
-                               "cg_transport.h)" % (n, i, m.group(1)))
+                    bad.append("%s:%d: calls %s() outside the transport (server/"
+                               "cg_transport.h)" % (rel, i, m.group(1)))
     return bad
 
 
@@ -132,18 +142,65 @@ def test_client_io_goes_through_the_transport():
 def test_the_check_catches_a_bypass(tmp_path):
     """The scan works: direct socket calls in a worker file are reported, the
     same names in comments, strings, methods or the transport are not."""
-    (tmp_path / "server").mkdir()
+    (tmp_path / "server" / "workers").mkdir(parents=True)
+    (tmp_path / "server" / "asgi").mkdir()
     (tmp_path / "server" / "cg_transport.c").write_text("recv(fd, b, n, 0);\n")
-    (tmp_path / "server" / "cg_worker_x.c").write_text(
+    (tmp_path / "server" / "workers" / "cg_worker_x.c").write_text(
         "/* recv( in a comment */\n"
         "x = \"send(\";\n"
         "o->recv(t, b, n);\n"
         "n = writev(fd, iov, 2);\n"
         "  shutdown (fd, SHUT_WR);\n"
         "read(pipe_fd, b, 1);\n")
-    (tmp_path / "server" / "cg_py_asgi_conn.c").write_text("n = read(c->fd, b, 9);\n")
+    (tmp_path / "server" / "asgi" / "cg_py_asgi_conn.c").write_text("n = read(c->fd, b, 9);\n")
     bad = transport_bypasses(str(tmp_path))
     assert len(bad) == 3, bad
-    assert any("cg_worker_x.c:4: calls writev()" in b for b in bad)
-    assert any("cg_worker_x.c:5: calls shutdown()" in b for b in bad)
-    assert any("cg_py_asgi_conn.c:1: calls read()" in b for b in bad)
+    assert any("server/workers/cg_worker_x.c:4: calls writev()" in b for b in bad)
+    assert any("server/workers/cg_worker_x.c:5: calls shutdown()" in b for b in bad)
+    assert any("server/asgi/cg_py_asgi_conn.c:1: calls read()" in b for b in bad)
+
+
+# ---- docs/architecture.md is the map: every room and every file is on it ----
+
+def map_gaps(root=None):
+    """Source directories and cg_*.c files that docs/architecture.md does not
+    name. Directories are named as `dir/`, files by basename."""
+    root = root or ROOT
+    with open(os.path.join(root, "docs", "architecture.md")) as f:
+        text = f.read()
+
+    def named(word, before=r"[\w/]"):
+        return re.search(r"(?<!%s)%s(?![\w])" % (before, re.escape(word)), text) is not None
+    gaps = []
+    for layer in LAYERS:
+        top = os.path.join(root, layer)
+        for d, dirs, names in os.walk(top):
+            dirs[:] = sorted(x for x in dirs if x != "py")
+            cfiles = sorted(n for n in names if n.endswith(".c"))
+            if not cfiles:
+                continue
+            rel = os.path.relpath(d, root) + "/"
+            if not named(rel):
+                gaps.append("directory %s" % rel)
+            for n in cfiles:
+                if n.startswith("cg_") and not named(n[:-2], before=r"\w"):
+                    gaps.append("file %s%s" % (rel, n))
+    return gaps
+
+
+def test_the_architecture_map_names_every_source_file():
+    gaps = map_gaps()
+    assert gaps == [], "docs/architecture.md does not mention: " + ", ".join(gaps)
+
+
+def test_the_map_check_catches_a_missing_file(tmp_path):
+    for layer in LAYERS:
+        (tmp_path / layer).mkdir()
+        (tmp_path / layer / ("cg_%s_a.c" % layer)).write_text("")
+    (tmp_path / "server" / "wsgi").mkdir()
+    (tmp_path / "server" / "wsgi" / "cg_new.c").write_text("")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "architecture.md").write_text(
+        "core/ config/ http/ server/ dirty/ cg_core_a cg_config_a cg_http_a "
+        "cg_server_a cg_dirty_a")
+    assert map_gaps(str(tmp_path)) == ["directory server/wsgi/", "file server/wsgi/cg_new.c"]

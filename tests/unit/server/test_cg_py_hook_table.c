@@ -1,4 +1,4 @@
-/* Unit tests for the server's hook table (server/cg_py_hook_table.c): one
+/* Unit tests for the server's hook table (server/embed/cg_py_hook_table.c): one
  * field per hook row of the settings table, filled from the validated
  * values. */
 #include "cg_test.h"

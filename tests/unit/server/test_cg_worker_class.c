@@ -1,4 +1,4 @@
-/* Unit tests for the worker class dispatch (server/cg_worker_class.c): every
+/* Unit tests for the worker class dispatch (server/workers/cg_worker_class.c): every
  * row of the worker class table (config/cg_conf_worker_class.c) has a loop. */
 #include "cg_test.h"
 
@@ -10,7 +10,7 @@ static void test_every_row_has_an_entry(void)
     for (size_t i = 0; i < cg_conf_worker_classes_count; i++) {
         const char *name = cg_conf_worker_classes[i].name;
         if (cg_worker_class_entry(name) == NULL) {
-            fprintf(stderr, "worker class %s has no loop in server/cg_worker_class.c\n", name);
+            fprintf(stderr, "worker class %s has no loop in server/workers/cg_worker_class.c\n", name);
         }
         CG_CHECK(cg_worker_class_entry(name) != NULL);
     }

@@ -94,7 +94,7 @@ static PyObject *helpers(void)
 {
     if (app_mod == NULL) {
         app_mod = cg_py_module_from_source("_cgunicorn_app", app_src,
-                                           "<cgunicorn>/server/cg_py_app.c");
+                                           "<cgunicorn>/server/embed/cg_py_app.c");
     }
     return app_mod;
 }

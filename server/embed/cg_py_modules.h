@@ -1,6 +1,6 @@
 /* The builtin extension modules the binary provides to Python, registered
  * with PyImport_AppendInittab before the interpreter starts:
- *   _cgunicorn        core helpers (server/cg_py_modules.c)
+ *   _cgunicorn        core helpers (server/embed/cg_py_modules.c)
  *   _cgunicorn_dirty  the dirty IPC codec (dirty/cg_dirty_module.c)
  * A subsystem adds its module by adding a row to the table in cg_py_modules.c. */
 #ifndef CG_PY_MODULES_H
