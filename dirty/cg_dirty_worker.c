@@ -19,14 +19,13 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cg_dirty_codec.h"
 #include "cg_dirty_mem.h"
 #include "cg_dirty_worker.h"
 #include "cg_log.h"
-#include "cg_proc_fork.h"
+#include "cg_supervisor.h"
 #include "cg_py.h"
 #include "cg_sig.h"
 
@@ -605,7 +604,7 @@ int cg_dirty_worker_probe(const char *const *app_paths, size_t napps, int *limit
         cg_err_set(err, "pipe: %s", strerror(errno));
         return -1;
     }
-    pid = cg_proc_fork(CG_ROLE_DIRTY_WORKER);
+    pid = cg_sup_fork(CG_ROLE_DIRTY_WORKER); /* waited for below */
     if (pid < 0) {
         cg_err_set(err, "fork: %s", strerror(errno));
         close(fds[0]);
@@ -656,8 +655,7 @@ int cg_dirty_worker_probe(const char *const *app_paths, size_t napps, int *limit
     }
     buf[len] = '\0';
     close(fds[0]);
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
+    cg_sup_wait_one(pid, &st);
     char *p = buf;
     for (size_t i = 0; i < napps && *p != '\0'; i++) {
         char *end = NULL;
