@@ -34,6 +34,7 @@
 #include "cg_supervisor.h"
 #include "cg_py.h"
 #include "cg_sig.h"
+#include "cg_sig_table.h"
 
 /* Set by cg_dirty_prepare() in the master; inherited by the arbiter. */
 static char sock_dir[PATH_MAX];
@@ -611,13 +612,10 @@ cleanup:
 
 static int arbiter_setup(struct cg_dirty_arb *arb, struct cg_err *err)
 {
-    static const int sigs[] = { SIGTERM, SIGINT,  SIGQUIT, SIGHUP, SIGUSR1,
-                                SIGTTIN, SIGTTOU, SIGCHLD, 0 };
-
     if (load_apps(arb, err) < 0 || run_starting_hook(arb, err) < 0) {
         return -1;
     }
-    if (cg_sig_open(sigs, err) < 0) {
+    if (cg_sig_open_role(CG_ROLE_DIRTY_ARBITER, err) < 0) {
         return -1;
     }
     if (listen_fd < 0) {

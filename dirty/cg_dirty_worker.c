@@ -28,6 +28,7 @@
 #include "cg_supervisor.h"
 #include "cg_py.h"
 #include "cg_sig.h"
+#include "cg_sig_table.h"
 
 struct job {
     uint64_t id;
@@ -500,7 +501,6 @@ static int call_bool(const char *method)
 
 void cg_dirty_worker_main(const struct cg_dirty_worker_spec *spec)
 {
-    static const int sigs[] = { SIGTERM, SIGINT, SIGQUIT, SIGUSR1, 0 };
     struct cg_err err = { { 0 } };
     struct inbuf in = { 0 };
     pthread_t *threads = NULL;
@@ -514,7 +514,7 @@ void cg_dirty_worker_main(const struct cg_dirty_worker_spec *spec)
     cg_proc_set_title("gunicorn: dirty-worker [%s]", spec->conf->proc_name != NULL
                                                           ? spec->conf->proc_name
                                                           : spec->conf->default_proc_name);
-    if (cg_sig_open(sigs, &err) < 0) {
+    if (cg_sig_open_role(CG_ROLE_DIRTY_WORKER, &err) < 0) {
         cg_log(CG_LOG_ERROR, "dirty worker: %s", err.msg);
         _exit(1);
     }

@@ -34,11 +34,8 @@
 #include "cg_py.h"
 #include "cg_py_app.h"
 #include "cg_sig.h"
+#include "cg_sig_table.h"
 #include "cg_statsd.h"
-
-static const int master_signals[] = {
-    SIGHUP, SIGQUIT, SIGINT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD, 0,
-};
 
 #define HOOK_FAILED_IN_LOOP "Unhandled exception in main loop"
 
@@ -555,7 +552,7 @@ static int start(struct cg_master *m, struct cg_err *err)
         cg_err_set(err, "the on_starting hook raised (traceback in the error log)");
         return -1;
     }
-    if (cg_sig_open(master_signals, err) < 0 || open_listeners(m, err) < 0) {
+    if (cg_sig_open_role(CG_ROLE_MASTER, err) < 0 || open_listeners(m, err) < 0) {
         return -1;
     }
     cg_listen_describe(m->ls, m->nls, names, sizeof(names));
