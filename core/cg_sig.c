@@ -80,6 +80,16 @@ int cg_sig_take_count(int signo)
     return atomic_exchange(&pending[signo], 0);
 }
 
+bool cg_sig_any_pending(void)
+{
+    for (int s = 1; s < NSIG; s++) {
+        if (atomic_load(&pending[s]) != 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 void cg_sig_reset_child(void)
 {
     sigset_t empty;

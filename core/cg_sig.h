@@ -28,6 +28,11 @@ bool cg_sig_take(int signo);
  * clears it: for signals whose every delivery counts (TTIN, TTOU). */
 int cg_sig_take_count(int signo);
 
+/* True when some signal arrived and was not taken yet: a loop that waits on
+ * the self-pipe checks it first, since a wait elsewhere (cg_sup_wait) may
+ * have emptied the pipe while leaving the flags for it. */
+bool cg_sig_any_pending(void);
+
 /* Child side of fork: default handlers for every signal we handled, empty
  * mask, the parent's self-pipe closed, flags cleared. */
 void cg_sig_reset_child(void);

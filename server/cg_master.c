@@ -661,9 +661,11 @@ int cg_master_run(struct cg_conf *conf, struct cg_err *err)
     while (!stop && !m->fatal) {
         struct pollfd pfd = { .fd = cg_sig_fd(), .events = POLLIN };
         cg_master_maybe_promote(m);
-        Py_BEGIN_ALLOW_THREADS
-        poll(&pfd, 1, 1000);
-        Py_END_ALLOW_THREADS
+        if (!cg_sig_any_pending()) { /* HUP's wait may have emptied the pipe */
+            Py_BEGIN_ALLOW_THREADS
+            poll(&pfd, 1, 1000);
+            Py_END_ALLOW_THREADS
+        }
         stop = handle_signals(m);
         if (stop || m->fatal) {
             break;
