@@ -356,11 +356,16 @@ int cg_sup_stop(struct cg_sup *sup, unsigned roles, int signo, uint64_t deadline
                 cg_sup_wake_fn wake, void *arg)
 {
     int killed = 0;
+    bool woke = false;
 
     cg_sup_stop_start(sup, roles, signo, deadline_ms);
     for (;;) {
         cg_sup_reap(sup);
-        if (cg_sup_count(sup, roles) == 0 || (wake != NULL && wake(sup, arg))) {
+        if (cg_sup_count(sup, roles) == 0) {
+            break;
+        }
+        if (wake != NULL && wake(sup, arg)) {
+            woke = true;
             break;
         }
         uint64_t now = cg_monotonic_ms();
@@ -370,7 +375,7 @@ int cg_sup_stop(struct cg_sup *sup, unsigned roles, int signo, uint64_t deadline
         int next = cg_sup_tick(sup, now);
         wait_pipe(next >= 0 ? next : (int)KILL_AGAIN_MS);
     }
-    if (cg_sup_count(sup, sup->kill_roles) == 0) {
+    if (woke || cg_sup_count(sup, sup->kill_roles) == 0) { /* the owner ended the stop */
         sup->kill_at = 0;
         sup->kill_roles = 0;
     }

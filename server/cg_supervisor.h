@@ -141,7 +141,8 @@ typedef bool (*cg_sup_wake_fn)(struct cg_sup *sup, void *arg);
 /* A graceful stop that blocks: cg_sup_stop_start(roles, signo, deadline_ms),
  * then waits on the self-pipe (the GIL released), reaping, until the
  * children in `roles` are gone or `wake` says done; at the deadline the
- * rest get SIGKILL and are waited for. `wake` may be NULL. Needs the
+ * rest get SIGKILL and are waited for. `wake` may be NULL; when it ends the
+ * wait, the KILL deadline is disarmed. Needs the
  * self-pipe open with SIGCHLD recorded (cg_sig_open). Returns 0, or 1 when
  * some child had to be killed. */
 int cg_sup_stop(struct cg_sup *sup, unsigned roles, int signo, uint64_t deadline_ms,

@@ -205,6 +205,33 @@ static void test_stop_deadline_can_be_brought_forward(void)
     cg_sup_deinit(&sup);
 }
 
+static bool done_at_once(struct cg_sup *sup, void *arg)
+{
+    (void)sup;
+    (void)arg;
+    return true;
+}
+
+static void test_stop_ended_by_its_owner_disarms_the_kill(void)
+{
+    struct cg_sup sup;
+    reset(&sup);
+    pid_t pid = spawn(&sup, CG_ROLE_WORKER, IGNORE_TERM, 0);
+    CG_CHECK(pid > 0);
+
+    CG_CHECK_INT(cg_sup_stop(&sup, CG_SUP_ROLE(CG_ROLE_WORKER), SIGTERM, cg_monotonic_ms(),
+                             done_at_once, NULL), 0);
+    CG_CHECK_INT(sup.kill_at, 0);
+    CG_CHECK_INT(cg_sup_tick(&sup, cg_monotonic_ms() + 60000), -1); /* nothing armed */
+    CG_CHECK_INT(kill(pid, 0), 0);                                  /* not killed */
+    CG_CHECK_INT(nexits, 0);
+
+    CG_CHECK_INT(cg_sup_stop(&sup, ~0u, SIGTERM, cg_monotonic_ms(), NULL, NULL), 1);
+    CG_CHECK_INT(nexits, 1);
+    CG_CHECK_INT(exits[0].signo, SIGKILL);
+    cg_sup_deinit(&sup);
+}
+
 static void test_stop_leaves_other_roles_running(void)
 {
     struct cg_sup sup;
@@ -319,6 +346,7 @@ int main(void)
         CG_TEST(test_hanging_child_stops_on_term),
         CG_TEST(test_child_ignoring_term_is_killed_at_the_deadline),
         CG_TEST(test_stop_deadline_can_be_brought_forward),
+        CG_TEST(test_stop_ended_by_its_owner_disarms_the_kill),
         CG_TEST(test_stop_leaves_other_roles_running),
         CG_TEST(test_boot_deadline_kills_a_child_that_never_boots),
         CG_TEST(test_booted_child_outlives_its_boot_deadline),
