@@ -42,7 +42,16 @@ static bool have_python(void)
 pid_t cg_sup_fork(enum cg_role role)
 {
     bool py = have_python();
+    sigset_t all, old;
 
+    /* Signals stay blocked across fork(): one sent to the new child before
+     * its handlers are reset would otherwise run the parent's recording
+     * handler there and be forgotten (a TERM to the process group while a
+     * worker is being forked left that worker running until KILL). In the
+     * child, cg_sig_reset_child() unblocks them once the dispositions are
+     * the defaults. */
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
     if (py) {
         PyOS_BeforeFork(); /* GIL held; this process runs no other threads */
     }
@@ -52,13 +61,14 @@ pid_t cg_sup_fork(enum cg_role role)
         if (py) {
             PyOS_AfterFork_Parent();
         }
+        sigprocmask(SIG_SETMASK, &old, NULL);
         errno = saved;
         return pid;
     }
     if (py) {
         PyOS_AfterFork_Child(); /* first Python call in the child */
     }
-    cg_sig_reset_child();
+    cg_sig_reset_child(); /* default handlers, then the mask emptied */
     if (role == CG_ROLE_DIRTY_ARBITER || role == CG_ROLE_DIRTY_WORKER) {
         cg_listen_close_inherited(); /* only HTTP workers keep the listeners */
     }

@@ -294,6 +294,38 @@ static void test_booted_child_outlives_its_boot_deadline(void)
     cg_sup_deinit(&sup);
 }
 
+/* A signal sent right after fork() meets the child before its handlers are
+ * reset: it must stay pending for the child's own (default) disposition,
+ * not run the parent's recording handler in the child and be forgotten. */
+static void test_signal_sent_at_once_after_fork_is_not_lost(void)
+{
+    struct cg_sup sup;
+    struct cg_sup_spec spec = { .role = CG_ROLE_WORKER };
+    int lost = 0;
+    reset(&sup);
+
+    for (int i = 0; i < 100; i++) {
+        nexits = 0;
+        pid_t pid = cg_sup_spawn(&sup, &spec);
+        if (pid == 0) {
+            for (;;) {
+                pause();
+            }
+        }
+        CG_CHECK(pid > 0);
+        kill(pid, SIGTERM);
+        if (cg_sup_wait(&sup, ~0u, cg_monotonic_ms() + 2000, NULL, NULL) < 0) {
+            lost++;
+            cg_sup_stop(&sup, ~0u, SIGKILL, cg_monotonic_ms(), NULL, NULL);
+        } else {
+            CG_CHECK_INT(exits[0].signo, SIGTERM);
+        }
+        cg_sig_take(SIGTERM); /* a child may have recorded it on our pipe */
+    }
+    CG_CHECK_INT(lost, 0);
+    cg_sup_deinit(&sup);
+}
+
 static void test_exit_line_formats(void)
 {
     struct cg_sup sup;
@@ -332,7 +364,8 @@ static void test_unsupervised_fork_and_wait_one(void)
 
 int main(void)
 {
-    static const int sigs[] = { SIGCHLD, 0 };
+    /* as the master: TERM is recorded on the self-pipe, and inherited so */
+    static const int sigs[] = { SIGCHLD, SIGTERM, 0 };
     struct cg_err err = { { 0 } };
 
     if (cg_sig_open(sigs, &err) < 0) {
@@ -350,6 +383,7 @@ int main(void)
         CG_TEST(test_stop_leaves_other_roles_running),
         CG_TEST(test_boot_deadline_kills_a_child_that_never_boots),
         CG_TEST(test_booted_child_outlives_its_boot_deadline),
+        CG_TEST(test_signal_sent_at_once_after_fork_is_not_lost),
         CG_TEST(test_exit_line_formats),
         CG_TEST(test_unsupervised_fork_and_wait_one),
     };
