@@ -31,10 +31,10 @@
 #include "cg_dirty_codec.h"
 #include "cg_dirty_worker.h"
 #include "cg_log.h"
-#include "cg_supervisor.h"
 #include "cg_py.h"
 #include "cg_sig.h"
 #include "cg_sig_table.h"
+#include "cg_supervisor.h"
 
 /* Set by cg_dirty_prepare() in the master; inherited by the arbiter. */
 static char sock_dir[PATH_MAX];

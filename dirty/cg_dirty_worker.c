@@ -25,10 +25,10 @@
 #include "cg_dirty_mem.h"
 #include "cg_dirty_worker.h"
 #include "cg_log.h"
-#include "cg_supervisor.h"
 #include "cg_py.h"
 #include "cg_sig.h"
 #include "cg_sig_table.h"
+#include "cg_supervisor.h"
 
 struct job {
     uint64_t id;

@@ -30,12 +30,12 @@
 #include "cg_log.h"
 #include "cg_master.h"
 #include "cg_master_int.h"
-#include "cg_supervisor.h"
 #include "cg_py.h"
 #include "cg_py_app.h"
 #include "cg_sig.h"
 #include "cg_sig_table.h"
 #include "cg_statsd.h"
+#include "cg_supervisor.h"
 
 #define HOOK_FAILED_IN_LOOP "Unhandled exception in main loop"
 

@@ -23,11 +23,11 @@
 #include "cg_clock.h"
 #include "cg_log.h"
 #include "cg_master_int.h"
-#include "cg_supervisor.h"
 #include "cg_py.h"
 #include "cg_py_logconfig.h"
 #include "cg_sig.h"
 #include "cg_statsd.h"
+#include "cg_supervisor.h"
 
 static bool same_binds(const struct cg_strlist *a, const struct cg_strlist *b)
 {

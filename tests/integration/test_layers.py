@@ -266,3 +266,45 @@ def test_the_check_catches_a_fork_outside_the_supervisor(tmp_path):
     assert any("server/cg_master_x.c:1: calls fork()" in b for b in bad)
     assert any("server/cg_master_x.c:2: calls wait4()" in b for b in bad)
     assert any("core/cg_x.c:1: calls wait()" in b for b in bad)
+
+
+# ---- no sleeping in the processes that supervise: they wait on the self-pipe ----
+
+SLEEPS = re.compile(r"(?<![\w.>])(sleep|usleep|nanosleep|clock_nanosleep)\s*\(")
+# The master's and the arbiter's files, and the supervisor that stops for them.
+NO_SLEEP = re.compile(r"^(server/cg_master\w*|server/cg_supervisor|dirty/cg_dirty_arbiter\w*|"
+                      r"dirty/cg_dirty_relay\w*)\.c$")
+
+
+def sleepers(root=None):
+    root = root or ROOT
+    bad = []
+    for layer in ("server", "dirty"):
+        for path in _sources_under(root, layer):
+            rel = os.path.relpath(path, root)
+            if not NO_SLEEP.match(rel):
+                continue
+            for i, line in code_lines(path):
+                m = SLEEPS.search(line)
+                if m:
+                    bad.append("%s:%d: calls %s(); wait on the self-pipe with a deadline "
+                               "(cg_sup_wait) instead" % (rel, i, m.group(1)))
+    return bad
+
+
+def test_no_sleep_in_the_master_or_the_arbiter():
+    bad = sleepers()
+    assert bad == [], "\n".join(bad)
+
+
+def test_the_check_catches_a_sleep(tmp_path):
+    for layer in LAYERS:
+        (tmp_path / layer).mkdir()
+    (tmp_path / "server" / "cg_master_reload.c").write_text(
+        "/* usleep(1) in a comment */\n  usleep(20000);\n")
+    (tmp_path / "dirty" / "cg_dirty_arbiter.c").write_text("x = \"sleep(\";\nsleep (1);\n")
+    (tmp_path / "server" / "cg_listen.c").write_text("sleep(1);\n")  # bind retry: allowed
+    bad = sleepers(str(tmp_path))
+    assert len(bad) == 2, bad
+    assert any("server/cg_master_reload.c:2: calls usleep()" in b for b in bad)
+    assert any("dirty/cg_dirty_arbiter.c:2: calls sleep()" in b for b in bad)
