@@ -1,5 +1,5 @@
 /* Process identity: this process's role and pid, and its title in ps. Part
- * of the base layer (core/); the fork itself is server/cg_proc_fork.c. */
+ * of the base layer (core/); the fork itself is server/cg_supervisor.c. */
 #include <Python.h>
 #include <stdarg.h>
 #include <stdio.h>

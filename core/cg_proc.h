@@ -1,6 +1,6 @@
 /* Process identity: the role and pid of this process (master, HTTP worker,
  * dirty arbiter, dirty worker) and its title in ps. Part of the base layer
- * (core/); forking is server/cg_proc_fork.h. */
+ * (core/); forking is server/cg_supervisor.h. */
 #ifndef CG_PROC_H
 #define CG_PROC_H
 
@@ -18,7 +18,8 @@ struct cg_proc {
     pid_t pid;
 };
 
-/* This process's role and pid; cg_proc_fork() (server/) sets it in the child. */
+/* This process's role and pid; cg_sup_fork() (server/cg_supervisor.c) sets
+ * it in the child. */
 extern struct cg_proc cg_proc;
 
 /* Sets the process title shown by ps (e.g. "gunicorn: worker [app]", the

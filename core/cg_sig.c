@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cg_sig.h"
+#include "cg_sig_table.h"
 
 /* Deliveries not yet taken, per signal; lock-free atomics are
  * async-signal-safe. */
@@ -79,6 +80,16 @@ int cg_sig_take_count(int signo)
     return atomic_exchange(&pending[signo], 0);
 }
 
+bool cg_sig_any_pending(void)
+{
+    for (int s = 1; s < NSIG; s++) {
+        if (atomic_load(&pending[s]) != 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 void cg_sig_reset_child(void)
 {
     sigset_t empty;
@@ -102,20 +113,6 @@ void cg_sig_reset_child(void)
 
 const char *cg_sig_name(int signo)
 {
-    static const struct {
-        int signo;
-        const char *name;
-    } names[] = {
-        { SIGHUP, "HUP" },   { SIGINT, "INT" },   { SIGQUIT, "QUIT" }, { SIGILL, "ILL" },
-        { SIGABRT, "ABRT" }, { SIGBUS, "BUS" },   { SIGFPE, "FPE" },   { SIGKILL, "KILL" },
-        { SIGUSR1, "USR1" }, { SIGSEGV, "SEGV" }, { SIGUSR2, "USR2" }, { SIGPIPE, "PIPE" },
-        { SIGALRM, "ALRM" }, { SIGTERM, "TERM" }, { SIGCHLD, "CHLD" }, { SIGTTIN, "TTIN" },
-        { SIGTTOU, "TTOU" }, { SIGWINCH, "WINCH" },
-    };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (names[i].signo == signo) {
-            return names[i].name;
-        }
-    }
-    return "?";
+    const struct cg_sig_row *row = cg_sig_row(signo);
+    return row != NULL ? row->name : "?";
 }

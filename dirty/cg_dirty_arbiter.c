@@ -4,7 +4,9 @@
  * HUP reload, graceful and immediate stop) and acts on signals from its
  * libevent loop via the self-pipe. Frame routing is in cg_dirty_relay.c,
  * the routing table in cg_dirty_pool.c, the worker body in
- * cg_dirty_worker.c. The arbiter never imports application code: the
+ * cg_dirty_worker.c. The workers are forked, signalled, reaped (each exit
+ * logged in gunicorn's words) and killed at the stop deadline by the
+ * process supervisor (server/cg_supervisor.c). The arbiter never imports application code: the
  * `workers` class attributes are read by a probe child. */
 #include <Python.h>
 #include <errno.h>
@@ -20,30 +22,31 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "cg_clock.h"
 #include "cg_dirty_arbiter.h"
 #include "cg_dirty_mem.h"
 #include "cg_dirty_arbiter_int.h"
 #include "cg_dirty_codec.h"
 #include "cg_dirty_worker.h"
 #include "cg_log.h"
-#include "cg_proc_fork.h"
 #include "cg_py.h"
 #include "cg_sig.h"
+#include "cg_sig_table.h"
+#include "cg_supervisor.h"
 
 /* Set by cg_dirty_prepare() in the master; inherited by the arbiter. */
 static char sock_dir[PATH_MAX];
 static char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static int listen_fd = -1; /* master: the arbiter socket, see listen_on() */
 
+/* Every dirty worker (the arbiter's only supervised children). */
+#define DIRTY_WORKERS CG_SUP_ROLE(CG_ROLE_DIRTY_WORKER)
+
 double cg_dirty_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)cg_monotonic_ms() / 1000.0;
 }
 
 bool cg_dirty_wanted(const struct cg_conf *conf)
@@ -170,11 +173,7 @@ void cg_dirty_close_listener(void)
 
 void cg_dirty_arb_kill(struct cg_dirty_arb *arb, struct cg_dirty_wk *w, int sig)
 {
-    (void)arb;
-    if (w->pid > 0 && kill(w->pid, sig) < 0 && errno != ESRCH) {
-        cg_log_errno(CG_LOG_WARNING, errno, "kill(dirty worker %d, %s)", (int)w->pid,
-                     cg_sig_name(sig));
-    }
+    cg_sup_kill(&arb->sup, w->pid, sig);
 }
 
 /* Closes, in a new worker, the arbiter's fds it must not hold: the
@@ -243,7 +242,13 @@ static int spawn_worker(struct cg_dirty_arb *arb)
     w->age = ++arb->worker_age;
     w->apps = apps;
     cg_dirty_socket_tune(sv[1]);
-    pid = cg_proc_fork(CG_ROLE_DIRTY_WORKER);
+    struct cg_sup_spec spec = {
+        .role = CG_ROLE_DIRTY_WORKER,
+        .respawn = CG_SUP_RESPAWN_ON_CRASH,
+        .boot_error_code = CG_DIRTY_EXIT_BOOT_ERROR,
+        .owner = w,
+    };
+    pid = cg_sup_spawn(&arb->sup, &spec);
     if (pid < 0) {
         cg_log_errno(CG_LOG_ERROR, errno, "dirty arbiter: fork of a dirty worker failed");
         close(sv[0]);
@@ -296,7 +301,7 @@ static int live_workers(const struct cg_dirty_arb *arb)
 static void retire(struct cg_dirty_arb *arb, struct cg_dirty_wk *w)
 {
     w->retiring = true;
-    cg_dirty_arb_kill(arb, w, SIGTERM);
+    cg_sup_stop_one(&arb->sup, w->pid, SIGTERM);
 }
 
 /* Brings the live worker count to num_workers (spawn, or retire oldest). */
@@ -323,43 +328,46 @@ static void manage_workers(struct cg_dirty_arb *arb)
 
 static void begin_stop(struct cg_dirty_arb *arb, bool graceful, int status);
 
+/* The supervisor reaped a dirty worker (its exit already logged): fail
+ * its calls, forget it, and have it replaced unless it was asked to stop or
+ * its apps cannot load. */
+static void on_worker_exit(struct cg_sup *sup, const struct cg_sup_exit *ex, void *arg)
+{
+    struct cg_dirty_arb *arb = arg;
+    struct cg_dirty_wk *w = ex->owner;
+    bool boot_failed = false;
+    (void)sup;
+
+    if (w == NULL) {
+        return;
+    }
+    if (ex->code == CG_DIRTY_EXIT_BOOT_ERROR && !w->booted) {
+        cg_log(CG_LOG_ERROR, "Dirty worker failed to boot (pid:%d)", (int)ex->pid);
+        boot_failed = true;
+    }
+    if (arb->boot_error_logged && !w->booted) {
+        boot_failed = true; /* stopped because another worker failed to boot */
+    }
+    cg_dirty_relay_link_lost(arb, w, "it exited or crashed");
+    if (!w->retiring && arb->state == CG_DIRTY_ARB_RUNNING && !boot_failed) {
+        cg_dirty_pool_respawn_push(&arb->pool, w->apps);
+    }
+    cg_dirty_pool_worker_remove(&arb->pool, w);
+    free(w);
+    cg_log(CG_LOG_INFO, "Dirty worker exited (pid:%d)", (int)ex->pid);
+    if (boot_failed && arb->state != CG_DIRTY_ARB_STOPPING) {
+        /* A dirty app that cannot load would fail again: stop instead of
+         * respawning in a loop (gunicorn's "Worker failed to boot"). */
+        cg_log(CG_LOG_ERROR, "Dirty arbiter stopping: a dirty app failed to load "
+               "(see the traceback above); exit status %d", CG_DIRTY_EXIT_BOOT_ERROR);
+        begin_stop(arb, false, CG_DIRTY_EXIT_BOOT_ERROR);
+    }
+}
+
 /* Reaps every exited child and respawns what the pool still needs. */
 static void reap_workers(struct cg_dirty_arb *arb)
 {
-    int st;
-    pid_t pid;
-
-    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-        struct cg_dirty_wk *w = cg_dirty_pool_worker_by_pid(&arb->pool, pid);
-        if (w == NULL) {
-            continue;
-        }
-        bool boot_failed = false;
-        if (WIFSIGNALED(st)) {
-            cg_log(CG_LOG_WARNING, "Dirty worker (pid:%d) killed by signal %d", (int)pid,
-                   WTERMSIG(st));
-        } else if (WIFEXITED(st) && WEXITSTATUS(st) == CG_DIRTY_EXIT_BOOT_ERROR && !w->booted) {
-            cg_log(CG_LOG_ERROR, "Dirty worker failed to boot (pid:%d)", (int)pid);
-            boot_failed = true;
-        }
-        if (arb->boot_error_logged && !w->booted) {
-            boot_failed = true; /* stopped because another worker failed to boot */
-        }
-        cg_dirty_relay_link_lost(arb, w, "it exited or crashed");
-        if (!w->retiring && arb->state == CG_DIRTY_ARB_RUNNING && !boot_failed) {
-            cg_dirty_pool_respawn_push(&arb->pool, w->apps);
-        }
-        cg_dirty_pool_worker_remove(&arb->pool, w);
-        free(w);
-        cg_log(CG_LOG_INFO, "Dirty worker exited (pid:%d)", (int)pid);
-        if (boot_failed && arb->state != CG_DIRTY_ARB_STOPPING) {
-            /* A dirty app that cannot load would fail again: stop instead of
-             * respawning in a loop (gunicorn's "Worker failed to boot"). */
-            cg_log(CG_LOG_ERROR, "Dirty arbiter stopping: a dirty app failed to load "
-                   "(see the traceback above); exit status %d", CG_DIRTY_EXIT_BOOT_ERROR);
-            begin_stop(arb, false, CG_DIRTY_EXIT_BOOT_ERROR);
-        }
-    }
+    cg_sup_reap(&arb->sup);
     manage_workers(arb);
 }
 
@@ -368,9 +376,15 @@ static void reap_workers(struct cg_dirty_arb *arb)
 
 static void send_all(struct cg_dirty_arb *arb, int sig)
 {
-    for (struct cg_dirty_wk *w = arb->pool.workers; w != NULL; w = w->next) {
-        cg_dirty_arb_kill(arb, w, sig);
-    }
+    cg_sup_signal(&arb->sup, DIRTY_WORKERS, sig);
+}
+
+/* Tells every worker to exit with `sig`; the supervisor sends KILL to those
+ * still there at `deadline_ms`, and again every 5 s. */
+static void stop_workers(struct cg_dirty_arb *arb, int sig, uint64_t deadline_ms)
+{
+    arb->state = CG_DIRTY_ARB_STOPPING;
+    cg_sup_stop_start(&arb->sup, DIRTY_WORKERS, sig, deadline_ms);
 }
 
 static void stop_listening(struct cg_dirty_arb *arb)
@@ -396,17 +410,18 @@ static void begin_stop(struct cg_dirty_arb *arb, bool graceful, int status)
     if (graceful) {
         if (arb->state == CG_DIRTY_ARB_RUNNING) {
             arb->state = CG_DIRTY_ARB_DRAINING;
-            arb->stop_deadline = cg_dirty_now() + arb->conf->dirty_graceful_timeout;
+            arb->stop_deadline = cg_monotonic_ms() +
+                                 (uint64_t)arb->conf->dirty_graceful_timeout * 1000u;
         }
         cg_dirty_arb_maybe_stop(arb);
         return;
     }
     if (arb->state != CG_DIRTY_ARB_STOPPING) {
         arb->state = CG_DIRTY_ARB_STOPPING;
-        arb->stop_deadline = cg_dirty_now() + arb->conf->dirty_graceful_timeout;
         cg_dirty_relay_abort_all(arb, "DirtyWorkerError",
                                  "The dirty arbiter stopped before the call finished");
-        send_all(arb, SIGQUIT);
+        stop_workers(arb, SIGQUIT,
+                     cg_monotonic_ms() + (uint64_t)arb->conf->dirty_graceful_timeout * 1000u);
     }
     if (arb->pool.nworkers == 0) {
         event_base_loopbreak(arb->base);
@@ -416,8 +431,7 @@ static void begin_stop(struct cg_dirty_arb *arb, bool graceful, int status)
 void cg_dirty_arb_maybe_stop(struct cg_dirty_arb *arb)
 {
     if (arb->state == CG_DIRTY_ARB_DRAINING && cg_dirty_relay_pending(arb) == 0) {
-        arb->state = CG_DIRTY_ARB_STOPPING;
-        send_all(arb, SIGTERM);
+        stop_workers(arb, SIGTERM, arb->stop_deadline); /* KILL when draining would end */
     }
     if (arb->state == CG_DIRTY_ARB_STOPPING && arb->pool.nworkers == 0) {
         event_base_loopbreak(arb->base);
@@ -428,7 +442,7 @@ void cg_dirty_arb_maybe_stop(struct cg_dirty_arb *arb)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct cg_dirty_arb *arb = arg;
-    double now = cg_dirty_now();
+    uint64_t now = cg_monotonic_ms();
     (void)fd;
     (void)what;
 
@@ -443,13 +457,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         cg_dirty_relay_abort_all(arb, "DirtyWorkerError",
                                  "The dirty arbiter stopped before the call finished "
                                  "(dirty_graceful_timeout)");
-        arb->state = CG_DIRTY_ARB_STOPPING;
-        arb->stop_deadline = now + 1.0;
-        send_all(arb, SIGTERM);
-    } else if (arb->state == CG_DIRTY_ARB_STOPPING && now >= arb->stop_deadline) {
-        send_all(arb, SIGKILL);
-        arb->stop_deadline = now + 5.0;
+        stop_workers(arb, SIGTERM, now + 1000u);
     }
+    cg_sup_tick(&arb->sup, now); /* KILL past the stop deadline */
     reap_workers(arb);
     cg_dirty_arb_maybe_stop(arb);
 }
@@ -495,7 +505,7 @@ static void on_signals(evutil_socket_t fd, short what, void *arg)
         manage_workers(arb);
         for (struct cg_dirty_wk *w = arb->pool.workers; w != NULL; w = w->next) {
             if (w->retiring) {
-                cg_dirty_arb_kill(arb, w, SIGTERM);
+                cg_sup_stop_one(&arb->sup, w->pid, SIGTERM);
             }
         }
     }
@@ -602,13 +612,10 @@ cleanup:
 
 static int arbiter_setup(struct cg_dirty_arb *arb, struct cg_err *err)
 {
-    static const int sigs[] = { SIGTERM, SIGINT,  SIGQUIT, SIGHUP, SIGUSR1,
-                                SIGTTIN, SIGTTOU, SIGCHLD, 0 };
-
     if (load_apps(arb, err) < 0 || run_starting_hook(arb, err) < 0) {
         return -1;
     }
-    if (cg_sig_open(sigs, err) < 0) {
+    if (cg_sig_open_role(CG_ROLE_DIRTY_ARBITER, err) < 0) {
         return -1;
     }
     if (listen_fd < 0) {
@@ -637,10 +644,26 @@ static int arbiter_setup(struct cg_dirty_arb *arb, struct cg_err *err)
     return 0;
 }
 
-/* Writes what is left in the clients' buffers (final errors) before exit. */
+static void on_flush_limit(evutil_socket_t fd, short what, void *arg)
+{
+    bool *expired = arg;
+    (void)fd;
+    (void)what;
+    *expired = true;
+}
+
+/* Writes what is left in the clients' buffers (final errors) before exit:
+ * runs the loop (which wakes on writable sockets) for at most 100 ms. */
 static void flush_clients(struct cg_dirty_arb *arb)
 {
-    for (int i = 0; i < 20 && arb->clients != NULL; i++) {
+    bool expired = false;
+    struct timeval limit = { 0, 100000 };
+    struct event *timer = evtimer_new(arb->base, on_flush_limit, &expired);
+
+    if (timer == NULL || evtimer_add(timer, &limit) < 0) {
+        expired = true;
+    }
+    while (!expired && arb->clients != NULL) {
         bool pending = false;
         for (struct cg_dirty_client *cl = arb->clients; cl != NULL; cl = cl->next) {
             pending = pending || evbuffer_get_length(bufferevent_get_output(cl->bev)) > 0;
@@ -648,8 +671,10 @@ static void flush_clients(struct cg_dirty_arb *arb)
         if (!pending) {
             break;
         }
-        event_base_loop(arb->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-        usleep(5000);
+        event_base_loop(arb->base, EVLOOP_ONCE);
+    }
+    if (timer != NULL) {
+        event_free(timer);
     }
 }
 
@@ -666,6 +691,7 @@ static void arbiter_main(struct cg_conf *conf, const struct cg_hook_table *hooks
     arb.hooks = hooks;
     arb.listen_fd = -1;
     arb.ppid = getppid();
+    cg_sup_init(&arb.sup, on_worker_exit, &arb);
     arb.num_workers = conf->dirty_workers;
     arb.timeout = conf->dirty_timeout > 0 ? (double)conf->dirty_timeout : 0;
     arb.queue_limit = conf->dirty_queue_limit > 0 ? (size_t)conf->dirty_queue_limit : 0;
@@ -694,15 +720,20 @@ static void arbiter_main(struct cg_conf *conf, const struct cg_hook_table *hooks
     _exit(arb.exit_status);
 }
 
-pid_t cg_dirty_arbiter_spawn(struct cg_conf *conf, const struct cg_hook_table *hooks,
-                             struct cg_err *err)
+pid_t cg_dirty_arbiter_spawn(struct cg_sup *sup, struct cg_conf *conf,
+                             const struct cg_hook_table *hooks, struct cg_err *err)
 {
+    struct cg_sup_spec spec = {
+        .role = CG_ROLE_DIRTY_ARBITER,
+        .respawn = CG_SUP_RESPAWN_ON_CRASH, /* by the master's loop */
+        .boot_error_code = CG_DIRTY_ARBITER_EXIT_BOOT_ERROR,
+    };
     pid_t pid;
 
     if (sock_path[0] == '\0' && cg_dirty_prepare(conf, err) < 0) {
         return -1;
     }
-    pid = cg_proc_fork(CG_ROLE_DIRTY_ARBITER);
+    pid = cg_sup_spawn(sup, &spec);
     if (pid < 0) {
         cg_err_set(err, "fork of the dirty arbiter failed: %s", strerror(errno));
         return -1;

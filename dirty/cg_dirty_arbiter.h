@@ -10,6 +10,7 @@
 #include "cg_conf.h"
 #include "cg_err.h"
 #include "cg_py_hook_table.h"
+#include "cg_supervisor.h"
 
 /* True when the configuration asks for a dirty pool (dirty_workers > 0 and
  * dirty_apps non-empty). */
@@ -33,7 +34,8 @@ int cg_dirty_prepare(struct cg_conf *conf, struct cg_err *err);
  * signal is a crash the master answers by respawning the arbiter. */
 #define CG_DIRTY_ARBITER_EXIT_BOOT_ERROR 3
 
-/* Forks the dirty arbiter (cg_proc_fork(CG_ROLE_DIRTY_ARBITER)); the child
+/* Forks the dirty arbiter through the master's supervisor `sup`
+ * (cg_sup_spawn, role CG_ROLE_DIRTY_ARBITER, reaped into its callback); the child
  * runs the arbiter loop and never returns (it _exit()s: 0 after a TERM/INT/
  * QUIT stop, CG_DIRTY_ARBITER_EXIT_BOOT_ERROR as above). Called by the
  * master at start-up and again whenever the arbiter died. Logs "Spawned
@@ -42,8 +44,8 @@ int cg_dirty_prepare(struct cg_conf *conf, struct cg_err *err);
  * copy). on_dirty_starting(arbiter) runs in the arbiter process
  * before it spawns workers, where gunicorn runs it. The arbiter exits by
  * itself when the master (its parent) goes away. */
-pid_t cg_dirty_arbiter_spawn(struct cg_conf *conf, const struct cg_hook_table *hooks,
-                             struct cg_err *err);
+pid_t cg_dirty_arbiter_spawn(struct cg_sup *sup, struct cg_conf *conf,
+                             const struct cg_hook_table *hooks, struct cg_err *err);
 
 /* Removes the socket directory (master, at exit). */
 void cg_dirty_cleanup(void);

@@ -19,6 +19,7 @@
 #include "cg_dirty_pool.h"
 #include "cg_dirty_stash.h"
 #include "cg_py_hook_table.h"
+#include "cg_supervisor.h"
 
 /* A client's output above this pauses reading from the worker that streams
  * to it; it resumes when the output drains below half of it. */
@@ -52,6 +53,7 @@ struct cg_dirty_arb {
     struct cg_conf *conf;            /* borrowed from the master */
     const struct cg_hook_table *hooks; /* the master's, inherited through fork */
     struct event_base *base;         /* built in this process after fork */
+    struct cg_sup sup;               /* forks, signals and reaps the dirty workers */
     struct cg_dirty_pool pool;
     struct cg_dirty_stash stash;
     int listen_fd;
@@ -65,7 +67,7 @@ struct cg_dirty_arb {
     int num_workers;                 /* target count (TTIN/TTOU change it) */
     int worker_age;
     enum cg_dirty_arb_state state;
-    double stop_deadline;            /* monotonic seconds */
+    uint64_t stop_deadline;          /* draining ends (cg_monotonic_ms) */
     int exit_status;
     bool boot_error_logged;          /* a worker's boot traceback was logged */
     pid_t ppid;
@@ -73,7 +75,7 @@ struct cg_dirty_arb {
     char socket_path[108];
 };
 
-/* Monotonic clock in seconds. */
+/* cg_monotonic_ms() in seconds, the unit of the call deadlines. */
 double cg_dirty_now(void);
 
 /* --- cg_dirty_relay.c ------------------------------------------------ */

@@ -136,6 +136,7 @@ static int on_worker_frame(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
         evbuffer_drain(in, size);
         if (h->id == 0) {
             w->booted = true;
+            cg_sup_booted(&arb->sup, w->pid); /* its boot deadline, if any, is met */
         }
         return 0;
     default:

@@ -19,16 +19,16 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cg_dirty_codec.h"
 #include "cg_dirty_mem.h"
 #include "cg_dirty_worker.h"
 #include "cg_log.h"
-#include "cg_proc_fork.h"
 #include "cg_py.h"
 #include "cg_sig.h"
+#include "cg_sig_table.h"
+#include "cg_supervisor.h"
 
 struct job {
     uint64_t id;
@@ -501,7 +501,6 @@ static int call_bool(const char *method)
 
 void cg_dirty_worker_main(const struct cg_dirty_worker_spec *spec)
 {
-    static const int sigs[] = { SIGTERM, SIGINT, SIGQUIT, SIGUSR1, 0 };
     struct cg_err err = { { 0 } };
     struct inbuf in = { 0 };
     pthread_t *threads = NULL;
@@ -515,7 +514,7 @@ void cg_dirty_worker_main(const struct cg_dirty_worker_spec *spec)
     cg_proc_set_title("gunicorn: dirty-worker [%s]", spec->conf->proc_name != NULL
                                                           ? spec->conf->proc_name
                                                           : spec->conf->default_proc_name);
-    if (cg_sig_open(sigs, &err) < 0) {
+    if (cg_sig_open_role(CG_ROLE_DIRTY_WORKER, &err) < 0) {
         cg_log(CG_LOG_ERROR, "dirty worker: %s", err.msg);
         _exit(1);
     }
@@ -605,7 +604,7 @@ int cg_dirty_worker_probe(const char *const *app_paths, size_t napps, int *limit
         cg_err_set(err, "pipe: %s", strerror(errno));
         return -1;
     }
-    pid = cg_proc_fork(CG_ROLE_DIRTY_WORKER);
+    pid = cg_sup_fork(CG_ROLE_DIRTY_WORKER); /* waited for below */
     if (pid < 0) {
         cg_err_set(err, "fork: %s", strerror(errno));
         close(fds[0]);
@@ -656,8 +655,7 @@ int cg_dirty_worker_probe(const char *const *app_paths, size_t napps, int *limit
     }
     buf[len] = '\0';
     close(fds[0]);
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
+    cg_sup_wait_one(pid, &st);
     char *p = buf;
     for (size_t i = 0; i < napps && *p != '\0'; i++) {
         char *end = NULL;

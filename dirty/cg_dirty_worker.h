@@ -37,7 +37,7 @@ struct cg_dirty_worker_spec {
 };
 
 /* The worker process body, called in the child right after
- * cg_proc_fork(CG_ROLE_DIRTY_WORKER) with the GIL held. Never returns. */
+ * cg_sup_spawn(CG_ROLE_DIRTY_WORKER) with the GIL held. Never returns. */
 void cg_dirty_worker_main(const struct cg_dirty_worker_spec *spec) __attribute__((noreturn));
 
 /* Reads the `workers` class attribute of each app in a short-lived child

@@ -11,7 +11,7 @@
 
 #include "cg_daemon.h"
 #include "cg_log.h"
-#include "cg_proc_fork.h"
+#include "cg_supervisor.h"
 
 int cg_daemon_start(bool keep_stdio, struct cg_err *err)
 {
@@ -20,7 +20,7 @@ int cg_daemon_start(bool keep_stdio, struct cg_err *err)
     }
     for (int round = 0; round < 2; round++) {
         fflush(NULL);
-        pid_t pid = cg_proc_fork(CG_ROLE_MASTER);
+        pid_t pid = cg_sup_fork(CG_ROLE_MASTER);
         if (pid < 0) {
             cg_err_set(err, "daemon: fork: %s", strerror(errno));
             return -1;

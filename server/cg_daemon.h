@@ -9,7 +9,7 @@
 
 /* Detaches: fork, setsid, fork, umask 022, stdin from /dev/null, and stdout
  * and stderr to /dev/null unless `keep_stdio`. Skipped when GUNICORN_FD is
- * set (a USR2 re-exec). Needs the GIL (forks through cg_proc_fork).
+ * set (a USR2 re-exec). Needs the GIL (forks through cg_sup_fork).
  * Returns 0 in the daemon, -1 with err on failure; the parents _exit(0). */
 int cg_daemon_start(bool keep_stdio, struct cg_err *err);
 

@@ -3,7 +3,9 @@
  * signals in its loop.
  *
  * Loop: poll(self-pipe, 1 s) -> handle signal flags -> reap children ->
- * abort silent workers (timeout) -> spawn/cull to the wanted count.
+ * abort silent workers (timeout) -> spawn/cull to the wanted count. Every
+ * child is forked, signalled, reaped and stopped through the supervisor
+ * (cg_supervisor.c), which also logs each exit.
  * Signal semantics follow gunicorn: TERM graceful stop, INT/QUIT quick stop,
  * HUP reload the configuration and replace the workers, TTIN/TTOU one
  * more/less, USR1 reopen logs, USR2 re-execute the binary (cg_master_reload.c),
@@ -28,15 +30,12 @@
 #include "cg_log.h"
 #include "cg_master.h"
 #include "cg_master_int.h"
-#include "cg_proc_fork.h"
 #include "cg_py.h"
 #include "cg_py_app.h"
 #include "cg_sig.h"
+#include "cg_sig_table.h"
 #include "cg_statsd.h"
-
-static const int master_signals[] = {
-    SIGHUP, SIGQUIT, SIGINT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD, 0,
-};
+#include "cg_supervisor.h"
 
 #define HOOK_FAILED_IN_LOOP "Unhandled exception in main loop"
 
@@ -116,7 +115,12 @@ int cg_master_spawn_worker(struct cg_master *m)
     atomic_store(&m->slots[slot].beat_ms, cg_monotonic_ms());
     atomic_store(&m->slots[slot].requests, 0);
     atomic_store(&m->slots[slot].pid, -1); /* reserved until the child fills it */
-    pid_t pid = cg_proc_fork(CG_ROLE_WORKER);
+    struct cg_sup_spec spec = {
+        .role = CG_ROLE_WORKER,
+        .respawn = CG_SUP_RESPAWN_ON_CRASH, /* by count: cg_master_manage_workers */
+        .boot_error_code = CG_WORKER_BOOT_ERROR,
+    };
+    pid_t pid = cg_sup_spawn(&m->sup, &spec);
     if (pid < 0) {
         cg_log_errno(CG_LOG_ERROR, errno, "fork of a worker failed");
         atomic_store(&m->slots[slot].pid, 0);
@@ -169,7 +173,7 @@ static void cull_workers(struct cg_master *m)
             return;
         }
         oldest->stopping = true;
-        kill(oldest->pid, SIGTERM);
+        cg_sup_stop_one(&m->sup, oldest->pid, SIGTERM);
     }
 }
 
@@ -224,16 +228,12 @@ void cg_master_manage_workers(struct cg_master *m)
 
 static void signal_workers(struct cg_master *m, int signo)
 {
-    for (int i = 0; i < m->nkids; i++) {
-        kill(m->kids[i].pid, signo);
-    }
+    cg_sup_signal(&m->sup, CG_SUP_ROLE(CG_ROLE_WORKER), signo);
 }
 
 static void forward_dirty(struct cg_master *m, int signo)
 {
-    if (m->dirty_pid > 0) {
-        kill(m->dirty_pid, signo);
-    }
+    cg_sup_signal(&m->sup, CG_SUP_ROLE(CG_ROLE_DIRTY_ARBITER), signo);
 }
 
 static void spawn_dirty(struct cg_master *m)
@@ -241,34 +241,16 @@ static void spawn_dirty(struct cg_master *m)
     struct cg_err err = { { 0 } };
 
     cg_log(CG_LOG_INFO, "Spawning dirty arbiter...");
-    m->dirty_pid = cg_dirty_arbiter_spawn(m->conf, &m->hooks.fn, &err);
+    m->dirty_pid = cg_dirty_arbiter_spawn(&m->sup, m->conf, &m->hooks.fn, &err);
     if (m->dirty_pid < 0) {
         cg_log(CG_LOG_ERROR, "cannot start the dirty arbiter: %s", err.msg);
         m->dirty_pid = 0;
     }
 }
 
-static void log_child_exit(const char *what, pid_t pid, int status)
-{
-    if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
-        cg_log(CG_LOG_ERROR, "%s (pid:%d) exited with code %d.", what, (int)pid,
-               WEXITSTATUS(status));
-    } else if (WIFSIGNALED(status)) {
-        int sig = WTERMSIG(status);
-        if (sig == SIGKILL) {
-            cg_log(CG_LOG_ERROR, "%s (pid:%d) was sent SIGKILL! Perhaps out of memory?", what,
-                   (int)pid);
-        } else {
-            cg_log(sig == SIGTERM ? CG_LOG_INFO : CG_LOG_WARNING, "%s (pid:%d) was sent SIG%s!",
-                   what, (int)pid, cg_sig_name(sig));
-        }
-    }
-}
-
 /* One worker exited: gunicorn's reap_workers body. Returns -1 to halt. */
 static int worker_exited(struct cg_master *m, int idx, pid_t pid, int status)
 {
-    log_child_exit("Worker", pid, status);
     atomic_store(&m->slots[m->kids[idx].slot].pid, 0);
     m->kids[idx] = m->kids[--m->nkids];
     PyObject *pyw = cg_py_hooks_worker_pop(&m->hooks, pid); /* owned */
@@ -289,43 +271,46 @@ static int worker_exited(struct cg_master *m, int idx, pid_t pid, int status)
     return rc;
 }
 
-int cg_master_reap(struct cg_master *m)
+/* The supervisor reaped a child (its exit already logged): gunicorn's
+ * reap_workers, per kind of child. */
+static void on_child_exit(struct cg_sup *sup, const struct cg_sup_exit *ex, void *arg)
 {
-    int status = 0;
-    pid_t pid;
-    int rc = 0;
+    struct cg_master *m = arg;
+    (void)sup;
 
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        if (pid == m->reexec_pid) {
-            m->reexec_pid = 0;
-            cg_py_hooks_server_set(&m->hooks, "reexec_pid", PyLong_FromLong(0));
-            continue;
+    switch (ex->role) {
+    case CG_ROLE_MASTER: /* the USR2 master */
+        m->reexec_pid = 0;
+        cg_py_hooks_server_set(&m->hooks, "reexec_pid", PyLong_FromLong(0));
+        break;
+    case CG_ROLE_DIRTY_ARBITER:
+        m->dirty_pid = 0;
+        if (ex->code == CG_DIRTY_ARBITER_EXIT_BOOT_ERROR) {
+            m->exit_status = CG_WORKER_BOOT_ERROR;
+            m->halt_reason = "Dirty arbiter failed to boot.";
+            m->reap_rc = -1;
         }
-        if (pid == m->dirty_pid) {
-            m->dirty_pid = 0;
-            log_child_exit("Dirty arbiter", pid, status);
-            if (WIFEXITED(status) && WEXITSTATUS(status) == CG_DIRTY_ARBITER_EXIT_BOOT_ERROR) {
-                m->exit_status = CG_WORKER_BOOT_ERROR;
-                m->halt_reason = "Dirty arbiter failed to boot.";
-                rc = -1;
-            }
-            continue;
-        }
-        int idx = -1;
+        break;
+    case CG_ROLE_WORKER:
         for (int i = 0; i < m->nkids; i++) {
-            if (m->kids[i].pid == pid) {
-                idx = i;
+            if (m->kids[i].pid == ex->pid) {
+                if (worker_exited(m, i, ex->pid, ex->status) < 0) {
+                    m->reap_rc = -1;
+                }
                 break;
             }
         }
-        if (idx < 0) {
-            cg_log_debug("Reaped unknown child process (pid:%d, status:%d)", (int)pid, status);
-            continue;
-        }
-        if (worker_exited(m, idx, pid, status) < 0) {
-            rc = -1;
-        }
+        break;
+    case CG_ROLE_DIRTY_WORKER:
+        break; /* the arbiter's children, never the master's */
     }
+}
+
+int cg_master_reap(struct cg_master *m)
+{
+    cg_sup_reap(&m->sup);
+    int rc = m->reap_rc; /* also a halt asked for while HUP waited on old workers */
+    m->reap_rc = 0;
     return rc;
 }
 
@@ -346,17 +331,32 @@ static void murder_workers(struct cg_master *m)
         if (!c->aborted) {
             cg_log(CG_LOG_CRITICAL, "WORKER TIMEOUT (pid:%d)", (int)c->pid);
             c->aborted = true;
-            kill(c->pid, SIGABRT);
+            cg_sup_kill(&m->sup, c->pid, SIGABRT);
         } else {
-            kill(c->pid, SIGKILL);
+            cg_sup_kill(&m->sup, c->pid, SIGKILL);
         }
     }
 }
 
-/* Stops every child: TERM (graceful) or QUIT (quick), then waits up to
- * graceful_timeout (an INT/QUIT meanwhile turns it quick) and SIGKILLs what
- * is left. Unix sockets are unlinked unless a USR2 partner or systemd
- * shares them. */
+/* An INT or QUIT during a graceful stop makes it quick: QUIT to every
+ * child, and at most 2 s more before KILL. */
+static bool on_stop_wake(struct cg_sup *sup, void *arg)
+{
+    bool *graceful = arg;
+
+    if (*graceful && (cg_sig_take(SIGINT) || cg_sig_take(SIGQUIT))) {
+        cg_log(CG_LOG_INFO, "Quick shutdown requested");
+        *graceful = false;
+        cg_sup_signal(sup, CG_MASTER_KIDS, SIGQUIT);
+        cg_sup_stop_hasten(sup, cg_monotonic_ms() + 2000u);
+    }
+    return false;
+}
+
+/* Stops every child: TERM (graceful) or QUIT (quick), then waits on the
+ * self-pipe up to graceful_timeout (an INT/QUIT meanwhile turns it quick)
+ * and SIGKILLs what is left (cg_sup_stop). A USR2 master is left running.
+ * Unix sockets are unlinked unless a USR2 partner or systemd shares them. */
 static void stop_all(struct cg_master *m, bool graceful)
 {
     int signo = graceful ? SIGTERM : SIGQUIT;
@@ -370,30 +370,7 @@ static void stop_all(struct cg_master *m, bool graceful)
     cg_listen_close_all(m->ls, m->nls, unlink_unix);
     m->ls = NULL;
     m->nls = 0;
-    forward_dirty(m, signo);
-    signal_workers(m, signo);
-    while ((m->nkids > 0 || m->dirty_pid > 0) && cg_monotonic_ms() < deadline) {
-        if (graceful && (cg_sig_take(SIGINT) || cg_sig_take(SIGQUIT))) {
-            cg_log(CG_LOG_INFO, "Quick shutdown requested");
-            graceful = false;
-            signal_workers(m, SIGQUIT);
-            forward_dirty(m, SIGQUIT);
-            uint64_t quick = cg_monotonic_ms() + 2000u;
-            deadline = quick < deadline ? quick : deadline;
-        }
-        cg_master_reap(m);
-        cg_sig_drain();
-        usleep(20000);
-    }
-    signal_workers(m, SIGKILL);
-    forward_dirty(m, SIGKILL);
-    while (m->nkids > 0 || m->dirty_pid > 0) {
-        int before = m->nkids + (m->dirty_pid > 0);
-        cg_master_reap(m);
-        if (m->nkids + (m->dirty_pid > 0) == before) {
-            usleep(10000);
-        }
-    }
+    cg_sup_stop(&m->sup, CG_MASTER_KIDS, signo, deadline, on_stop_wake, &graceful);
 }
 
 /* Acts on pending signals. Returns 1 to stop gracefully, 2 quickly, 0 to go on. */
@@ -449,8 +426,8 @@ static int handle_signals(struct cg_master *m)
             cg_master_set_num_workers(m, 0, false);
             for (int i = 0; i < m->nkids; i++) {
                 m->kids[i].stopping = true;
+                cg_sup_stop_one(&m->sup, m->kids[i].pid, SIGTERM);
             }
-            signal_workers(m, SIGTERM);
         } else {
             cg_log_debug("SIGWINCH ignored. Not daemonized");
         }
@@ -575,7 +552,7 @@ static int start(struct cg_master *m, struct cg_err *err)
         cg_err_set(err, "the on_starting hook raised (traceback in the error log)");
         return -1;
     }
-    if (cg_sig_open(master_signals, err) < 0 || open_listeners(m, err) < 0) {
+    if (cg_sig_open_role(CG_ROLE_MASTER, err) < 0 || open_listeners(m, err) < 0) {
         return -1;
     }
     cg_listen_describe(m->ls, m->nls, names, sizeof(names));
@@ -632,6 +609,7 @@ void cg_master_init_early(int argc, char **argv)
 
 static void free_master(struct cg_master *m)
 {
+    cg_sup_deinit(&m->sup);
     cg_py_hooks_deinit(&m->hooks);
     Py_CLEAR(m->preloaded_app);
     if (m->slots != NULL) {
@@ -667,6 +645,7 @@ int cg_master_run(struct cg_conf *conf, struct cg_err *err)
     int stop = 0, code;
 
     m->conf = conf;
+    cg_sup_init(&m->sup, on_child_exit, m);
     if (conf->daemon && cg_daemon_start(conf->enable_stdio_inheritance, err) < 0) {
         free_master(m);
         return 1;
@@ -682,9 +661,11 @@ int cg_master_run(struct cg_conf *conf, struct cg_err *err)
     while (!stop && !m->fatal) {
         struct pollfd pfd = { .fd = cg_sig_fd(), .events = POLLIN };
         cg_master_maybe_promote(m);
-        Py_BEGIN_ALLOW_THREADS
-        poll(&pfd, 1, 1000);
-        Py_END_ALLOW_THREADS
+        if (!cg_sig_any_pending()) { /* HUP's wait may have emptied the pipe */
+            Py_BEGIN_ALLOW_THREADS
+            poll(&pfd, 1, 1000);
+            Py_END_ALLOW_THREADS
+        }
         stop = handle_signals(m);
         if (stop || m->fatal) {
             break;

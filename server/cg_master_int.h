@@ -13,6 +13,7 @@
 #include "cg_listen.h"
 #include "cg_pidfile.h"
 #include "cg_py_hooks.h"
+#include "cg_supervisor.h"
 #include "cg_worker.h"
 
 #define CG_MASTER_MAX_SLOTS 1024
@@ -25,6 +26,10 @@ struct cg_master_child {
     bool stopping; /* sent TERM (HUP/TTOU/cull) */
 };
 
+/* The children the master stops and waits for at shutdown (a USR2 master
+ * is left running). */
+#define CG_MASTER_KIDS (CG_SUP_ROLE(CG_ROLE_WORKER) | CG_SUP_ROLE(CG_ROLE_DIRTY_ARBITER))
+
 struct cg_master {
     struct cg_conf *conf; /* main's; replaced in place on HUP */
     int argc;
@@ -33,6 +38,8 @@ struct cg_master {
     char cwd[PATH_MAX];   /* where USR2 re-executes */
     struct cg_listener *ls;
     size_t nls;
+    struct cg_sup sup;    /* forks and reaps every child: workers, arbiter, USR2 master */
+    int reap_rc;          /* -1 once a reaped child asks the master to halt */
     struct cg_worker_slot *slots; /* shared mapping, CG_MASTER_MAX_SLOTS entries */
     struct cg_master_child kids[CG_MASTER_MAX_SLOTS];
     int nkids;

@@ -23,11 +23,11 @@
 #include "cg_clock.h"
 #include "cg_log.h"
 #include "cg_master_int.h"
-#include "cg_proc_fork.h"
 #include "cg_py.h"
 #include "cg_py_logconfig.h"
 #include "cg_sig.h"
 #include "cg_statsd.h"
+#include "cg_supervisor.h"
 
 static bool same_binds(const struct cg_strlist *a, const struct cg_strlist *b)
 {
@@ -130,6 +130,24 @@ static void apply(struct cg_master *m, struct cg_conf *next)
     }
 }
 
+struct old_workers {
+    struct cg_master *m;
+    int last_age; /* workers of this age or older are the ones HUP replaces */
+};
+
+static bool no_old_worker_left(struct cg_sup *sup, void *arg)
+{
+    const struct old_workers *old = arg;
+    (void)sup;
+
+    for (int i = 0; i < old->m->nkids; i++) {
+        if (old->m->kids[i].age <= old->last_age) {
+            return false;
+        }
+    }
+    return true;
+}
+
 void cg_master_reload(struct cg_master *m)
 {
     struct cg_conf next;
@@ -164,23 +182,15 @@ void cg_master_reload(struct cg_master *m)
     for (int i = 0; i < m->nkids; i++) {
         if (m->kids[i].age <= last_age && !m->kids[i].stopping) {
             m->kids[i].stopping = true;
-            kill(m->kids[i].pid, SIGTERM);
+            cg_sup_stop_one(&m->sup, m->kids[i].pid, SIGTERM);
         }
     }
     cg_master_manage_workers(m);
-    /* Wait (reaping) until the old workers are gone, at most graceful_timeout. */
+    /* Wait on the self-pipe (reaping) until the old workers are gone, at
+     * most graceful_timeout. */
+    struct old_workers old = { .m = m, .last_age = last_age };
     uint64_t deadline = cg_monotonic_ms() + (uint64_t)m->conf->graceful_timeout * 1000u;
-    while (cg_monotonic_ms() < deadline) {
-        bool old_left = false;
-        for (int i = 0; i < m->nkids; i++) {
-            old_left |= m->kids[i].age <= last_age;
-        }
-        if (!old_left) {
-            break;
-        }
-        cg_master_reap(m);
-        usleep(20000);
-    }
+    cg_sup_wait(&m->sup, CG_SUP_ROLE(CG_ROLE_WORKER), deadline, no_old_worker_left, &old);
 }
 
 void cg_master_reexec(struct cg_master *m)
@@ -196,7 +206,8 @@ void cg_master_reexec(struct cg_master *m)
         cg_log(CG_LOG_WARNING, "USR2 signal ignored. Parent exists.");
         return;
     }
-    pid_t pid = cg_proc_fork(CG_ROLE_MASTER);
+    struct cg_sup_spec spec = { .role = CG_ROLE_MASTER, .respawn = CG_SUP_RESPAWN_NEVER };
+    pid_t pid = cg_sup_spawn(&m->sup, &spec);
     if (pid < 0) {
         cg_log_errno(CG_LOG_ERROR, errno, "USR2: fork failed");
         return;

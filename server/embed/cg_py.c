@@ -1,7 +1,8 @@
 /* Embedded CPython: configuration from PyConfig, virtualenv detection, and
  * the importer that serves the Python sources compiled into the binary
  * (build/gen/cg_pysrc.c). The master calls cg_py_init(); every child gets the
- * interpreter through fork (cg_proc_fork runs the after-fork protocol). */
+ * interpreter through fork (cg_sup_fork in server/cg_supervisor.c runs the
+ * after-fork protocol). */
 #include <Python.h>
 #include <limits.h>
 #include <stdlib.h>

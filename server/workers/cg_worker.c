@@ -18,11 +18,12 @@
 #include "cg_py.h"
 #include "cg_py_app.h"
 #include "cg_sig.h"
+#include "cg_sig_table.h"
 #include "cg_worker.h"
 #include "cg_worker_class.h"
 
-/* QUIT, INT and ABRT are Python handlers (cg_py_hooks_worker_boot). */
-static const int worker_signals[] = { SIGTERM, SIGUSR1, SIGWINCH, 0 };
+/* Signals: the table in core/cg_sig_table.c; QUIT, INT and ABRT are Python
+ * handlers there (cg_py_hooks_worker_boot). */
 
 bool cg_worker_check_signals(struct cg_worker *w)
 {
@@ -168,7 +169,7 @@ static int boot(struct cg_worker *w, PyObject *preloaded_app)
     const struct cg_conf *conf = w->conf;
     PyObject *server = w->hooks->server; /* borrowed */
 
-    if (cg_sig_open(worker_signals, &err) < 0) {
+    if (cg_sig_open_role(CG_ROLE_WORKER, &err) < 0) {
         cg_log(CG_LOG_ERROR, "worker %d: %s", (int)getpid(), err.msg);
         return CG_WORKER_BOOT_ERROR;
     }

@@ -204,3 +204,107 @@ def test_the_map_check_catches_a_missing_file(tmp_path):
         "core/ config/ http/ server/ dirty/ cg_core_a cg_config_a cg_http_a "
         "cg_server_a cg_dirty_a")
     assert map_gaps(str(tmp_path)) == ["directory server/wsgi/", "file server/wsgi/cg_new.c"]
+
+
+# ---- every fork and waitpid of the server goes through the one supervisor ----
+
+# fork() and the wait family; vfork/clone would dodge the check as well.
+PROCESS_CALLS = re.compile(r"(?<![\w.>])(fork|vfork|clone|waitpid|wait|wait3|wait4|waitid)\s*\(")
+SUPERVISOR = "server/cg_supervisor.c"
+
+
+def process_bypasses(root=None):
+    """Calls to fork() or the wait family in any .c file of the layers
+    outside the supervisor (comments and strings do not count)."""
+    root = root or ROOT
+    bad = []
+    for layer in LAYERS:
+        for path in _sources_under(root, layer):
+            rel = os.path.relpath(path, root)
+            if not path.endswith(".c") or rel == SUPERVISOR:
+                continue
+            for i, line in code_lines(path):
+                m = PROCESS_CALLS.search(line)
+                if m:
+                    bad.append("%s:%d: calls %s() outside the supervisor (%s)"
+                               % (rel, i, m.group(1), SUPERVISOR))
+    return bad
+
+
+def _sources_under(root, layer):
+    for d, _dirs, names in os.walk(os.path.join(root, layer)):
+        for n in sorted(names):
+            if n.endswith((".c", ".h")):
+                yield os.path.join(d, n)
+
+
+def test_fork_and_waitpid_only_in_the_supervisor():
+    bad = process_bypasses()
+    assert bad == [], "\n".join(bad)
+
+
+def test_the_check_catches_a_fork_outside_the_supervisor(tmp_path):
+    """The scan works: fork() and waitpid() in a dirty/ or server/ file are
+    reported, the supervisor's own calls and the words in comments, strings,
+    longer names (cg_sup_fork, cg_sup_wait_one) and struct fields are not."""
+    for layer in LAYERS:
+        (tmp_path / layer).mkdir()
+    (tmp_path / "server" / "cg_supervisor.c").write_text(
+        "pid = fork();\nwaitpid(-1, &st, WNOHANG);\n")
+    (tmp_path / "dirty" / "cg_dirty_x.c").write_text(
+        "/* fork() here? */\n"
+        "pid = cg_sup_fork(CG_ROLE_DIRTY_WORKER);\n"
+        "cg_sup_wait_one(pid, &st);\n"
+        "x = \"waitpid(\";\n"
+        "  while (waitpid (pid, &st, 0) < 0) {\n"
+        "p->wait(1);\n")
+    (tmp_path / "server" / "cg_master_x.c").write_text("pid_t p = fork ();\nwait4(p, 0, 0, 0);\n")
+    (tmp_path / "core" / "cg_x.c").write_text("wait(NULL);\n")
+    bad = process_bypasses(str(tmp_path))
+    assert len(bad) == 4, bad
+    assert any("dirty/cg_dirty_x.c:5: calls waitpid()" in b for b in bad)
+    assert any("server/cg_master_x.c:1: calls fork()" in b for b in bad)
+    assert any("server/cg_master_x.c:2: calls wait4()" in b for b in bad)
+    assert any("core/cg_x.c:1: calls wait()" in b for b in bad)
+
+
+# ---- no sleeping in the processes that supervise: they wait on the self-pipe ----
+
+SLEEPS = re.compile(r"(?<![\w.>])(sleep|usleep|nanosleep|clock_nanosleep)\s*\(")
+# The master's and the arbiter's files, and the supervisor that stops for them.
+NO_SLEEP = re.compile(r"^(server/cg_master\w*|server/cg_supervisor|dirty/cg_dirty_arbiter\w*|"
+                      r"dirty/cg_dirty_relay\w*)\.c$")
+
+
+def sleepers(root=None):
+    root = root or ROOT
+    bad = []
+    for layer in ("server", "dirty"):
+        for path in _sources_under(root, layer):
+            rel = os.path.relpath(path, root)
+            if not NO_SLEEP.match(rel):
+                continue
+            for i, line in code_lines(path):
+                m = SLEEPS.search(line)
+                if m:
+                    bad.append("%s:%d: calls %s(); wait on the self-pipe with a deadline "
+                               "(cg_sup_wait) instead" % (rel, i, m.group(1)))
+    return bad
+
+
+def test_no_sleep_in_the_master_or_the_arbiter():
+    bad = sleepers()
+    assert bad == [], "\n".join(bad)
+
+
+def test_the_check_catches_a_sleep(tmp_path):
+    for layer in LAYERS:
+        (tmp_path / layer).mkdir()
+    (tmp_path / "server" / "cg_master_reload.c").write_text(
+        "/* usleep(1) in a comment */\n  usleep(20000);\n")
+    (tmp_path / "dirty" / "cg_dirty_arbiter.c").write_text("x = \"sleep(\";\nsleep (1);\n")
+    (tmp_path / "server" / "cg_listen.c").write_text("sleep(1);\n")  # bind retry: allowed
+    bad = sleepers(str(tmp_path))
+    assert len(bad) == 2, bad
+    assert any("server/cg_master_reload.c:2: calls usleep()" in b for b in bad)
+    assert any("dirty/cg_dirty_arbiter.c:2: calls sleep()" in b for b in bad)
