@@ -5,6 +5,7 @@
  * lines such as "was sent SIGSEGV!"). Keep the `does` texts in step with
  * docs/deployment.md: a test compares them cell by cell. */
 #include <signal.h>
+#include <stdbool.h>
 
 #include "cg_sig.h"
 #include "cg_sig_table.h"
@@ -95,6 +96,17 @@ const struct cg_sig_row *cg_sig_row(int signo)
     return NULL;
 }
 
+/* A signal some role acts on (the name-only rows are left as they are). */
+static bool managed(const struct cg_sig_row *r)
+{
+    for (int role = 0; role < CG_SIG_ROLES; role++) {
+        if (r->role[role].how != CG_SIG_DEFAULT) {
+            return true;
+        }
+    }
+    return false;
+}
+
 int cg_sig_open_role(enum cg_role role, struct cg_err *err)
 {
     int record[sizeof(cg_sig_table) / sizeof(cg_sig_table[0]) + 1];
@@ -106,6 +118,11 @@ int cg_sig_open_role(enum cg_role role, struct cg_err *err)
             record[n++] = cg_sig_table[i].signo;
         } else if (a->how == CG_SIG_IGNORE) {
             signal(cg_sig_table[i].signo, SIG_IGN);
+        } else if (managed(&cg_sig_table[i])) {
+            /* what this role leaves alone starts at the kernel's default,
+             * whatever was inherited (nohup ignores HUP, a shell's `&`
+             * ignores INT and QUIT); Python installs its own later */
+            signal(cg_sig_table[i].signo, SIG_DFL);
         }
     }
     record[n] = 0;
