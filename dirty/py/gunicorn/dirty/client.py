@@ -20,7 +20,7 @@ import weakref
 import _cgunicorn_dirty as codec
 
 from . import _channel
-from ._channel import SOCKET_ENV, encode, encode_parts
+from ._channel import SOCKET_ENV, encode, encode_fds
 from .errors import (
     DirtyConnectionError,
     DirtyError,
@@ -42,13 +42,24 @@ __all__ = [
 ]
 
 
-def _request_body(app_path, action, args, kwargs, timeout, stream=False):
+def _request_body(app_path, action, args, kwargs, timeout, stream=False, fds=False):
     body = {"app_path": app_path, "action": action, "args": list(args), "kwargs": kwargs}
     if timeout:
         body["timeout"] = float(timeout)
     if stream:
         body["stream"] = True
+    if fds:
+        # this connection takes results and chunks in memfds (zero-copy)
+        body["fds"] = True
     return body
+
+
+def _encode_request(chan, rid, body):
+    """(parts, fds) of a sync REQUEST: large bytes arguments in memfds."""
+    zc = chan.zero_copy_threshold
+    if zc:
+        body["fds"] = True
+    return encode_fds(codec.REQUEST, rid, body, chan.max_message, zc, chan.max_payload)
 
 
 def _result(msg_type, body, app_path, action):
@@ -99,11 +110,10 @@ class DirtyClient:
         with self._lock:
             chan = self._chan
             rid = chan.new_id()
-            frame = encode_parts(codec.REQUEST, rid,
-                                 _request_body(app_path, action, args, kwargs, self.timeout),
-                                 chan.max_message)
+            frame, fds = _encode_request(
+                chan, rid, _request_body(app_path, action, args, kwargs, self.timeout))
             deadline = time.monotonic() + self.timeout if self.timeout else None
-            chan.send(frame, deadline)
+            chan.send(frame, deadline, fds)
             try:
                 msg_type, body = chan.recv_for(rid, deadline,
                                                "Timeout waiting for dirty app response",
@@ -396,12 +406,12 @@ class DirtyStreamIterator(_StreamIteratorBase):
     def _start(self):
         chan = self.client._chan
         self._request_id = rid = chan.new_id()
-        frame = encode_parts(codec.REQUEST, rid, self._request(), chan.max_message)
+        frame, fds = _encode_request(chan, rid, self._request())
         self._start_clock()
         chan.open_stream(rid)
         self._started = True
         try:
-            chan.send(frame, self._deadline)
+            chan.send(frame, self._deadline, fds)
         except BaseException:
             self._finish()
             raise
