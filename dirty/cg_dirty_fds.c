@@ -30,6 +30,9 @@ int cg_dirty_fdq_take(struct cg_dirty_fdq *q, int *out, size_t n)
     if (n > q->n) {
         return -1;
     }
+    if (n == 0) {
+        return 0; /* the common case: no memcpy(NULL, ...) */
+    }
     memcpy(out, q->fds, n * sizeof(int));
     memmove(q->fds, q->fds + n, (q->n - n) * sizeof(int));
     q->n -= n;
@@ -39,6 +42,9 @@ int cg_dirty_fdq_take(struct cg_dirty_fdq *q, int *out, size_t n)
 /* Appends n descriptors; on allocation failure closes them and fails. */
 static int fdq_push(struct cg_dirty_fdq *q, const int *fds, size_t n)
 {
+    if (n == 0) {
+        return 0;
+    }
     if (q->cap - q->n < n) {
         size_t cap = q->cap ? q->cap * 2 : 16;
         while (cap - q->n < n) {
