@@ -754,7 +754,8 @@ static PyObject *dec_memfd(struct dec *d, size_t k, size_t len)
     if (b == NULL || len == 0) {
         return b;
     }
-    void *m = mmap(NULL, len, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+    /* faulted in by the memcpy: measured faster than MAP_POPULATE here */
+    void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
     if (m == MAP_FAILED) {
         Py_DECREF(b);
         return PyErr_SetFromErrno(PyExc_OSError);
