@@ -76,6 +76,17 @@ def test_large_results_and_stream_chunks(server_factory):
     assert memfds(srv)[1] == 5
 
 
+def test_async_client_sends_and_receives_memfds(server_factory):
+    srv = start(server_factory)
+    r = get(srv, "/aecho?size=%d" % (3 * MIB))
+    assert r["sent_sha"] == r["got_sha"] and r["got_type"] == "bytes"
+    assert r["chunks"] == [3 * MIB, 3 * MIB]
+    assert memfds(srv) == (1, 3, 1)
+    r = get(srv, "/aecho?size=1000")  # small: inline
+    assert r["sent_sha"] == r["got_sha"] and r["chunks"] == [1000, 1000]
+    assert memfds(srv) == (1, 3, 1)
+
+
 def test_threshold_is_honoured(server_factory):
     srv = start(server_factory, "--dirty-zero-copy-threshold", "100000")
     assert get(srv, "/digest?size=100000")["len"] == 100000

@@ -9,7 +9,10 @@ GET /slow?size=N&timeout=S    ZC.slow(big, S*3) with a client timeout of S
 GET /stats                    memfd counters of this HTTP worker and of the dirty worker
 GET /ppid                     the dirty worker's parent: the arbiter's pid
 GET /status                   the arbiter's STATUS reply
+GET /aecho?size=N             execute_async() echo of N random bytes, then a
+                              stream_async() of 2 chunks of N bytes
 """
+import asyncio
 import hashlib
 import json
 import os
@@ -68,6 +71,18 @@ def pattern(n):
     return (block * (n // max(len(block), 1) + 1))[:n]
 
 
+async def _aecho(size):
+    c = DirtyClient(get_dirty_socket_path(), timeout=120)
+    try:
+        data = os.urandom(size)
+        got = await c.execute_async(APP, "echo", data)
+        chunks = [len(x) async for x in c.stream_async(APP, "chunks", size, 2)]
+        return {"sent_sha": _sha(data), "got_sha": _sha(got), "got_type": type(got).__name__,
+                "chunks": chunks}
+    finally:
+        await c.close_async()
+
+
 def _view(path, q):
     c = get_dirty_client(timeout=120)
     size = int(q.get("size", ["0"])[0])
@@ -102,6 +117,8 @@ def _view(path, q):
             return {"result": cl.execute(APP, "slow", b"s" * size, t * 3)}
         finally:
             cl.close()
+    if path == "/aecho":
+        return asyncio.run(_aecho(size))
     if path == "/digest":
         return c.execute(APP, "digest", b"d" * size)
     if path == "/stats":

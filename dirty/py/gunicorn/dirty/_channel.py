@@ -35,7 +35,7 @@ SOCKET_ENV = "GUNICORN_DIRTY_SOCKET"
 MAX_MESSAGE_ENV = "CGUNICORN_DIRTY_MAX_MESSAGE_SIZE"
 ZERO_COPY_ENV = "CGUNICORN_DIRTY_ZERO_COPY_THRESHOLD"
 MAX_PAYLOAD_ENV = "CGUNICORN_DIRTY_MAX_PAYLOAD_SIZE"
-_ANCBUF = socket.CMSG_SPACE(codec.MAX_FDS * array.array("i").itemsize)
+ANCBUF = socket.CMSG_SPACE(codec.MAX_FDS * array.array("i").itemsize)
 
 
 def _env_int(name, default, minimum):
@@ -277,7 +277,7 @@ class Channel:
 
     def _recv_into(self, view, deadline):
         self.sock.settimeout(self._remaining(deadline))
-        n, anc, flags, _ = self.sock.recvmsg_into([view], _ANCBUF, socket.MSG_CMSG_CLOEXEC)
+        n, anc, flags, _ = self.sock.recvmsg_into([view], ANCBUF, socket.MSG_CMSG_CLOEXEC)
         for level, kind, data in anc:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds = array.array("i")
