@@ -59,6 +59,9 @@ struct cg_dirty_client {
     struct cg_dirty_call *calls;     /* its calls (cprev/cnext) */
     uint64_t skip;                   /* bytes of a refused frame still to discard */
     bool paused_workers;             /* some worker link waits for our output to drain */
+    size_t zc_inflight;              /* memfd bytes sent to it since it last had read
+                                      * everything (back-pressure, cg_dirty_relay_fds.c) */
+    struct event *zc_timer;          /* polls its reading while memfds hold workers */
     bool want_flush;                 /* in arb->flush: output added, not yet written */
     struct cg_dirty_client *flush_next;
     struct cg_dirty_client *prev, *next;
@@ -216,6 +219,16 @@ void cg_dirty_relay_fdio_mark(struct cg_dirty_relay_fdio *io, const int *fds, si
 /* (cg_dirty_relay_fds.c) Writes while descriptors wait to be sent; false
  * when there are none (the caller writes as usual). */
 bool cg_dirty_relay_fdio_flush(struct cg_dirty_relay_fdio *io);
+
+/* (cg_dirty_relay_fds.c) Back-pressure for memfd payloads, which weigh
+ * nothing in the output buffer: a reply frame's memfds (fds[0..n-1]) are
+ * about to go to `cl`; counts their bytes in cl->zc_inflight, which drops
+ * to 0 once the client has read everything sent to it. */
+void cg_dirty_relay_zc_add(struct cg_dirty_client *cl, const int *fds, size_t n);
+
+/* (cg_dirty_relay_fds.c) True while the memfd bytes `cl` has not read yet
+ * should keep its workers paused (more than half CG_DIRTY_CLIENT_HIGH_WATER). */
+bool cg_dirty_relay_zc_busy(struct cg_dirty_client *cl);
 
 /* --- cg_dirty_arbiter.c --------------------------------------------- */
 

@@ -309,7 +309,9 @@ static bool client_process(struct cg_dirty_client *cl)
     }
 }
 
-/* Output drained below the low mark: resume workers paused for us. */
+/* Output drained below the low mark: resume workers paused for us (bev
+ * NULL: unconditionally, the client is going away). While memfds it has not
+ * read yet hold them, the zc timer polls instead. */
 static void on_client_write(struct bufferevent *bev, void *arg)
 {
     struct cg_dirty_client *cl = arg;
@@ -318,6 +320,13 @@ static void on_client_write(struct bufferevent *bev, void *arg)
         cg_dirty_relay_on_drained(bev);
     }
     if (!cl->paused_workers) {
+        return;
+    }
+    if (bev != NULL && cg_dirty_relay_zc_busy(cl)) {
+        struct timeval tv = { 0, 2000 };
+        if (cl->zc_timer != NULL && !evtimer_pending(cl->zc_timer, NULL)) {
+            evtimer_add(cl->zc_timer, &tv);
+        }
         return;
     }
     cl->paused_workers = false;
@@ -329,6 +338,26 @@ static void on_client_write(struct bufferevent *bev, void *arg)
 }
 
 static void on_client_event(struct bufferevent *bev, short what, void *arg);
+
+/* Workers wait for this client to read memfd replies: resume them once it
+ * has, and once its output is below the low mark. */
+static void on_zc_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct cg_dirty_client *cl = arg;
+    struct timeval tv = { 0, 2000 };
+    (void)fd;
+    (void)what;
+
+    if (!cl->paused_workers) {
+        return;
+    }
+    if (cg_dirty_relay_zc_busy(cl) || evbuffer_get_length(bufferevent_get_output(cl->bev)) >
+                                          CG_DIRTY_CLIENT_HIGH_WATER / 2) {
+        evtimer_add(cl->zc_timer, &tv);
+        return;
+    }
+    on_client_write(NULL, cl);
+}
 
 static void on_client_readable(evutil_socket_t fd, short what, void *arg)
 {
@@ -396,6 +425,9 @@ static void client_free(struct cg_dirty_client *cl)
         cl->next->prev = cl->prev;
     }
     event_free(cl->rev);
+    if (cl->zc_timer != NULL) {
+        event_free(cl->zc_timer);
+    }
     evbuffer_free(cl->in);
     cg_dirty_relay_fdio_deinit(&cl->fdio);
     bufferevent_free(cl->bev);
@@ -434,6 +466,7 @@ void cg_dirty_relay_on_accept(evutil_socket_t fd, short what, void *arg)
         arb->clients = cl;
         cg_dirty_relay_tune(cl->bev);
         cl->rev = event_new(arb->base, cfd, EV_READ | EV_PERSIST, on_client_readable, cl);
+        cl->zc_timer = evtimer_new(arb->base, on_zc_timer, cl);
         cl->in = evbuffer_new();
         if (cg_dirty_relay_fdio_init(&cl->fdio, arb, cl->bev) < 0) {
             cg_log(CG_LOG_ERROR, "dirty arbiter: out of memory for a client connection");

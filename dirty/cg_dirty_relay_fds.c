@@ -14,14 +14,26 @@
  * descriptors are closed as soon as they are sent, and on every path that
  * drops a frame or a connection.
  *
+ * Back-pressure: a memfd reply adds only a few bytes to a client's output,
+ * so a slow reader of a stream of large chunks would never pause its
+ * worker, and the chunks would pile up in memfds. The arbiter therefore
+ * counts the memfd bytes it sent to each client since the client last had
+ * read everything (its output empty and nothing unread in the socket,
+ * SIOCOUTQ); above CG_DIRTY_CLIENT_HIGH_WATER the worker is paused as for
+ * a full output buffer, and a timer watches the client's reading to resume
+ * it. (The dirty worker bounds its own memfds in flight the same way.)
+ *
  * Arbiter process only, single-threaded (libevent callbacks). */
 #include <errno.h>
+#include <linux/sockios.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 
 #include "cg_dirty_arbiter_int.h"
@@ -34,6 +46,42 @@ struct cg_dirty_fdmark {
     int fds[CG_DIRTY_MAX_FDS]; /* owned */
     struct cg_dirty_fdmark *next;
 };
+
+/* Bytes of the client's replies not read by it yet (output + socket). */
+static size_t unread(struct bufferevent *bev)
+{
+    int queued = 0;
+
+    if (ioctl(bufferevent_getfd(bev), SIOCOUTQ, &queued) < 0 || queued < 0) {
+        queued = 0;
+    }
+    return evbuffer_get_length(bufferevent_get_output(bev)) + (size_t)queued;
+}
+
+void cg_dirty_relay_zc_add(struct cg_dirty_client *cl, const int *fds, size_t n)
+{
+    struct stat st;
+
+    if (n == 0) {
+        return;
+    }
+    if (cl->zc_inflight > 0 && unread(cl->bev) == 0) {
+        cl->zc_inflight = 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (fstat(fds[i], &st) == 0 && st.st_size > 0) {
+            cl->zc_inflight += (size_t)st.st_size;
+        }
+    }
+}
+
+bool cg_dirty_relay_zc_busy(struct cg_dirty_client *cl)
+{
+    if (cl->zc_inflight > 0 && unread(cl->bev) == 0) {
+        cl->zc_inflight = 0;
+    }
+    return cl->zc_inflight > CG_DIRTY_CLIENT_HIGH_WATER / 2;
+}
 
 static void on_fdio_writable(evutil_socket_t fd, short what, void *arg);
 

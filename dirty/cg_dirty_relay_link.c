@@ -164,24 +164,33 @@ static int on_worker_frame(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
     } else {
         struct cg_dirty_client *cl = c->client;
         struct evbuffer *out = bufferevent_get_output(cl->bev);
+        cg_dirty_relay_zc_add(cl, fds, h->nfds);
         cg_dirty_relay_fdio_mark(&cl->fdio, fds, h->nfds); /* with the header's first byte */
         evbuffer_remove(in, hdr, sizeof(hdr));
         cg_dirty_frame_set_id(hdr, c->cid);
         evbuffer_add(out, hdr, sizeof(hdr));
         evbuffer_remove_buffer(in, out, size - sizeof(hdr));
         flush_later(cl);
-        if (evbuffer_get_length(out) > CG_DIRTY_CLIENT_HIGH_WATER) {
+        bool zc_full = cl->zc_inflight > CG_DIRTY_CLIENT_HIGH_WATER;
+        if (zc_full || evbuffer_get_length(out) > CG_DIRTY_CLIENT_HIGH_WATER) {
             /* a big backlog: write now, pause below if it stays */
             cg_dirty_relay_flush_out(cl->bev, &cl->fdio);
         }
         if (h->type == CG_DIRTY_CHUNK && c->timer != NULL && !c->timed_out) {
             cg_dirty_relay_rearm(c); /* dirty_timeout counts from the last chunk */
         }
-        if (evbuffer_get_length(out) > CG_DIRTY_CLIENT_HIGH_WATER) {
+        if (zc_full && !cg_dirty_relay_zc_busy(cl)) {
+            zc_full = false; /* it read them all already */
+        }
+        if (zc_full || evbuffer_get_length(out) > CG_DIRTY_CLIENT_HIGH_WATER) {
             /* Slow reader: stop reading this worker until it drains. */
             event_del(w->rev);
             w->paused_by = cl;
             cl->paused_workers = true;
+            if (zc_full && cl->zc_timer != NULL) {
+                struct timeval tv = { 0, 2000 };
+                evtimer_add(cl->zc_timer, &tv);
+            }
         }
     }
     if (c != NULL && h->type != CG_DIRTY_CHUNK) {

@@ -22,7 +22,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -52,6 +55,15 @@ static int link_fd = -1;
 static size_t max_message;
 static struct cg_dirty_zc zc_opts;     /* dirty_zero_copy_threshold, dirty_max_payload_size */
 static struct cg_dirty_fdq link_fds;   /* received with frames not yet whole (main thread) */
+static size_t zc_inflight;             /* memfd bytes sent since the arbiter last had read all
+                                        * we sent (write_lock) */
+
+/* Memfd bytes a worker may have sent that the arbiter has not read yet,
+ * before the next memfd frame waits (a memfd frame is a few bytes in the
+ * socket, so the socket's own buffer would let a fast generator create
+ * memfds without bound while a slow caller reads). One frame larger than
+ * this still goes, alone. */
+#define ZC_WINDOW (4u * 1024u * 1024u)
 static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;
@@ -64,6 +76,42 @@ static PyObject *py_worker; /* the Python Worker object */
 /* ------------------------------------------------------------------ */
 /* Writing frames                                                      */
 
+/* Bytes sent on the link that the arbiter has not read yet. */
+static size_t link_unread(void)
+{
+    int queued = 0;
+
+    if (ioctl(link_fd, SIOCOUTQ, &queued) < 0 || queued < 0) {
+        return 0;
+    }
+    return (size_t)queued;
+}
+
+/* Waits (write lock held, GIL released) until a memfd frame of `nfds`
+ * descriptors fits in ZC_WINDOW, then counts it. */
+static void zc_window_wait(const int *fds, size_t nfds)
+{
+    size_t bytes = 0;
+    struct stat st;
+
+    for (size_t i = 0; i < nfds; i++) {
+        if (fstat(fds[i], &st) == 0 && st.st_size > 0) {
+            bytes += (size_t)st.st_size;
+        }
+    }
+    while (zc_inflight > 0) {
+        if (link_unread() == 0) {
+            zc_inflight = 0; /* the arbiter has them all */
+            break;
+        }
+        if (zc_inflight + bytes <= ZC_WINDOW) {
+            break;
+        }
+        poll(NULL, 0, 1);
+    }
+    zc_inflight += bytes;
+}
+
 /* Writes iovecs fully (advancing them; IOV_MAX at a time) under the write
  * lock, so frames of concurrent calls never interleave; fds[0..nfds-1] go
  * with the first byte. 0, or -1 (errno). */
@@ -72,6 +120,9 @@ static int write_iov_fds(struct iovec *iov, int iovcnt, const int *fds, size_t n
     int rc = 0;
 
     pthread_mutex_lock(&write_lock);
+    if (nfds > 0) {
+        zc_window_wait(fds, nfds);
+    }
     while (iovcnt > 0) {
         ssize_t w = cg_dirty_fds_send(link_fd, iov, iovcnt < IOV_MAX ? iovcnt : IOV_MAX, fds,
                                       nfds, 0);

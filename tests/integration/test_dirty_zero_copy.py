@@ -76,6 +76,16 @@ def test_large_results_and_stream_chunks(server_factory):
     assert memfds(srv)[1] == 5
 
 
+def test_slow_reader_holds_back_memfd_chunks(server_factory):
+    # memfd frames are a few bytes each: without its own back-pressure the
+    # generator would run through all 30 chunks (240 MiB of memfds) while
+    # the caller sleeps after the first
+    srv = start(server_factory)
+    r = get(srv, "/slowstream?size=%d&n=30" % (8 * MIB))
+    assert r["lens"] == [8 * MIB] * 30
+    assert r["produced_while_paused"] <= 6, r
+
+
 def test_async_client_sends_and_receives_memfds(server_factory):
     srv = start(server_factory)
     r = get(srv, "/aecho?size=%d" % (3 * MIB))

@@ -9,6 +9,8 @@ GET /slow?size=N&timeout=S    ZC.slow(big, S*3) with a client timeout of S
 GET /stats                    memfd counters of this HTTP worker and of the dirty worker
 GET /ppid                     the dirty worker's parent: the arbiter's pid
 GET /status                   the arbiter's STATUS reply
+GET /slowstream?size=N&n=K   reads one of K chunks of N bytes, waits, asks how many
+                              the generator produced meanwhile, reads the rest
 GET /aecho?size=N             execute_async() echo of N random bytes, then a
                               stream_async() of 2 chunks of N bytes
 """
@@ -29,6 +31,13 @@ APP = "dirty_zc_apps:ZC"
 
 
 class ZC(DirtyApp):
+    def counted(self, size, n, path):
+        """Yields n chunks, writing to `path` how many it has produced."""
+        for i in range(n):
+            with open(path, "w") as f:
+                f.write(str(i + 1))
+            yield bytes([i % 256]) * size
+
     def echo(self, value):
         return value
 
@@ -117,6 +126,17 @@ def _view(path, q):
             return {"result": cl.execute(APP, "slow", b"s" * size, t * 3)}
         finally:
             cl.close()
+    if path == "/slowstream":
+        n = int(q["n"][0])
+        path = "/tmp/cgunicorn-zc-progress-%d" % os.getpid()
+        it = iter(c.stream(APP, "counted", size, n, path))
+        lens = [len(next(it))]
+        time.sleep(1.5)
+        with open(path) as f:
+            produced = int(f.read())
+        lens += [len(x) for x in it]
+        os.unlink(path)
+        return {"produced_while_paused": produced, "lens": lens}
     if path == "/aecho":
         return asyncio.run(_aecho(size))
     if path == "/digest":
