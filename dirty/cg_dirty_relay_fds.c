@@ -128,7 +128,8 @@ void cg_dirty_relay_fdio_mark(struct cg_dirty_relay_fdio *io, const int *fds, si
         return;
     }
     m = calloc(1, sizeof(*m));
-    if (io == NULL || io->bev == NULL || m == NULL || nfds > CG_DIRTY_MAX_FDS) {
+    if (io == NULL || io->bev == NULL || io->wev == NULL || m == NULL ||
+        nfds > CG_DIRTY_MAX_FDS) {
         /* the frame then goes without them: its receiver fails it cleanly */
         cg_log(CG_LOG_ERROR, "dirty arbiter: cannot forward %zu memfd(s) with a frame", nfds);
         cg_dirty_fds_close(fds, nfds);

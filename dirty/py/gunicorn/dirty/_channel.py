@@ -275,8 +275,16 @@ class Channel:
             raise socket.timeout()
         return left
 
-    def _recv_into(self, view, deadline):
+    def _recv_into(self, view, deadline, fds=True):
+        """recv into view; with fds, the descriptors that come with the
+        data are queued (a frame's memfds come with its first byte, so body
+        reads, which stop at the frame's end, need no control buffer)."""
         self.sock.settimeout(self._remaining(deadline))
+        if not fds:
+            n = self.sock.recv_into(view)
+            if n == 0:
+                raise ConnectionResetError("the dirty arbiter closed the connection")
+            return n
         n, anc, flags, _ = self.sock.recvmsg_into([view], ANCBUF, socket.MSG_CMSG_CLOEXEC)
         for level, kind, data in anc:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -309,7 +317,7 @@ class Channel:
         try:
             while self._body_got < self._body_len:
                 self._body_got += self._recv_into(view[self._body_got:self._body_len],
-                                                  deadline)
+                                                  deadline, fds=False)
         finally:
             view.release()
         msg_type, rid, json_len, _ = self._head
