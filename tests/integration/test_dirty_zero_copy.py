@@ -168,3 +168,104 @@ def test_bad_values_are_rejected_naming_the_flag():
     assert r.returncode != 0 and "--dirty-max-payload-size" in (r.stdout + r.stderr)
     r = run_cmd(["--dirty-max-payload-size", "x", "--check-config", "app:app"])
     assert r.returncode != 0 and "--dirty-max-payload-size" in (r.stdout + r.stderr)
+
+
+# -- a peer that does not follow the rules -----------------------------------
+
+def _frame(msg_type, rid, body, blob=b"", nfds=0):
+    import struct
+    j = json.dumps(body).encode()
+    return (b"CGD\x01" + bytes([msg_type, nfds, 0, 0]) + struct.pack(">QII", rid, len(j), len(blob))
+            + j + blob)
+
+
+def _read_frame(sock):
+    import struct
+
+    def exact(n):
+        out = b""
+        while len(out) < n:
+            got = sock.recv(n - len(out))
+            if not got:
+                return None
+            out += got
+        return out
+    head = exact(24)
+    if head is None:
+        return None
+    rid, j, b = struct.unpack(">QII", head[8:24])
+    body = exact(j + b)
+    return head[4], rid, json.loads(body[:j])
+
+
+def _memfd(data, seal=True):
+    import fcntl
+    fd = os.memfd_create("t", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    os.write(fd, data)
+    if seal:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+    return fd
+
+
+def test_bad_memfd_frames_are_refused(server_factory):
+    import array
+    import socket
+    srv = start(server_factory)
+    arb = arbiter(srv)
+    path = srv.wait_for_log(r"Dirty arbiter listening on (\S+)").group(1)
+    request = {"app_path": APP, "action": "digest", "args": [{"\u0000m": [0, 5]}],
+               "kwargs": {}, "fds": True}
+    before = fd_count(arb)
+
+    # a frame that announces a memfd but brings none: the connection is closed
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(_frame(1, 1, request, nfds=1))
+        assert _read_frame(s) is None
+    # a tag naming a descriptor the frame did not bring: refused by the arbiter
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(path)
+        bad = dict(request, args=[{"\u0000m": [1, 5]}])
+        fd = _memfd(b"hello")
+        s.sendmsg([_frame(1, 2, bad, nfds=1)],
+                   [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+        os.close(fd)
+        t, rid, body = _read_frame(s)
+        assert (t, rid, body["error"]["type"]) == (3, 2, "DirtyProtocolError")
+        assert "descriptor #1" in body["error"]["message"]
+        # an unsealed memfd: the dirty worker refuses to map it
+        fd = _memfd(b"hello", seal=False)
+        s.sendmsg([_frame(1, 3, request, nfds=1)],
+                   [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+        os.close(fd)
+        t, rid, body = _read_frame(s)
+        assert (t, rid, body["error"]["type"]) == (3, 3, "DirtyProtocolError")
+        assert "not sealed" in body["error"]["message"]
+        # a sealed one shorter than its tag says
+        fd = _memfd(b"hel")
+        s.sendmsg([_frame(1, 4, request, nfds=1)],
+                   [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+        os.close(fd)
+        t, rid, body = _read_frame(s)
+        assert body["error"]["type"] == "DirtyProtocolError" and "shorter" in \
+            body["error"]["message"]
+        # and a good one works on the same connection
+        fd = _memfd(b"hello")
+        s.sendmsg([_frame(1, 5, request, nfds=1)],
+                   [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+        os.close(fd)
+        t, rid, body = _read_frame(s)
+        assert (t, rid, body["result"]["len"]) == (2, 5, 5)
+        # memfds on a stash frame are refused
+        fd = _memfd(b"hello")
+        s.sendmsg([_frame(7, 6, {"op": "put", "table": "t", "key": "k",
+                                 "value": {"\u0000m": [0, 5]}}, nfds=1)],
+                   [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+        os.close(fd)
+        t, rid, body = _read_frame(s)
+        assert (t, rid, body["error"]["type"]) == (3, 6, "DirtyProtocolError")
+    assert get(srv, "/digest?size=10")["len"] == 10  # still serving
+    wait_until(lambda: fd_count(arb) == before, 10, "arbiter fds back to %d" % before)
