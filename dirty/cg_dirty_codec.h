@@ -83,8 +83,9 @@ struct cg_dirty_header {
 };
 
 /* Parses the 24-byte header at `buf`. Checks magic, version, type, the fd
- * count (<= CG_DIRTY_MAX_FDS), reserved bytes and that 24 + J + B <= max_message. Returns 0, or -1 with err naming
- * what is wrong (the connection that sent it should be closed). */
+ * count (<= CG_DIRTY_MAX_FDS), reserved bytes and that 24 + J + B <=
+ * max_message. Returns 0, or -1 with err naming what is wrong (the
+ * connection that sent it should be closed). */
 int cg_dirty_header_decode(const unsigned char *buf, size_t max_message,
                            struct cg_dirty_header *out, struct cg_err *err);
 
