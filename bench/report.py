@@ -200,8 +200,11 @@ def _detail(scenarios, results, notes, dirty):
                     if r["errors"] > 0.01 * max(r["requests"], 1):
                         err += " " + notes.ref(ERRORS_NOTE)
                     cells.append(err)
-                cells.append("%.1f + %.1f (%d)" % (r["rss_master_kb"] / 1024.0,
-                                                   r["rss_workers_kb"] / 1024.0, r["nprocs"]))
+                rss = "%.1f + %.1f (%d)" % (r["rss_master_kb"] / 1024.0,
+                                            r["rss_workers_kb"] / 1024.0, r["nprocs"])
+                if dirty and r.get("arbiter_hwm_kb"):
+                    rss += "; dirty arbiter peak %.1f" % (r["arbiter_hwm_kb"] / 1024.0)
+                cells.append(rss)
                 cells.append("%.2f×" % rel[vid] if vid in rel else "—")
             rows.append("| %s | %s | %s |" % (sc.title, name, " | ".join(cells)))
     return rows

@@ -38,9 +38,9 @@ class Mode:
 
 
 FULL = Mode("full", runs=3, duration=3, warmup=1, budget=13 * 60,
-            dirty_n={"trivial": 2000, "bytes": 100, "stream": 40})
+            dirty_n={"trivial": 2000, "bytes": 100, "bytes64": 10, "stream": 40})
 QUICK = Mode("quick", runs=1, duration=2, warmup=0, budget=150,
-             dirty_n={"trivial": 300, "bytes": 20, "stream": 8})
+             dirty_n={"trivial": 300, "bytes": 20, "bytes64": 3, "stream": 8})
 
 
 def cpu_sets():
@@ -143,6 +143,7 @@ def measure_dirty(srv, kind, mode):
                    rate_max=by_rate[-1]["calls_per_s"], p50_us=med["p50_us"],
                    p99_us=med["p99_us"], errors=0, requests=n * len(runs),
                    rss_master_kb=master, rss_workers_kb=workers, nprocs=nproc,
+                   arbiter_hwm_kb=max([r.get("arbiter_hwm_kb") or 0 for r in runs]),
                    runs=[r["calls_per_s"] for r in runs])
 
 

@@ -78,7 +78,7 @@ class Scenario:
         self.app = app              # wsgi | asgi | fastapi
         self.variants = variants    # ids from servers.VARIANTS, in table order
         self.load = load
-        self.dirty = dirty          # None | trivial | bytes | stream
+        self.dirty = dirty          # None | trivial | bytes | bytes64 | stream
 
     @property
     def unit(self):
@@ -121,6 +121,8 @@ SCENARIOS = [
              dirty="trivial"),
     Scenario("dirty-bytes-1m", "dirty execute(), 1 MiB bytes echo", "wsgi", DIRTY,
              dirty="bytes"),
+    Scenario("dirty-bytes-64m", "dirty execute(), 64 MiB bytes echo", "wsgi", DIRTY,
+             dirty="bytes64"),
     Scenario("dirty-stream-1000", "dirty stream(), 1,000 chunks per call", "wsgi", DIRTY,
              dirty="stream"),
 ]

@@ -538,3 +538,11 @@ PyObject *cg_conf_check_h2_frame(const struct cg_conf_setting *s, PyObject *v,
     (void)s;
     return cg_conf_helper_call("int_range", err, "(OLL)", v, 16384LL, 16777215LL);
 }
+
+/* dirty_max_payload_size: 1 byte .. 2^62 (a memfd's size is an off_t). */
+PyObject *cg_conf_check_payload_size(const struct cg_conf_setting *s, PyObject *v,
+                                     struct cg_err *err)
+{
+    (void)s;
+    return cg_conf_helper_call("int_range", err, "(OLL)", v, 1LL, 1LL << 62);
+}

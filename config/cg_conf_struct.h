@@ -181,6 +181,8 @@ struct cg_conf {
     int dirty_queue_timeout;
     int dirty_graceful_timeout;
     long dirty_max_message_size; /* cgunicorn extension, not in gunicorn */
+    long dirty_zero_copy_threshold; /* cgunicorn extension; 0 = off */
+    long dirty_max_payload_size;    /* cgunicorn extension */
 
     /* Control */
     char *control_socket;

@@ -602,6 +602,19 @@ const struct cg_conf_setting cg_conf_settings[] = {
       .check = cg_conf_check_pos_int, .offset = OFF(dirty_max_message_size),
       .flags = CG_CONF_IMPLEMENTED | CG_CONF_EXTENSION,
       .help = "Largest dirty IPC frame, in bytes (cgunicorn extension)." },
+    { .name = "dirty_zero_copy_threshold", .cli = { "--dirty-zero-copy-threshold" },
+      .meta = "INT", .section = CG_SECTION_DIRTY, .type = CG_CONF_LONG, .action = CG_ACT_INT,
+      .dflt = "1048576", .check = cg_conf_check_pos_int, .offset = OFF(dirty_zero_copy_threshold),
+      .flags = CG_CONF_IMPLEMENTED | CG_CONF_EXTENSION,
+      .help = "Bytes values (arguments, results, stream chunks) larger than this travel in a "
+              "sealed memfd passed over the dirty sockets instead of inside the frame; 0: "
+              "never (cgunicorn extension)." },
+    { .name = "dirty_max_payload_size", .cli = { "--dirty-max-payload-size" }, .meta = "INT",
+      .section = CG_SECTION_DIRTY, .type = CG_CONF_LONG, .action = CG_ACT_INT,
+      .dflt = "4294967296", .check = cg_conf_check_payload_size,
+      .offset = OFF(dirty_max_payload_size), .flags = CG_CONF_IMPLEMENTED | CG_CONF_EXTENSION,
+      .help = "Largest bytes value sent in a memfd (see dirty_zero_copy_threshold), in bytes "
+              "(cgunicorn extension)." },
     { .name = "dirty_queue_limit", .cli = { "--dirty-queue-limit" }, .meta = "INT",
       .section = CG_SECTION_DIRTY, .type = CG_CONF_INT, .action = CG_ACT_INT, .dflt = "0",
       .check = cg_conf_check_pos_int, .offset = OFF(dirty_queue_limit),

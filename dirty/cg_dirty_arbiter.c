@@ -146,6 +146,14 @@ int cg_dirty_prepare(struct cg_conf *conf, struct cg_err *err)
             return -1;
         }
     }
+    /* zero-copy payloads (cg_dirty_fds.h): the clients' threshold and bound */
+    char zc[32], maxp[32];
+    snprintf(zc, sizeof(zc), "%ld", conf->dirty_zero_copy_threshold);
+    snprintf(maxp, sizeof(maxp), "%ld", conf->dirty_max_payload_size);
+    if (export_env("CGUNICORN_DIRTY_ZERO_COPY_THRESHOLD", zc, err) < 0 ||
+        export_env("CGUNICORN_DIRTY_MAX_PAYLOAD_SIZE", maxp, err) < 0) {
+        return -1;
+    }
     return 0;
 }
 

@@ -2,7 +2,8 @@
  * process life cycle, signals, worker processes; cg_dirty_relay*.c: the
  * connections and frame routing, in four files: cg_dirty_relay.c shared
  * helpers and dispatch, cg_dirty_relay_client.c client connections,
- * cg_dirty_relay_link.c worker links, cg_dirty_relay_deadline.c deadlines).
+ * cg_dirty_relay_link.c worker links, cg_dirty_relay_deadline.c deadlines,
+ * cg_dirty_relay_fds.c the memfds forwarded with frames).
  * Arbiter process only, single-threaded. */
 #ifndef CG_DIRTY_ARBITER_INT_H
 #define CG_DIRTY_ARBITER_INT_H
@@ -16,6 +17,7 @@
 #include <sys/types.h>
 
 #include "cg_conf.h"
+#include "cg_dirty_fds.h"
 #include "cg_dirty_pool.h"
 #include "cg_dirty_stash.h"
 #include "cg_py_hook_table.h"
@@ -35,15 +37,32 @@ enum cg_dirty_arb_state {
     CG_DIRTY_ARB_STOPPING, /* workers told to exit; waiting to reap them */
 };
 
+struct cg_dirty_fdmark;
+
+/* The descriptors of one connection (cg_dirty_relay_fds.c): received and
+ * not yet claimed by a whole frame, and those to send with bytes of the
+ * output. */
+struct cg_dirty_relay_fdio {
+    struct cg_dirty_arb *arb;
+    struct bufferevent *bev;         /* borrowed: the connection's */
+    struct cg_dirty_fdq in;
+    struct cg_dirty_fdmark *marks, *tail; /* owned, in output order */
+    struct event *wev;               /* writes the output while marks are pending */
+};
+
 /* A connection from an HTTP worker's client (or a dirty worker's stash use). */
 struct cg_dirty_client {
     struct cg_dirty_arb *arb;
     struct bufferevent *bev;         /* writes (and owns the fd) */
     struct event *rev;               /* reads: see cg_dirty_relay_fill() */
     struct evbuffer *in;             /* what was read, not yet handled */
+    struct cg_dirty_relay_fdio fdio; /* memfds that came or go with its frames */
     struct cg_dirty_call *calls;     /* its calls (cprev/cnext) */
     uint64_t skip;                   /* bytes of a refused frame still to discard */
     bool paused_workers;             /* some worker link waits for our output to drain */
+    size_t zc_inflight;              /* memfd bytes sent to it since it last had read
+                                      * everything (back-pressure, cg_dirty_relay_fds.c) */
+    struct event *zc_timer;          /* polls its reading while memfds hold workers */
     bool want_flush;                 /* in arb->flush: output added, not yet written */
     struct cg_dirty_client *flush_next;
     struct cg_dirty_client *prev, *next;
@@ -61,6 +80,7 @@ struct cg_dirty_arb {
     struct cg_dirty_client *clients;
     struct cg_dirty_client *flush;   /* clients with replies to write (flush_next) */
     size_t max_message;
+    unsigned long long fds_forwarded; /* memfds passed on (status: "memfds_forwarded") */
     double timeout;                  /* dirty_timeout in seconds; 0 = none */
     size_t queue_limit;              /* dirty_queue_limit: waiting calls per app; 0 = none */
     double queue_timeout;            /* dirty_queue_timeout in seconds; 0 = none */
@@ -109,22 +129,25 @@ void cg_dirty_relay_abort_all(struct cg_dirty_arb *arb, const char *type, const 
 /* --- inside the relay (cg_dirty_relay*.c) -------------------------- */
 
 /* Reads what `fd` has into `in` (up to 4 MiB per call: libevent 2.1 reads
- * 4 KiB per event, so the arbiter reads its sockets itself). Returns 0, or
- * -1 at EOF (errno 0) or on error (errno set). */
-int cg_dirty_relay_fill(struct evbuffer *in, evutil_socket_t fd);
+ * 4 KiB per event, so the arbiter reads its sockets itself), and the
+ * descriptors that come with it into `fds`. Returns 0, or -1 at EOF
+ * (errno 0) or on error (errno set; EPROTO: descriptors were lost). */
+int cg_dirty_relay_fill(struct evbuffer *in, struct cg_dirty_fdq *fds, evutil_socket_t fd);
 
 /* Socket buffers and bufferevent write sizes for large payloads. */
 void cg_dirty_relay_tune(struct bufferevent *bev);
 
 /* Writes what `bev`'s output holds now, with one writev; the write event is
- * enabled only for leftovers (a full socket). */
-void cg_dirty_relay_flush_out(struct bufferevent *bev);
+ * enabled only for leftovers (a full socket). `io` (may be NULL): the
+ * connection's descriptors; while some wait to be sent it writes instead. */
+void cg_dirty_relay_flush_out(struct bufferevent *bev, struct cg_dirty_relay_fdio *io);
 
 /* Write-callback part: disables the write event once the output is empty. */
 void cg_dirty_relay_on_drained(struct bufferevent *bev);
 
-/* Queues a built frame on `bev` (NULL: dropped) and flushes it. */
-void cg_dirty_relay_send_frame(struct bufferevent *bev, const struct cg_dirty_frame *f);
+/* Queues a built frame on the client's connection (cl NULL or closed:
+ * dropped) and flushes it. */
+void cg_dirty_relay_send_frame(struct cg_dirty_client *cl, const struct cg_dirty_frame *f);
 
 /* Sends an ERROR frame {"error": {"type", "message", ...extra}} to a client
  * (cl NULL or closed: nothing is sent). Takes ownership of `extra` (may be
@@ -180,6 +203,34 @@ void cg_dirty_relay_call_abandon(struct cg_dirty_call *c);
 /* (cg_dirty_relay_link.c) The worker may read again; also handles what is
  * already buffered from it. */
 void cg_dirty_relay_link_resume(struct cg_dirty_wk *w);
+
+/* (cg_dirty_relay_fds.c) Sets up `io` for a connection's bufferevent.
+ * 0, or -1 (out of memory). */
+int cg_dirty_relay_fdio_init(struct cg_dirty_relay_fdio *io, struct cg_dirty_arb *arb,
+                             struct bufferevent *bev);
+
+/* (cg_dirty_relay_fds.c) Closes every descriptor `io` holds, frees its
+ * event; `io` may be NULL. Call before the bufferevent is freed. */
+void cg_dirty_relay_fdio_deinit(struct cg_dirty_relay_fdio *io);
+
+/* (cg_dirty_relay_fds.c) Takes fds[0..nfds-1] to send with the next byte
+ * added to the output: call just before the frame that carries them is
+ * added. On failure they are closed (and logged). */
+void cg_dirty_relay_fdio_mark(struct cg_dirty_relay_fdio *io, const int *fds, size_t nfds);
+
+/* (cg_dirty_relay_fds.c) Writes while descriptors wait to be sent; false
+ * when there are none (the caller writes as usual). */
+bool cg_dirty_relay_fdio_flush(struct cg_dirty_relay_fdio *io);
+
+/* (cg_dirty_relay_fds.c) Back-pressure for memfd payloads, which weigh
+ * nothing in the output buffer: a reply frame's memfds (fds[0..n-1]) are
+ * about to go to `cl`; counts their bytes in cl->zc_inflight, which drops
+ * to 0 once the client has read everything sent to it. */
+void cg_dirty_relay_zc_add(struct cg_dirty_client *cl, const int *fds, size_t n);
+
+/* (cg_dirty_relay_fds.c) True while the memfd bytes `cl` has not read yet
+ * should keep its workers paused (more than half CG_DIRTY_CLIENT_HIGH_WATER). */
+bool cg_dirty_relay_zc_busy(struct cg_dirty_client *cl);
 
 /* --- cg_dirty_arbiter.c --------------------------------------------- */
 

@@ -64,10 +64,16 @@ int cg_dirty_header_decode(const unsigned char *buf, size_t max_message,
                    CG_DIRTY_TYPE_MAX);
         return -1;
     }
-    if (buf[5] != 0 || buf[6] != 0 || buf[7] != 0) {
-        cg_err_set(err, "bad dirty frame: reserved bytes 5..7 are not zero");
+    if (buf[5] > CG_DIRTY_MAX_FDS) {
+        cg_err_set(err, "bad dirty frame: %u file descriptors announced, at most %d",
+                   buf[5], CG_DIRTY_MAX_FDS);
         return -1;
     }
+    if (buf[6] != 0 || buf[7] != 0) {
+        cg_err_set(err, "bad dirty frame: reserved bytes 6..7 are not zero");
+        return -1;
+    }
+    out->nfds = buf[5];
     out->type = (enum cg_dirty_type)buf[4];
     out->id = ((uint64_t)get_be32(buf + 8) << 32) | get_be32(buf + 12);
     out->json_len = get_be32(buf + 16);
@@ -92,7 +98,8 @@ void cg_dirty_header_encode(unsigned char *buf, const struct cg_dirty_header *h)
     memcpy(buf, magic, sizeof(magic));
     buf[3] = CG_DIRTY_VERSION;
     buf[4] = (unsigned char)h->type;
-    buf[5] = buf[6] = buf[7] = 0;
+    buf[5] = (unsigned char)(h->nfds <= CG_DIRTY_MAX_FDS ? h->nfds : 0);
+    buf[6] = buf[7] = 0;
     put_be64(buf + 8, h->id);
     put_be32(buf + 16, h->json_len);
     put_be32(buf + 20, h->blob_len);
@@ -180,8 +187,9 @@ int cg_dirty_is_decimal(const char *text, size_t len)
     return 1;
 }
 
-int cg_dirty_tag_classify(const json_t *obj, size_t blob_len, const struct cg_dirty_path *path,
-                          size_t *off, size_t *len, const char **text, struct cg_err *err)
+int cg_dirty_tag_classify(const json_t *obj, size_t blob_len, size_t nfds,
+                          const struct cg_dirty_path *path, size_t *off, size_t *len,
+                          const char **text, struct cg_err *err)
 {
     const char *key = NULL;
     size_t key_len = 0;
@@ -199,7 +207,8 @@ int cg_dirty_tag_classify(const json_t *obj, size_t blob_len, const struct cg_di
     }
     if (json_object_size(obj) != 1 || key_len != 2) {
         cg_err_set(err, "%s: malformed tag (an object with a key starting with NUL must have "
-                   "exactly one key \"\\u0000b\", \"\\u0000i\" or \"\\u0000f\")", path->buf);
+                   "exactly one key \"\\u0000b\", \"\\u0000m\", \"\\u0000i\" or "
+                   "\"\\u0000f\")", path->buf);
         return -1;
     }
     switch (key[1]) {
@@ -219,6 +228,23 @@ int cg_dirty_tag_classify(const json_t *obj, size_t blob_len, const struct cg_di
         *off = (size_t)o;
         *len = (size_t)l;
         return CG_DIRTY_TAG_BYTES;
+    }
+    case 'm': {
+        json_t *jk = json_array_get(v, 0), *jl = json_array_get(v, 1);
+        if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_integer(jk) ||
+            !json_is_integer(jl) || json_integer_value(jk) < 0 || json_integer_value(jl) < 0) {
+            cg_err_set(err, "%s: malformed memfd tag (expected [fd index, length])", path->buf);
+            return -1;
+        }
+        uint64_t k = (uint64_t)json_integer_value(jk);
+        if (k >= nfds) {
+            cg_err_set(err, "%s: memfd tag names descriptor #%" PRIu64 " but the frame came "
+                       "with %zu", path->buf, k, nfds);
+            return -1;
+        }
+        *off = (size_t)k;
+        *len = (size_t)json_integer_value(jl);
+        return CG_DIRTY_TAG_MEMFD;
     }
     case 'i':
         if (!json_is_string(v) || !cg_dirty_is_decimal(json_string_value(v), json_string_length(v))) {
@@ -240,14 +266,14 @@ int cg_dirty_tag_classify(const json_t *obj, size_t blob_len, const struct cg_di
         *text = json_string_value(v);
         return CG_DIRTY_TAG_FLOAT;
     default:
-        cg_err_set(err, "%s: unknown tag \"\\u0000%c\" (expected b, i or f)", path->buf,
+        cg_err_set(err, "%s: unknown tag \"\\u0000%c\" (expected b, m, i or f)", path->buf,
                    (key[1] >= 0x20 && key[1] < 0x7f) ? key[1] : '?');
         return -1;
     }
 }
 
-static int check_value(const json_t *v, size_t blob_len, struct cg_dirty_path *path,
-                       struct cg_err *err)
+static int check_value(const json_t *v, size_t blob_len, size_t nfds,
+                       struct cg_dirty_path *path, struct cg_err *err)
 {
     size_t off, len, saved;
     const char *text;
@@ -255,7 +281,7 @@ static int check_value(const json_t *v, size_t blob_len, struct cg_dirty_path *p
     if (json_is_array(v)) {
         for (size_t i = 0; i < json_array_size(v); i++) {
             saved = cg_dirty_path_push_index(path, i);
-            if (check_value(json_array_get(v, i), blob_len, path, err) < 0) {
+            if (check_value(json_array_get(v, i), blob_len, nfds, path, err) < 0) {
                 return -1;
             }
             cg_dirty_path_pop(path, saved);
@@ -265,7 +291,7 @@ static int check_value(const json_t *v, size_t blob_len, struct cg_dirty_path *p
     if (!json_is_object(v)) {
         return 0;
     }
-    int kind = cg_dirty_tag_classify(v, blob_len, path, &off, &len, &text, err);
+    int kind = cg_dirty_tag_classify(v, blob_len, nfds, path, &off, &len, &text, err);
     if (kind != CG_DIRTY_TAG_NONE) {
         return kind < 0 ? -1 : 0;
     }
@@ -276,7 +302,7 @@ static int check_value(const json_t *v, size_t blob_len, struct cg_dirty_path *p
         /* An escaped user key "\0\0..." stands for "\0..." */
         size_t skip = (key_len >= 2 && key[0] == '\0') ? 1 : 0;
         saved = cg_dirty_path_push_key(path, key + skip, key_len - skip);
-        if (check_value(item, blob_len, path, err) < 0) {
+        if (check_value(item, blob_len, nfds, path, err) < 0) {
             return -1;
         }
         cg_dirty_path_pop(path, saved);
@@ -289,11 +315,11 @@ int cg_dirty_value_check(const json_t *value, size_t blob_len, struct cg_err *er
     struct cg_dirty_path path;
 
     cg_dirty_path_init(&path, "value");
-    return check_value(value, blob_len, &path, err);
+    return check_value(value, blob_len, 0, &path, err);
 }
 
 /* Checks each top-level member of a body, naming paths from the member. */
-static int check_body(const json_t *body, size_t blob_len, struct cg_err *err)
+static int check_body(const json_t *body, size_t blob_len, size_t nfds, struct cg_err *err)
 {
     struct cg_dirty_path path;
     const char *key;
@@ -303,7 +329,7 @@ static int check_body(const json_t *body, size_t blob_len, struct cg_err *err)
     json_object_keylen_foreach((json_t *)body, key, key_len, item) {
         cg_dirty_path_init(&path, "");
         path_append(&path, key, strnlen(key, key_len));
-        if (check_value(item, blob_len, &path, err) < 0) {
+        if (check_value(item, blob_len, nfds, &path, err) < 0) {
             return -1;
         }
     }
@@ -371,6 +397,12 @@ int cg_dirty_frame_build(struct cg_dirty_frame *out, enum cg_dirty_type type, ui
 json_t *cg_dirty_body_parse(const unsigned char *json, size_t json_len, size_t blob_len,
                             struct cg_err *err)
 {
+    return cg_dirty_body_parse_fds(json, json_len, blob_len, 0, err);
+}
+
+json_t *cg_dirty_body_parse_fds(const unsigned char *json, size_t json_len, size_t blob_len,
+                                size_t nfds, struct cg_err *err)
+{
     json_t *body = cg_dirty_json_parse(json, json_len, err);
 
     if (body == NULL) {
@@ -381,7 +413,7 @@ json_t *cg_dirty_body_parse(const unsigned char *json, size_t json_len, size_t b
         json_decref(body);
         return NULL;
     }
-    if (check_body(body, blob_len, err) < 0) {
+    if (check_body(body, blob_len, nfds, err) < 0) {
         json_decref(body);
         return NULL;
     }
@@ -406,8 +438,8 @@ int cg_dirty_msg_parse(const unsigned char *buf, size_t len, size_t max_message,
                    len < want ? "truncated" : "oversized", len, want);
         return -1;
     }
-    out->body = cg_dirty_body_parse(buf + CG_DIRTY_HEADER_SIZE, out->hdr.json_len,
-                                    out->hdr.blob_len, err);
+    out->body = cg_dirty_body_parse_fds(buf + CG_DIRTY_HEADER_SIZE, out->hdr.json_len,
+                                        out->hdr.blob_len, out->hdr.nfds, err);
     if (out->body == NULL) {
         return -1;
     }
@@ -424,13 +456,13 @@ void cg_dirty_msg_deinit(struct cg_dirty_msg *m)
 /* ---------------------------------------------------------------- routing */
 
 int cg_dirty_route_parse(const unsigned char *json, size_t json_len, size_t blob_len,
-                         struct cg_dirty_route *out, struct cg_err *err)
+                         size_t nfds, struct cg_dirty_route *out, struct cg_err *err)
 {
     json_t *v;
 
     memset(out, 0, sizeof(*out));
     out->timeout = -1;
-    out->body = cg_dirty_body_parse(json, json_len, blob_len, err);
+    out->body = cg_dirty_body_parse_fds(json, json_len, blob_len, nfds, err);
     if (out->body == NULL) {
         return -1;
     }
@@ -537,7 +569,7 @@ static json_t *detach_value(struct detach *d, const json_t *v)
     if (!json_is_object(v)) {
         return json_deep_copy(v);
     }
-    int kind = cg_dirty_tag_classify(v, d->blob_len, &d->path, &off, &len, &text, d->err);
+    int kind = cg_dirty_tag_classify(v, d->blob_len, 0, &d->path, &off, &len, &text, d->err);
     if (kind < 0) {
         return NULL;
     }

@@ -7,7 +7,8 @@
  *   off len  field
  *   0   4    magic "CGD" then version byte 0x01
  *   4   1    type (enum cg_dirty_type)
- *   5   3    reserved, zero
+ *   5   1    N = number of file descriptors sent with the frame (SCM_RIGHTS), 0..64
+ *   6   2    reserved, zero
  *   8   8    request id, unsigned, big-endian
  *   16  4    J = JSON length, big-endian
  *   20  4    B = blob length, big-endian
@@ -18,6 +19,8 @@
  * Tagged objects carry what JSON cannot (a tag is a single key starting
  * with NUL, "\u0000"):
  *   {"\u0000b": [offset, length]}   bytes, a slice of the blob section
+ *   {"\u0000m": [k, length]}        bytes, the first `length` bytes of the sealed
+ *                                   memfd #k (0..N-1) passed with this frame
  *   {"\u0000i": "123456789012345678901234567890"}  int outside int64
  *   {"\u0000f": "nan" | "inf" | "-inf"}             non-finite float
  * A user dict key that starts with NUL is escaped by doubling that NUL.
@@ -51,6 +54,13 @@ typedef struct _object PyObject;
 #define CG_DIRTY_VERSION 1
 #define CG_DIRTY_DEFAULT_MAX_MESSAGE (64u * 1024u * 1024u)
 
+/* Zero-copy payloads: at most this many memfds travel with one frame (the
+ * rest of its bytes values go inline); defaults of the settings
+ * dirty_zero_copy_threshold and dirty_max_payload_size. */
+#define CG_DIRTY_MAX_FDS 64
+#define CG_DIRTY_DEFAULT_ZC_THRESHOLD ((size_t)1 << 20)
+#define CG_DIRTY_DEFAULT_MAX_PAYLOAD ((size_t)4 << 30)
+
 enum cg_dirty_type {
     CG_DIRTY_REQUEST = 1,  /* {"app_path", "action", "args": [], "kwargs": {}, "timeout"?, "stream"?} */
     CG_DIRTY_RESPONSE = 2, /* {"result": value} */
@@ -69,11 +79,13 @@ struct cg_dirty_header {
     uint64_t id;
     uint32_t json_len;
     uint32_t blob_len;
+    unsigned nfds; /* descriptors passed with the frame (header byte 5) */
 };
 
-/* Parses the 24-byte header at `buf`. Checks magic, version, type, reserved
- * bytes and that 24 + J + B <= max_message. Returns 0, or -1 with err naming
- * what is wrong (the connection that sent it should be closed). */
+/* Parses the 24-byte header at `buf`. Checks magic, version, type, the fd
+ * count (<= CG_DIRTY_MAX_FDS), reserved bytes and that 24 + J + B <=
+ * max_message. Returns 0, or -1 with err naming what is wrong (the
+ * connection that sent it should be closed). */
 int cg_dirty_header_decode(const unsigned char *buf, size_t max_message,
                            struct cg_dirty_header *out, struct cg_err *err);
 
@@ -142,6 +154,11 @@ void cg_dirty_msg_deinit(struct cg_dirty_msg *m);
 json_t *cg_dirty_body_parse(const unsigned char *json, size_t json_len, size_t blob_len,
                             struct cg_err *err);
 
+/* As cg_dirty_body_parse() for a frame that came with `nfds` descriptors:
+ * memfd tags must name one of them. */
+json_t *cg_dirty_body_parse_fds(const unsigned char *json, size_t json_len, size_t blob_len,
+                                size_t nfds, struct cg_err *err);
+
 /* Checks that every tag inside `value` is well-formed (see the top of this
  * file) and that every bytes slice lies inside a blob of blob_len bytes.
  * Returns 0, or -1 with err naming the path (e.g. "args[1]['img']"). */
@@ -158,12 +175,12 @@ struct cg_dirty_route {
 };
 
 /* Parses a REQUEST frame's JSON (json/json_len: the J bytes after the
- * header; blob_len: B from its header). Requires "app_path" and "action"
+ * header; blob_len: B from its header; nfds: N from its header). Requires "app_path" and "action"
  * as non-empty strings, "args" a list and "kwargs" an object when present,
  * "timeout" a positive number when present. Returns 0, or -1 with err
  * naming the missing/bad field. Release with cg_dirty_route_deinit(). */
 int cg_dirty_route_parse(const unsigned char *json, size_t json_len, size_t blob_len,
-                         struct cg_dirty_route *out, struct cg_err *err);
+                         size_t nfds, struct cg_dirty_route *out, struct cg_err *err);
 
 /* Drops r->body and clears r. */
 void cg_dirty_route_deinit(struct cg_dirty_route *r);
@@ -201,7 +218,27 @@ enum cg_dirty_enc_error {
                                    * message names the size, the limit and the setting
                                    * dirty_max_message_size */
     CG_DIRTY_ENC_OTHER = 3,       /* anything else (MemoryError, ...) */
+    CG_DIRTY_ENC_PAYLOAD_TOO_LARGE = 4, /* ValueError: a bytes value above the zero-copy
+                                   * threshold is larger than dirty_max_payload_size (the
+                                   * message names the size, the limit and the setting) */
 };
+
+/* Zero-copy options of the encoders. Bytes values longer than `threshold`
+ * (0: never) are written into a memfd (memfd_create, then sealed with
+ * F_SEAL_WRITE|F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_SEAL) that is sent with
+ * the frame and tagged {"\u0000m": [k, length]}; one larger than
+ * `max_payload` is refused. A NULL options pointer means no memfds. */
+struct cg_dirty_zc {
+    size_t threshold;
+    size_t max_payload;
+};
+
+/* Per-process counters of the memfds the codec made and mapped (for tests
+ * and status: proof that a payload went inline or not). GIL held. */
+struct cg_dirty_zc_stats {
+    unsigned long long sent, sent_bytes, received, received_bytes;
+};
+void cg_dirty_zc_stats_get(struct cg_dirty_zc_stats *out);
 
 /* Encodes a whole frame whose body is the Python dict `body` (str keys; the
  * top-level keys name the paths in error messages: "args[0]", "result",
@@ -219,6 +256,9 @@ struct cg_dirty_py_frame {
     struct iovec *iov;     /* owned */
     int iovcnt;
     size_t len;            /* total bytes */
+    const int *fds;        /* the memfds to pass with the frame's first byte (nfds of them);
+                            * owned by the frame, closed by cg_dirty_py_frame_release() */
+    int nfds;
     void *priv;            /* the encoder state (owned) */
 };
 
@@ -226,8 +266,8 @@ struct cg_dirty_py_frame {
  * exception and *why. The iovecs may be read without the GIL (the memory
  * is pinned); release with cg_dirty_py_frame_release() (needs the GIL). */
 int cg_dirty_frame_encode_py_iov(enum cg_dirty_type type, uint64_t id, PyObject *body,
-                                 size_t max_message, struct cg_dirty_py_frame *f,
-                                 enum cg_dirty_enc_error *why);
+                                 size_t max_message, const struct cg_dirty_zc *zc,
+                                 struct cg_dirty_py_frame *f, enum cg_dirty_enc_error *why);
 
 /* As cg_dirty_frame_encode_py(), as a list for socket.sendmsg(): item 0 is
  * a bytes object with the header and JSON, then each bytes-like value of
@@ -236,6 +276,15 @@ int cg_dirty_frame_encode_py_iov(enum cg_dirty_type type, uint64_t id, PyObject 
  * they are sent. */
 PyObject *cg_dirty_frame_encode_py_parts(enum cg_dirty_type type, uint64_t id, PyObject *body,
                                          size_t max_message, enum cg_dirty_enc_error *why);
+
+/* As cg_dirty_frame_encode_py_parts() with zero-copy options: the memfds
+ * made go to fds[0..*nfds-1] (room for CG_DIRTY_MAX_FDS); the caller owns
+ * and closes them once the frame is sent (or not). On failure none are left
+ * open (*nfds is 0). */
+PyObject *cg_dirty_frame_encode_py_parts_fds(enum cg_dirty_type type, uint64_t id,
+                                             PyObject *body, size_t max_message,
+                                             const struct cg_dirty_zc *zc, int *fds,
+                                             size_t *nfds, enum cg_dirty_enc_error *why);
 
 /* Drops what an encoded frame holds; `f` becomes empty. Needs the GIL.
  * An empty `f` is fine. */
@@ -246,6 +295,15 @@ void cg_dirty_py_frame_release(struct cg_dirty_py_frame *f);
  * with ValueError (naming what is malformed and where) on a bad body. */
 PyObject *cg_dirty_body_decode_py(const unsigned char *json, size_t json_len,
                                   const unsigned char *blob, size_t blob_len);
+
+/* As cg_dirty_body_decode_py() for a frame that came with `nfds`
+ * descriptors: a memfd tag's bytes are copied out of a read-only mapping of
+ * its memfd (which must be sealed against writing, shrinking and growing,
+ * and hold at least `length` bytes; `length` at most max_payload). The fds
+ * stay the caller's (it closes them). */
+PyObject *cg_dirty_body_decode_py_fds(const unsigned char *json, size_t json_len,
+                                      const unsigned char *blob, size_t blob_len,
+                                      const int *fds, size_t nfds, size_t max_payload);
 
 /* Converts a jansson value that refers into `blob` to a Python object (new
  * reference), NULL with ValueError on a malformed tag. `path` names the

@@ -35,14 +35,18 @@ enum cg_dirty_tag {
     CG_DIRTY_TAG_BYTES,
     CG_DIRTY_TAG_INT,
     CG_DIRTY_TAG_FLOAT,
+    CG_DIRTY_TAG_MEMFD,
 };
 
 /* Classifies the JSON object `obj`: a plain dict, or a well-formed tag.
- * For BYTES, *off and *len give the slice, checked against blob_len; for INT
+ * For BYTES, *off and *len give the slice, checked against blob_len; for
+ * MEMFD, *off is the descriptor's index (checked against nfds), *len the
+ * length; for INT
  * and FLOAT, *text is the tag's string (borrowed). Returns the kind, or -1
  * with err (prefixed by the path) for a malformed tag. */
-int cg_dirty_tag_classify(const json_t *obj, size_t blob_len, const struct cg_dirty_path *path,
-                          size_t *off, size_t *len, const char **text, struct cg_err *err);
+int cg_dirty_tag_classify(const json_t *obj, size_t blob_len, size_t nfds,
+                          const struct cg_dirty_path *path, size_t *off, size_t *len,
+                          const char **text, struct cg_err *err);
 
 /* True when text is -?[0-9]+ (at most 5000 digits): a valid big-int tag. */
 int cg_dirty_is_decimal(const char *text, size_t len);

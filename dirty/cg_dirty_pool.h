@@ -74,6 +74,8 @@ struct cg_dirty_call {
     void *client;               /* the caller's connection, NULL when orphaned */
     struct cg_dirty_call *cprev, *cnext; /* in the client's list of calls */
     void *req;                  /* the held request frame body */
+    int *fds;                   /* the memfds that came with it (malloc'd), nfds of them */
+    size_t nfds;
     void *timer;                /* deadline / kill-grace timer */
     double started;             /* monotonic seconds when it arrived */
     double dispatched;          /* ... when a worker took it (0: still queued) */
@@ -106,6 +108,7 @@ struct cg_dirty_wk {
     void *link;                 /* struct bufferevent * (writes; owns the fd) */
     struct event *rev;          /* its read event */
     struct evbuffer *in;        /* read, not yet handled */
+    void *fdio;                 /* struct cg_dirty_relay_fdio * (owned): memfds of its frames */
     void *paused_by;            /* the client whose full buffer paused reading */
 };
 

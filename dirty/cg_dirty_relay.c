@@ -50,7 +50,7 @@ void cg_dirty_socket_tune(int fd)
  * whatever max_single_read says, so the arbiter reads its sockets itself
  * (the bufferevents only write): up to 4 MiB per wake-up in 256 KiB steps.
  * Returns 0 (read what was there), or -1 at EOF (errno 0) or on error. */
-int cg_dirty_relay_fill(struct evbuffer *in, evutil_socket_t fd)
+int cg_dirty_relay_fill(struct evbuffer *in, struct cg_dirty_fdq *fds, evutil_socket_t fd)
 {
     for (size_t total = 0; total < 4u * 1024u * 1024u;) {
         struct evbuffer_iovec v[2];
@@ -64,7 +64,7 @@ int cg_dirty_relay_fill(struct evbuffer *in, evutil_socket_t fd)
             iov[i].iov_base = v[i].iov_base;
             iov[i].iov_len = v[i].iov_len;
         }
-        ssize_t n = readv(fd, iov, nv);
+        ssize_t n = cg_dirty_fds_recv(fd, iov, nv, fds);
         if (n <= 0) {
             evbuffer_commit_space(in, v, 0);
             if (n == 0) {
@@ -73,6 +73,7 @@ int cg_dirty_relay_fill(struct evbuffer *in, evutil_socket_t fd)
             }
             return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? 0 : -1;
         }
+        /* A read stops after data that came with descriptors: short is not empty. */
         size_t left = (size_t)n;
         for (int i = 0; i < nv; i++) {
             size_t k = left < v[i].iov_len ? left : v[i].iov_len;
@@ -131,6 +132,10 @@ void cg_dirty_relay_call_free(struct cg_dirty_call *c)
         evbuffer_free(c->req);
         c->req = NULL;
     }
+    if (c->fds != NULL) {
+        cg_dirty_fds_close(c->fds, c->nfds);
+        free(c->fds);
+    }
     free(c);
 }
 
@@ -141,10 +146,13 @@ void cg_dirty_relay_call_free(struct cg_dirty_call *c)
  * write per hop instead of epoll_ctl(ADD) + epoll_wait + write +
  * epoll_ctl(DEL). A write error enables the event, so the bufferevent
  * reports it through the event callback as before. */
-void cg_dirty_relay_flush_out(struct bufferevent *bev)
+void cg_dirty_relay_flush_out(struct bufferevent *bev, struct cg_dirty_relay_fdio *io)
 {
     struct evbuffer *out = bufferevent_get_output(bev);
 
+    if (cg_dirty_relay_fdio_flush(io)) {
+        return; /* descriptors to send: cg_dirty_relay_fds.c writes */
+    }
     if (evbuffer_get_length(out) == 0 || (bufferevent_get_enabled(bev) & EV_WRITE)) {
         return; /* nothing to do, or the bufferevent is already on it */
     }
@@ -166,11 +174,11 @@ void cg_dirty_relay_on_drained(struct bufferevent *bev)
     }
 }
 
-void cg_dirty_relay_send_frame(struct bufferevent *bev, const struct cg_dirty_frame *f)
+void cg_dirty_relay_send_frame(struct cg_dirty_client *cl, const struct cg_dirty_frame *f)
 {
-    if (bev != NULL && f->data != NULL) {
-        bufferevent_write(bev, f->data, f->len);
-        cg_dirty_relay_flush_out(bev);
+    if (cl != NULL && cl->bev != NULL && f->data != NULL) {
+        bufferevent_write(cl->bev, f->data, f->len);
+        cg_dirty_relay_flush_out(cl->bev, &cl->fdio);
     }
 }
 
@@ -192,7 +200,7 @@ void cg_dirty_relay_send_error(struct cg_dirty_client *cl, uint64_t cid, const c
         if (cg_dirty_frame_build_error(&f, cid, type, msg, extra, &err) < 0) {
             cg_log(CG_LOG_ERROR, "dirty arbiter: cannot build %s reply: %s", type, err.msg);
         } else {
-            cg_dirty_relay_send_frame(cl->bev, &f);
+            cg_dirty_relay_send_frame(cl, &f);
         }
     }
     cg_dirty_frame_deinit(&f);
@@ -210,7 +218,7 @@ void cg_dirty_relay_send_cancel(struct cg_dirty_call *c)
     cg_dirty_header_encode(hdr, &h);
     bufferevent_write(c->worker->link, hdr, sizeof(hdr));
     bufferevent_write(c->worker->link, "{}", 2);
-    cg_dirty_relay_flush_out(c->worker->link);
+    cg_dirty_relay_flush_out(c->worker->link, c->worker->fdio);
 }
 
 /* Looks at the front of an input buffer: is a whole frame of at most
@@ -261,9 +269,15 @@ void cg_dirty_relay_dispatch(struct cg_dirty_arb *arb, struct cg_dirty_call *c,
     /* The held frame starts with its header: rewrite the id there. */
     evbuffer_remove(req, hdr, sizeof(hdr));
     cg_dirty_frame_set_id(hdr, c->aid);
+    if (c->fds != NULL) { /* the memfds go with the frame's first byte */
+        cg_dirty_relay_fdio_mark(w->fdio, c->fds, c->nfds);
+        free(c->fds);
+        c->fds = NULL;
+        c->nfds = 0;
+    }
     evbuffer_add(out, hdr, sizeof(hdr));
     evbuffer_add_buffer(out, req);
-    cg_dirty_relay_flush_out(w->link);
+    cg_dirty_relay_flush_out(w->link, w->fdio);
     evbuffer_free(req);
     c->req = NULL;
     if (c->timer != NULL && !c->timed_out) {

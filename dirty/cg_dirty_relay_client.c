@@ -37,8 +37,11 @@ static void client_calls_add(struct cg_dirty_client *cl, struct cg_dirty_call *c
 /* ------------------------------------------------------------------ */
 /* Client frames                                                       */
 
-/* A REQUEST: the header is at the front of `in` and the whole frame is there. */
-static void on_client_request(struct cg_dirty_client *cl, const struct cg_dirty_header *h)
+/* A REQUEST: the header is at the front of `in` and the whole frame is there;
+ * fds[0..h->nfds-1] came with it (taken: they go to the worker with the
+ * frame, or are closed). */
+static void on_client_request(struct cg_dirty_client *cl, const struct cg_dirty_header *h,
+                              int *fds)
 {
     struct cg_dirty_arb *arb = cl->arb;
     struct evbuffer *in = cl->in;
@@ -50,11 +53,11 @@ static void on_client_request(struct cg_dirty_client *cl, const struct cg_dirty_
     int app;
 
     if (p == NULL || cg_dirty_route_parse(p + CG_DIRTY_HEADER_SIZE, h->json_len, h->blob_len,
-                                          &r, &err) < 0) {
+                                          h->nfds, &r, &err) < 0) {
         evbuffer_drain(in, size);
         cg_dirty_relay_send_error(cl, h->id, "DirtyProtocolError", NULL,
                                   "Bad dirty request: %s", err.msg);
-        return;
+        goto cleanup;
     }
     app = cg_dirty_pool_app_find(&arb->pool, r.app_path, strlen(r.app_path));
     if (app < 0) {
@@ -98,6 +101,19 @@ static void on_client_request(struct cg_dirty_client *cl, const struct cg_dirty_
     c->cid = h->id;
     c->arb = arb;
     snprintf(c->action, sizeof(c->action), "%s", r.action);
+    if (h->nfds > 0) {
+        c->fds = malloc(h->nfds * sizeof(int));
+        if (c->fds == NULL) {
+            evbuffer_drain(in, size);
+            cg_dirty_relay_send_error(cl, h->id, "DirtyError", NULL,
+                                      "dirty arbiter out of memory");
+            cg_dirty_relay_call_free(c);
+            goto cleanup;
+        }
+        memcpy(c->fds, fds, h->nfds * sizeof(int));
+        c->nfds = h->nfds;
+        fds = NULL; /* the call owns them now */
+    }
     evbuffer_remove_buffer(in, c->req, size);
     client_calls_add(cl, c);
 
@@ -115,6 +131,9 @@ static void on_client_request(struct cg_dirty_client *cl, const struct cg_dirty_
         cg_dirty_pool_enqueue(&arb->pool, c);
     }
 cleanup:
+    if (fds != NULL) {
+        cg_dirty_fds_close(fds, h->nfds);
+    }
     cg_dirty_route_deinit(&r);
 }
 
@@ -159,9 +178,10 @@ static json_t *status_json(struct cg_dirty_arb *arb)
     for (size_t i = 0; i < arb->pool.napps; i++) {
         json_array_append_new(apps, json_string(arb->pool.apps[i].path));
     }
-    return json_pack("{s:i,s:o,s:i,s:o,s:i}", "arbiter_pid", (int)getpid(), "workers", workers,
-                     "worker_count", (int)arb->pool.nworkers, "apps", apps, "target_workers",
-                     arb->num_workers);
+    return json_pack("{s:i,s:o,s:i,s:o,s:i,s:I}", "arbiter_pid", (int)getpid(), "workers",
+                     workers, "worker_count", (int)arb->pool.nworkers, "apps", apps,
+                     "target_workers", arb->num_workers, "memfds_forwarded",
+                     (json_int_t)arb->fds_forwarded);
 }
 
 /* STASH and STATUS: answered by the arbiter itself from the whole frame. */
@@ -175,6 +195,14 @@ static void on_client_local(struct cg_dirty_client *cl, const struct cg_dirty_he
     struct cg_dirty_frame f = { 0 };
     struct cg_err err = { { 0 } };
 
+    if (h->nfds > 0) {
+        /* stash values are stored by the arbiter: they travel inline */
+        cg_dirty_relay_send_error(cl, h->id, "DirtyProtocolError", NULL, "Bad dirty %s message: "
+                                  "it came with %u memfd(s); %s values travel inline",
+                                  cg_dirty_type_name(h->type), h->nfds,
+                                  cg_dirty_type_name(h->type));
+        goto cleanup;
+    }
     if (p == NULL || cg_dirty_msg_parse(p, size, arb->max_message, &m, &err) < 0) {
         cg_dirty_relay_send_error(cl, h->id, "DirtyProtocolError", NULL, "Bad dirty %s message: %s",
                                   cg_dirty_type_name(h->type), err.msg);
@@ -190,7 +218,7 @@ static void on_client_local(struct cg_dirty_client *cl, const struct cg_dirty_he
     } else if (cg_dirty_stash_handle(&arb->stash, &m, arb->max_message, &f, &err) < 0) {
         cg_dirty_relay_send_error(cl, h->id, "DirtyError", NULL, "stash: %s", err.msg);
     }
-    cg_dirty_relay_send_frame(cl->bev, &f);
+    cg_dirty_relay_send_frame(cl, &f);
 cleanup:
     evbuffer_drain(in, size);
     cg_dirty_frame_deinit(&f);
@@ -216,6 +244,7 @@ static bool client_process(struct cg_dirty_client *cl)
     struct evbuffer *in = cl->in;
     struct cg_dirty_header h;
     struct cg_err err = { { 0 } };
+    int fds[CG_DIRTY_MAX_FDS];
 
     for (;;) {
         if (cl->skip > 0) {
@@ -233,7 +262,16 @@ static bool client_process(struct cg_dirty_client *cl)
             client_free(cl);
             return false;
         }
+        /* The frame's memfds came with its first byte: they are queued by now. */
+        if (cg_dirty_fdq_take(&cl->fdio.in, fds, h.nfds) < 0) {
+            cg_log(CG_LOG_WARNING, "dirty arbiter: closing client connection: a %s frame "
+                   "announced %u descriptors that did not come with it",
+                   cg_dirty_type_name(h.type), h.nfds);
+            client_free(cl);
+            return false;
+        }
         if (pk == CG_DIRTY_PEEK_TOO_BIG) {
+            cg_dirty_fds_close(fds, h.nfds);
             cg_dirty_relay_send_error(cl, h.id, "DirtyProtocolError",
                                       json_pack("{s:I,s:I}", "size",
                                                 (json_int_t)cg_dirty_frame_size(&h), "limit",
@@ -247,17 +285,20 @@ static bool client_process(struct cg_dirty_client *cl)
         }
         switch (h.type) {
         case CG_DIRTY_REQUEST:
-            on_client_request(cl, &h);
+            on_client_request(cl, &h, fds);
             break;
         case CG_DIRTY_CANCEL:
+            cg_dirty_fds_close(fds, h.nfds);
             evbuffer_drain(in, cg_dirty_frame_size(&h));
             on_client_cancel(cl, h.id);
             break;
         case CG_DIRTY_STASH:
         case CG_DIRTY_STATUS:
+            cg_dirty_fds_close(fds, h.nfds);
             on_client_local(cl, &h);
             break;
         default:
+            cg_dirty_fds_close(fds, h.nfds);
             evbuffer_drain(in, cg_dirty_frame_size(&h));
             cg_dirty_relay_send_error(cl, h.id, "DirtyProtocolError", NULL,
                                       "unexpected %s message from a dirty client; clients "
@@ -268,7 +309,9 @@ static bool client_process(struct cg_dirty_client *cl)
     }
 }
 
-/* Output drained below the low mark: resume workers paused for us. */
+/* Output drained below the low mark: resume workers paused for us (bev
+ * NULL: unconditionally, the client is going away). While memfds it has not
+ * read yet hold them, the zc timer polls instead. */
 static void on_client_write(struct bufferevent *bev, void *arg)
 {
     struct cg_dirty_client *cl = arg;
@@ -277,6 +320,13 @@ static void on_client_write(struct bufferevent *bev, void *arg)
         cg_dirty_relay_on_drained(bev);
     }
     if (!cl->paused_workers) {
+        return;
+    }
+    if (bev != NULL && cg_dirty_relay_zc_busy(cl)) {
+        struct timeval tv = { 0, 2000 };
+        if (cl->zc_timer != NULL && !evtimer_pending(cl->zc_timer, NULL)) {
+            evtimer_add(cl->zc_timer, &tv);
+        }
         return;
     }
     cl->paused_workers = false;
@@ -289,10 +339,30 @@ static void on_client_write(struct bufferevent *bev, void *arg)
 
 static void on_client_event(struct bufferevent *bev, short what, void *arg);
 
+/* Workers wait for this client to read memfd replies: resume them once it
+ * has, and once its output is below the low mark. */
+static void on_zc_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct cg_dirty_client *cl = arg;
+    struct timeval tv = { 0, 2000 };
+    (void)fd;
+    (void)what;
+
+    if (!cl->paused_workers) {
+        return;
+    }
+    if (cg_dirty_relay_zc_busy(cl) || evbuffer_get_length(bufferevent_get_output(cl->bev)) >
+                                          CG_DIRTY_CLIENT_HIGH_WATER / 2) {
+        evtimer_add(cl->zc_timer, &tv);
+        return;
+    }
+    on_client_write(NULL, cl);
+}
+
 static void on_client_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct cg_dirty_client *cl = arg;
-    int rc = cg_dirty_relay_fill(cl->in, fd);
+    int rc = cg_dirty_relay_fill(cl->in, &cl->fdio.in, fd);
     int saved = errno;
     (void)what;
 
@@ -355,7 +425,11 @@ static void client_free(struct cg_dirty_client *cl)
         cl->next->prev = cl->prev;
     }
     event_free(cl->rev);
+    if (cl->zc_timer != NULL) {
+        event_free(cl->zc_timer);
+    }
     evbuffer_free(cl->in);
+    cg_dirty_relay_fdio_deinit(&cl->fdio);
     bufferevent_free(cl->bev);
     free(cl);
     cg_dirty_arb_maybe_stop(arb);
@@ -392,7 +466,11 @@ void cg_dirty_relay_on_accept(evutil_socket_t fd, short what, void *arg)
         arb->clients = cl;
         cg_dirty_relay_tune(cl->bev);
         cl->rev = event_new(arb->base, cfd, EV_READ | EV_PERSIST, on_client_readable, cl);
+        cl->zc_timer = evtimer_new(arb->base, on_zc_timer, cl);
         cl->in = evbuffer_new();
+        if (cg_dirty_relay_fdio_init(&cl->fdio, arb, cl->bev) < 0) {
+            cg_log(CG_LOG_ERROR, "dirty arbiter: out of memory for a client connection");
+        }
         bufferevent_setcb(cl->bev, NULL, on_client_write, on_client_event, cl);
         bufferevent_disable(cl->bev, EV_WRITE | EV_READ); /* see cg_dirty_relay_flush_out() */
         bufferevent_setwatermark(cl->bev, EV_WRITE, CG_DIRTY_CLIENT_HIGH_WATER / 2, 0);

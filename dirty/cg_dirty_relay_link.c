@@ -45,7 +45,7 @@ static void flush_pending(struct cg_dirty_arb *arb)
         arb->flush = cl->flush_next;
         cl->want_flush = false;
         cl->flush_next = NULL;
-        cg_dirty_relay_flush_out(cl->bev);
+        cg_dirty_relay_flush_out(cl->bev, &cl->fdio);
     }
 }
 
@@ -122,10 +122,18 @@ static int on_worker_frame(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
                            const struct cg_dirty_header *h, struct cg_err *err)
 {
     struct evbuffer *in = w->in;
+    struct cg_dirty_relay_fdio *io = w->fdio;
     size_t size = cg_dirty_frame_size(h);
     struct cg_dirty_call *c;
     unsigned char hdr[CG_DIRTY_HEADER_SIZE];
+    int fds[CG_DIRTY_MAX_FDS];
 
+    /* The frame's memfds came with its first byte: they are queued by now. */
+    if (cg_dirty_fdq_take(&io->in, fds, h->nfds) < 0) {
+        cg_err_set(err, "a %s frame announced %u descriptors that did not come with it",
+                   cg_dirty_type_name(h->type), h->nfds);
+        return -1;
+    }
     switch (h->type) {
     case CG_DIRTY_RESPONSE:
     case CG_DIRTY_ERROR:
@@ -133,6 +141,7 @@ static int on_worker_frame(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
     case CG_DIRTY_END:
         break;
     case CG_DIRTY_STATUS: /* the worker booted: its apps are loaded */
+        cg_dirty_fds_close(fds, h->nfds);
         evbuffer_drain(in, size);
         if (h->id == 0) {
             w->booted = true;
@@ -140,36 +149,49 @@ static int on_worker_frame(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
         }
         return 0;
     default:
+        cg_dirty_fds_close(fds, h->nfds);
         cg_err_set(err, "unexpected %s message", cg_dirty_type_name(h->type));
         return -1;
     }
     if (h->id == 0 && h->type == CG_DIRTY_ERROR) {
+        cg_dirty_fds_close(fds, h->nfds);
         boot_failure(arb, w, h);
         return 0;
     }
     c = cg_dirty_pool_find(w, h->id);
     if (c == NULL || c->client == NULL) {
+        cg_dirty_fds_close(fds, h->nfds);
         evbuffer_drain(in, size); /* late reply for a call already answered */
     } else {
         struct cg_dirty_client *cl = c->client;
         struct evbuffer *out = bufferevent_get_output(cl->bev);
+        cg_dirty_relay_zc_add(cl, fds, h->nfds);
+        cg_dirty_relay_fdio_mark(&cl->fdio, fds, h->nfds); /* with the header's first byte */
         evbuffer_remove(in, hdr, sizeof(hdr));
         cg_dirty_frame_set_id(hdr, c->cid);
         evbuffer_add(out, hdr, sizeof(hdr));
         evbuffer_remove_buffer(in, out, size - sizeof(hdr));
         flush_later(cl);
-        if (evbuffer_get_length(out) > CG_DIRTY_CLIENT_HIGH_WATER) {
+        bool zc_full = cl->zc_inflight > CG_DIRTY_CLIENT_HIGH_WATER;
+        if (zc_full || evbuffer_get_length(out) > CG_DIRTY_CLIENT_HIGH_WATER) {
             /* a big backlog: write now, pause below if it stays */
-            cg_dirty_relay_flush_out(cl->bev);
+            cg_dirty_relay_flush_out(cl->bev, &cl->fdio);
         }
         if (h->type == CG_DIRTY_CHUNK && c->timer != NULL && !c->timed_out) {
             cg_dirty_relay_rearm(c); /* dirty_timeout counts from the last chunk */
         }
-        if (evbuffer_get_length(out) > CG_DIRTY_CLIENT_HIGH_WATER) {
+        if (zc_full && !cg_dirty_relay_zc_busy(cl)) {
+            zc_full = false; /* it read them all already */
+        }
+        if (zc_full || evbuffer_get_length(out) > CG_DIRTY_CLIENT_HIGH_WATER) {
             /* Slow reader: stop reading this worker until it drains. */
             event_del(w->rev);
             w->paused_by = cl;
             cl->paused_workers = true;
+            if (zc_full && cl->zc_timer != NULL) {
+                struct timeval tv = { 0, 2000 };
+                evtimer_add(cl->zc_timer, &tv);
+            }
         }
     }
     if (c != NULL && h->type != CG_DIRTY_CHUNK) {
@@ -197,7 +219,7 @@ static void on_worker_readable(evutil_socket_t fd, short what, void *arg)
      * here, and the rest stays in the socket (the worker blocks: back-pressure). */
     if (w->paused_by == NULL &&
         cg_dirty_relay_frame_peek(in, SIZE_MAX, &h, &err) == CG_DIRTY_PEEK_NEED_MORE) {
-        rc = cg_dirty_relay_fill(in, fd);
+        rc = cg_dirty_relay_fill(in, &((struct cg_dirty_relay_fdio *)w->fdio)->in, fd);
     }
     int saved = errno;
 
@@ -250,7 +272,9 @@ int cg_dirty_relay_link_open(struct cg_dirty_arb *arb, struct cg_dirty_wk *w)
     w->rev = event_new(arb->base, bufferevent_getfd(w->link), EV_READ | EV_PERSIST,
                        on_worker_readable, w);
     w->in = evbuffer_new();
-    if (w->rev == NULL || w->in == NULL) {
+    w->fdio = calloc(1, sizeof(struct cg_dirty_relay_fdio));
+    if (w->rev == NULL || w->in == NULL || w->fdio == NULL ||
+        cg_dirty_relay_fdio_init(w->fdio, arb, w->link) < 0) {
         cg_log(CG_LOG_ERROR, "dirty arbiter: cannot watch dirty worker (pid:%d)", (int)w->pid);
         return -1;
     }
@@ -274,6 +298,9 @@ void cg_dirty_relay_link_lost(struct cg_dirty_arb *arb, struct cg_dirty_wk *w, c
         evbuffer_free(w->in);
         w->in = NULL;
     }
+    cg_dirty_relay_fdio_deinit(w->fdio);
+    free(w->fdio);
+    w->fdio = NULL;
     bufferevent_free(w->link);
     w->link = NULL;
     if (w->paused_by != NULL) {

@@ -5,7 +5,12 @@
  * asyncio, errors) and writes its reply frames itself under a write lock.
  * CANCEL marks a call so a streaming call stops at its next chunk. Every
  * REQUEST gets exactly one final frame (RESPONSE, END or ERROR): the
- * arbiter counts slots by them. */
+ * arbiter counts slots by them.
+ *
+ * Zero-copy payloads: a REQUEST's memfds (cg_dirty_fds.h) stay with its job
+ * until the call's arguments are decoded; a reply to a REQUEST that said
+ * "fds": true puts bytes values above dirty_zero_copy_threshold in memfds,
+ * sent with the reply frame's first byte. */
 #include <Python.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -17,11 +22,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "cg_dirty_codec.h"
+#include "cg_dirty_fds.h"
 #include "cg_dirty_mem.h"
 #include "cg_dirty_worker.h"
 #include "cg_log.h"
@@ -34,6 +43,8 @@ struct job {
     uint64_t id;
     unsigned char *frame; /* owned: the whole REQUEST frame */
     size_t len;
+    int fds[CG_DIRTY_MAX_FDS]; /* owned: the memfds that came with it */
+    size_t nfds;
     bool cancelled;
     bool running;
     struct job *next;
@@ -42,6 +53,17 @@ struct job {
 /* Process-wide state of this worker (one per process). */
 static int link_fd = -1;
 static size_t max_message;
+static struct cg_dirty_zc zc_opts;     /* dirty_zero_copy_threshold, dirty_max_payload_size */
+static struct cg_dirty_fdq link_fds;   /* received with frames not yet whole (main thread) */
+static size_t zc_inflight;             /* memfd bytes sent since the arbiter last had read all
+                                        * we sent (write_lock) */
+
+/* Memfd bytes a worker may have sent that the arbiter has not read yet,
+ * before the next memfd frame waits (a memfd frame is a few bytes in the
+ * socket, so the socket's own buffer would let a fast generator create
+ * memfds without bound while a slow caller reads). One frame larger than
+ * this still goes, alone. */
+#define ZC_WINDOW (4u * 1024u * 1024u)
 static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;
@@ -54,17 +76,56 @@ static PyObject *py_worker; /* the Python Worker object */
 /* ------------------------------------------------------------------ */
 /* Writing frames                                                      */
 
+/* Bytes sent on the link that the arbiter has not read yet. */
+static size_t link_unread(void)
+{
+    int queued = 0;
+
+    if (ioctl(link_fd, SIOCOUTQ, &queued) < 0 || queued < 0) {
+        return 0;
+    }
+    return (size_t)queued;
+}
+
+/* Waits (write lock held, GIL released) until a memfd frame of `nfds`
+ * descriptors fits in ZC_WINDOW, then counts it. */
+static void zc_window_wait(const int *fds, size_t nfds)
+{
+    size_t bytes = 0;
+    struct stat st;
+
+    for (size_t i = 0; i < nfds; i++) {
+        if (fstat(fds[i], &st) == 0 && st.st_size > 0) {
+            bytes += (size_t)st.st_size;
+        }
+    }
+    while (zc_inflight > 0) {
+        if (link_unread() == 0) {
+            zc_inflight = 0; /* the arbiter has them all */
+            break;
+        }
+        if (zc_inflight + bytes <= ZC_WINDOW) {
+            break;
+        }
+        poll(NULL, 0, 1);
+    }
+    zc_inflight += bytes;
+}
+
 /* Writes iovecs fully (advancing them; IOV_MAX at a time) under the write
- * lock, so frames of concurrent calls never interleave. 0, or -1 (errno). */
-static int write_iov(struct iovec *iov, int iovcnt)
+ * lock, so frames of concurrent calls never interleave; fds[0..nfds-1] go
+ * with the first byte. 0, or -1 (errno). */
+static int write_iov_fds(struct iovec *iov, int iovcnt, const int *fds, size_t nfds)
 {
     int rc = 0;
 
     pthread_mutex_lock(&write_lock);
+    if (nfds > 0) {
+        zc_window_wait(fds, nfds);
+    }
     while (iovcnt > 0) {
-        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)(iovcnt < IOV_MAX ? iovcnt
-                                                                                   : IOV_MAX) };
-        ssize_t w = sendmsg(link_fd, &mh, MSG_NOSIGNAL);
+        ssize_t w = cg_dirty_fds_send(link_fd, iov, iovcnt < IOV_MAX ? iovcnt : IOV_MAX, fds,
+                                      nfds, 0);
         if (w < 0) {
             if (errno == EINTR) {
                 continue;
@@ -72,6 +133,7 @@ static int write_iov(struct iovec *iov, int iovcnt)
             rc = -1;
             break;
         }
+        nfds = 0; /* sent with the first byte */
         while (iovcnt > 0 && (size_t)w >= iov->iov_len) {
             w -= (ssize_t)iov->iov_len;
             iov++;
@@ -89,31 +151,33 @@ static int write_iov(struct iovec *iov, int iovcnt)
 static int write_all(const unsigned char *p, size_t n)
 {
     struct iovec iov = { .iov_base = (void *)p, .iov_len = n };
-    return n == 0 ? 0 : write_iov(&iov, 1);
+    return n == 0 ? 0 : write_iov_fds(&iov, 1, NULL, 0);
 }
 
-/* send(type, id, body): encodes and writes one frame; raises TypeError /
- * ValueError when body cannot be encoded, OSError when the link is gone.
- * Bytes values go from their Python objects straight to the socket
- * (sendmsg with one iovec each), not through a frame-sized copy. */
+/* send(type, id, body, zc=False): encodes and writes one frame; raises
+ * TypeError / ValueError when body cannot be encoded, OSError when the link
+ * is gone. Bytes values go from their Python objects straight to the socket
+ * (sendmsg with one iovec each), not through a frame-sized copy; with zc
+ * (the caller accepts memfds) those above dirty_zero_copy_threshold go in
+ * sealed memfds instead. */
 static PyObject *py_send(PyObject *self, PyObject *args)
 {
-    int type;
+    int type, zc = 0;
     unsigned long long id;
     PyObject *body;
     struct cg_dirty_py_frame f;
     int rc, saved;
     (void)self;
 
-    if (!PyArg_ParseTuple(args, "iKO!", &type, &id, &PyDict_Type, &body)) {
+    if (!PyArg_ParseTuple(args, "iKO!|p", &type, &id, &PyDict_Type, &body, &zc)) {
         return NULL;
     }
-    if (cg_dirty_frame_encode_py_iov((enum cg_dirty_type)type, id, body, max_message, &f,
-                                     NULL) < 0) {
+    if (cg_dirty_frame_encode_py_iov((enum cg_dirty_type)type, id, body, max_message,
+                                     zc ? &zc_opts : NULL, &f, NULL) < 0) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    rc = write_iov(f.iov, f.iovcnt);
+    rc = write_iov_fds(f.iov, f.iovcnt, f.fds, (size_t)f.nfds);
     saved = errno;
     Py_END_ALLOW_THREADS
     cg_dirty_py_frame_release(&f);
@@ -214,8 +278,12 @@ static void run_job(struct job *j)
         return; /* checked when it was read */
     }
     g = PyGILState_Ensure();
-    body = cg_dirty_body_decode_py(j->frame + CG_DIRTY_HEADER_SIZE, h.json_len,
-                                   j->frame + CG_DIRTY_HEADER_SIZE + h.json_len, h.blob_len);
+    body = cg_dirty_body_decode_py_fds(j->frame + CG_DIRTY_HEADER_SIZE, h.json_len,
+                                       j->frame + CG_DIRTY_HEADER_SIZE + h.json_len, h.blob_len,
+                                       j->fds, j->nfds, zc_opts.max_payload);
+    /* the arguments hold their own copies now */
+    cg_dirty_fds_close(j->fds, j->nfds);
+    j->nfds = 0;
     if (body == NULL) {
         PyObject *et = NULL, *ev = NULL, *etb = NULL; /* owned */
         PyErr_Fetch(&et, &ev, &etb);
@@ -275,24 +343,29 @@ static void *pool_thread(void *arg)
         job_remove_active(j);
         pthread_cond_broadcast(&q_cond);
         pthread_mutex_unlock(&q_lock);
+        cg_dirty_fds_close(j->fds, j->nfds);
         free(j->frame);
         free(j);
     }
 }
 
-/* Queues a REQUEST frame for the pool; takes ownership of `frame` (malloc'd). */
-static void enqueue(uint64_t id, unsigned char *frame, size_t len)
+/* Queues a REQUEST frame for the pool; takes ownership of `frame` (malloc'd)
+ * and of fds[0..nfds-1]. */
+static void enqueue(uint64_t id, unsigned char *frame, size_t len, const int *fds, size_t nfds)
 {
     struct job *j = calloc(1, sizeof(*j));
 
     if (j == NULL) {
         free(frame);
+        cg_dirty_fds_close(fds, nfds);
         cg_log(CG_LOG_ERROR, "dirty worker: out of memory for a call");
         return;
     }
     j->frame = frame;
     j->len = len;
     j->id = id;
+    memcpy(j->fds, fds, nfds * sizeof(int));
+    j->nfds = nfds;
     pthread_mutex_lock(&q_lock);
     if (q_tail != NULL) {
         q_tail->next = j;
@@ -345,23 +418,37 @@ struct inbuf {
     struct cg_dirty_header big_h;
 };
 
-/* A whole frame: queue a REQUEST (taking `frame`), apply a CANCEL. */
-static void on_frame(const struct cg_dirty_header *h, unsigned char *frame, size_t size)
+/* A whole frame: queue a REQUEST (taking `frame` and the descriptors that
+ * came with it), apply a CANCEL. -1 when its descriptors are missing (the
+ * link cannot be trusted any more). */
+static int on_frame(const struct cg_dirty_header *h, unsigned char *frame, size_t size)
 {
+    int fds[CG_DIRTY_MAX_FDS];
+
+    if (cg_dirty_fdq_take(&link_fds, fds, h->nfds) < 0) {
+        cg_log(CG_LOG_ERROR, "dirty worker: a %s frame announced %u descriptors that did not "
+               "come with it", cg_dirty_type_name(h->type), h->nfds);
+        free(frame);
+        return -1;
+    }
     if (h->type == CG_DIRTY_REQUEST) {
-        enqueue(h->id, frame, size);
-        return;
+        enqueue(h->id, frame, size, fds, h->nfds);
+        return 0;
     }
     if (h->type == CG_DIRTY_CANCEL) {
         cancel(h->id);
     }
+    cg_dirty_fds_close(fds, h->nfds);
     free(frame);
+    return 0;
 }
 
-/* recv() into p; 0 (maybe nothing yet), or -1 when the link is closed/broken. */
+/* recvmsg() into p (descriptors into link_fds); 0 (maybe nothing yet), or
+ * -1 when the link is closed/broken. */
 static int recv_some(unsigned char *p, size_t room, size_t *got)
 {
-    ssize_t n = recv(link_fd, p, room, MSG_DONTWAIT);
+    struct iovec iov = { .iov_base = p, .iov_len = room };
+    ssize_t n = cg_dirty_fds_recv(link_fd, &iov, 1, &link_fds);
 
     *got = 0;
     if (n == 0) {
@@ -393,7 +480,7 @@ static int read_link(struct inbuf *b)
         if (b->big_have == b->big_size) {
             unsigned char *frame = b->big;
             b->big = NULL;
-            on_frame(&b->big_h, frame, b->big_size);
+            return on_frame(&b->big_h, frame, b->big_size);
         }
         return 0;
     }
@@ -426,7 +513,9 @@ static int read_link(struct inbuf *b)
                 b->big_h = h;
                 break;
             }
-            on_frame(&h, frame, size);
+            if (on_frame(&h, frame, size) < 0) {
+                return -1;
+            }
             continue;
         }
         if (have < size) {
@@ -438,7 +527,9 @@ static int read_link(struct inbuf *b)
             return -1;
         }
         memcpy(frame, b->p + off, size);
-        on_frame(&h, frame, size);
+        if (on_frame(&h, frame, size) < 0) {
+            return -1;
+        }
         off += size;
     }
     memmove(b->p, b->p + off, b->len - off);
@@ -511,6 +602,12 @@ void cg_dirty_worker_main(const struct cg_dirty_worker_spec *spec)
     cg_dirty_mem_tune();
     link_fd = spec->fd;
     max_message = spec->max_message;
+    zc_opts.threshold = spec->conf->dirty_zero_copy_threshold > 0
+                            ? (size_t)spec->conf->dirty_zero_copy_threshold
+                            : 0;
+    zc_opts.max_payload = spec->conf->dirty_max_payload_size > 0
+                              ? (size_t)spec->conf->dirty_max_payload_size
+                              : CG_DIRTY_DEFAULT_MAX_PAYLOAD;
     cg_proc_set_title("gunicorn: dirty-worker [%s]", spec->conf->proc_name != NULL
                                                           ? spec->conf->proc_name
                                                           : spec->conf->default_proc_name);

@@ -28,7 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (msg.hdr.type == CG_DIRTY_REQUEST) {
         struct cg_dirty_route route;
         memset(&route, 0, sizeof(route));
-        if (cg_dirty_route_parse(json, msg.hdr.json_len, msg.hdr.blob_len, &route, &err) == 0) {
+        if (cg_dirty_route_parse(json, msg.hdr.json_len, msg.hdr.blob_len, msg.hdr.nfds, &route,
+                                 &err) == 0) {
             if (route.app_path == NULL || route.action == NULL) {
                 __builtin_trap();
             }

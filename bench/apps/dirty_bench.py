@@ -12,6 +12,10 @@ class BenchDirtyApp(DirtyApp):
     def echo(self, payload):
         return payload
 
+    def ppid(self):
+        import os
+        return os.getppid()  # the dirty arbiter (cgunicorn and gunicorn alike)
+
     def chunks(self, n):
         for i in range(n):
             yield "chunk-%d" % i

@@ -7,8 +7,9 @@
 /file        1 MiB file through wsgi.file_wrapper
 /stream      1,000 chunks from a generator
 /dirty       N dirty execute()/stream() round trips, timed inside the view:
-             ?kind=trivial|bytes|stream&n=N; answers JSON with p50/p99 (µs)
-             and calls/s of the round trip itself
+             ?kind=trivial|bytes|bytes64|stream&n=N; answers JSON with p50/p99
+             (µs), calls/s of the round trip itself and the dirty arbiter's
+             peak RSS (VmHWM, KiB) after the calls
 """
 import json
 import os
@@ -21,6 +22,24 @@ CHUNK = b"c" * 64
 FILE_PATH = os.path.join(os.environ.get("BENCH_DATA_DIR", "/tmp"), "cgbench-1m.bin")
 DIRTY_APP = "dirty_bench:BenchDirtyApp"
 DIRTY_PAYLOAD = b"\x01" * (1 << 20)
+DIRTY_PAYLOADS = {"bytes": DIRTY_PAYLOAD}
+
+
+def _payload(kind):
+    if kind not in DIRTY_PAYLOADS:  # 64 MiB, made on first use only
+        DIRTY_PAYLOADS[kind] = b"\x02" * (64 << 20)
+    return DIRTY_PAYLOADS[kind]
+
+
+def _vm_hwm_kb(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _ensure_file():
@@ -63,9 +82,10 @@ def _dirty(environ):
             r = client.execute(DIRTY_APP, "ping")
             if r != "pong":
                 raise RuntimeError("dirty ping answered %r" % (r,))
-        elif kind == "bytes":
-            r = client.execute(DIRTY_APP, "echo", DIRTY_PAYLOAD)
-            if len(r) != len(DIRTY_PAYLOAD):
+        elif kind in ("bytes", "bytes64"):
+            payload = _payload(kind)
+            r = client.execute(DIRTY_APP, "echo", payload)
+            if len(r) != len(payload):
                 raise RuntimeError("dirty echo answered %d bytes" % len(r))
         elif kind == "stream":
             for _chunk in client.stream(DIRTY_APP, "chunks", 1000):
@@ -82,6 +102,7 @@ def _dirty(environ):
         "p99_us": _percentile(times, 0.99) * 1e6,
         "calls_per_s": n / total if total > 0 else 0.0,
         "items": items,
+        "arbiter_hwm_kb": _vm_hwm_kb(client.execute(DIRTY_APP, "ppid")),
         # where the dirty client came from: a file of upstream gunicorn, or
         # "<module> (no file)" for one served from inside cgunicorn's binary
         "client_module": (getattr(sys.modules.get(type(client).__module__), "__file__", None)

@@ -11,8 +11,10 @@ CHUNK frames then END; an exception becomes an ERROR frame carrying type,
 message, traceback, app_path and action. On exit each app's close() runs,
 then dirty_worker_exit(arbiter, worker).
 
-`send(type, id, body)` and `cancelled(id)` are C callables handed in by
-cg_dirty_worker.c; `log(level, message)` writes the gunicorn error log.
+`send(type, id, body, zc=False)` and `cancelled(id)` are C callables handed in by
+cg_dirty_worker.c; `log(level, message)` writes the gunicorn error log. A
+request that says "fds": true accepts bytes results and chunks in memfds
+(zc=True: the C side applies dirty_zero_copy_threshold).
 """
 import asyncio
 import contextlib
@@ -266,6 +268,7 @@ class DirtyWorkerInfo:
         action = msg.get("action")
         args = msg.get("args") or ()
         kwargs = msg.get("kwargs") or {}
+        zc = msg.get("fds") is True
         app = self.apps.get(app_path)
         if app is None:
             self._error(rid, "DirtyAppNotFoundError",
@@ -280,17 +283,17 @@ class DirtyWorkerInfo:
             self._app_error(rid, e, app_path, action)
             return True
         if inspect.isgenerator(result):
-            self._stream(rid, result, app_path, action, False)
+            self._stream(rid, result, app_path, action, False, zc)
         elif inspect.isasyncgen(result):
-            self._stream(rid, result, app_path, action, True)
+            self._stream(rid, result, app_path, action, True, zc)
         else:
             try:
-                self._send(RESPONSE, rid, {"result": result})
+                self._send(RESPONSE, rid, {"result": result}, zc)
             except (TypeError, ValueError) as e:
                 self._unsendable(rid, e, "returned", app_path, action)
         return True
 
-    def _stream(self, rid, gen, app_path, action, is_async):
+    def _stream(self, rid, gen, app_path, action, is_async, zc=False):
         try:
             while True:
                 if self._cancelled(rid):
@@ -308,7 +311,7 @@ class DirtyWorkerInfo:
                     self._app_error(rid, e, app_path, action)
                     return
                 try:
-                    self._send(CHUNK, rid, {"data": item})
+                    self._send(CHUNK, rid, {"data": item}, zc)
                 except (TypeError, ValueError) as e:
                     self._unsendable(rid, e, "yielded", app_path, action)
                     return

@@ -113,8 +113,8 @@ static int iov_same(const char *expr)
     snprintf(code, sizeof(code), "{'data': %s, 'n': 1}", expr);
     body = eval(code);
     frame = cg_dirty_frame_encode_py(CG_DIRTY_CHUNK, 42, body, 1 << 20, NULL);
-    if (frame == NULL || cg_dirty_frame_encode_py_iov(CG_DIRTY_CHUNK, 42, body, 1 << 20, &f,
-                                                      NULL) < 0) {
+    if (frame == NULL ||
+        cg_dirty_frame_encode_py_iov(CG_DIRTY_CHUNK, 42, body, 1 << 20, NULL, &f, NULL) < 0) {
         PyErr_Print();
         goto cleanup;
     }
@@ -158,7 +158,7 @@ static void test_scatter_gather_encoding(void)
     CG_CHECK(iov_same("memoryview(bytes(range(256)) * 4).cast('I')"));
     /* refused like encode(): nothing held */
     PyObject *bad = eval("{'data': {1, 2}}");
-    CG_CHECK(cg_dirty_frame_encode_py_iov(CG_DIRTY_CHUNK, 1, bad, 1 << 20, &f, &why) < 0);
+    CG_CHECK(cg_dirty_frame_encode_py_iov(CG_DIRTY_CHUNK, 1, bad, 1 << 20, NULL, &f, &why) < 0);
     CG_CHECK(why == CG_DIRTY_ENC_UNSUPPORTED && f.iov == NULL && f.priv == NULL);
     PyErr_Clear();
     CG_CHECK(cg_dirty_frame_encode_py_parts(CG_DIRTY_CHUNK, 1, bad, 1 << 20, &why) == NULL);
@@ -166,7 +166,7 @@ static void test_scatter_gather_encoding(void)
     PyErr_Clear();
     Py_DECREF(bad);
     PyObject *big = eval("{'data': b'x' * 2000}");
-    CG_CHECK(cg_dirty_frame_encode_py_iov(CG_DIRTY_CHUNK, 1, big, 1000, &f, &why) < 0);
+    CG_CHECK(cg_dirty_frame_encode_py_iov(CG_DIRTY_CHUNK, 1, big, 1000, NULL, &f, &why) < 0);
     CG_CHECK(why == CG_DIRTY_ENC_TOO_LARGE);
     PyErr_Clear();
     Py_DECREF(big);
@@ -407,7 +407,8 @@ static void test_header(void)
         const char *want;
     } bad[] = {
         { 0, 'X', "magic" },        { 2, 'E', "magic" },          { 3, 2, "version 2" },
-        { 4, 0, "message type 0" }, { 4, 9, "message type 9" }, { 5, 1, "reserved" },
+        { 4, 0, "message type 0" }, { 4, 9, "message type 9" }, { 6, 1, "reserved" },
+        { 5, 65, "file descriptors" },
         { 7, 0x80, "reserved" },
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -593,7 +594,7 @@ static void test_route_parse(void)
     struct cg_err err = { { 0 } };
 
     CG_CHECK(cg_dirty_header_decode(buf, SIZE_MAX, &h, &err) == 0);
-    CG_CHECK(cg_dirty_route_parse(buf + CG_DIRTY_HEADER_SIZE, h.json_len, h.blob_len, &r,
+    CG_CHECK(cg_dirty_route_parse(buf + CG_DIRTY_HEADER_SIZE, h.json_len, h.blob_len, 0, &r,
                                   &err) == 0);
     CG_CHECK_STR(r.app_path, "m:App");
     CG_CHECK_STR(r.action, "go");
@@ -617,7 +618,7 @@ static void test_route_parse(void)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err.msg[0] = '\0';
         CG_CHECK(cg_dirty_route_parse((const unsigned char *)bad[i].json, strlen(bad[i].json), 0,
-                                      &r, &err) < 0);
+                                      0, &r, &err) < 0);
         CG_CHECK(r.body == NULL);
         if (strstr(err.msg, bad[i].want) == NULL) {
             fprintf(stderr, "%s: \"%s\" lacks \"%s\"\n", bad[i].json, err.msg, bad[i].want);
@@ -625,7 +626,7 @@ static void test_route_parse(void)
         }
     }
     const char *streaming = "{\"app_path\":\"m:A\",\"action\":\"a\",\"stream\":true}";
-    CG_CHECK(cg_dirty_route_parse((const unsigned char *)streaming, strlen(streaming), 0, &r,
+    CG_CHECK(cg_dirty_route_parse((const unsigned char *)streaming, strlen(streaming), 0, 0, &r,
                                   &err) == 0);
     CG_CHECK_INT(r.stream, 1);
     CG_CHECK(r.timeout < 0);

@@ -2,12 +2,20 @@
 the stash: framing with the builtin codec (_cgunicorn_dirty), request ids,
 timeouts, stale-reply discarding and cancellation.
 
+Zero-copy payloads: bytes arguments above dirty_zero_copy_threshold
+(CGUNICORN_DIRTY_ZERO_COPY_THRESHOLD) go in sealed memfds passed with the
+frame (SCM_RIGHTS on the sendmsg() that carries its first byte); replies
+may come with memfds too (the request says "fds": true). Every descriptor
+received is queued in arrival order and a whole frame takes as many as its
+header's byte 5 says; they are closed once the frame is decoded.
+
 Frames are read with a small state machine whose partial state survives a
 timeout, so a frame half-read when a call gave up is completed (and then
 dropped as stale) by the next call instead of desynchronising the stream.
 Every reply carries the id of the request it answers; replies for ids that
 no call is waiting for are discarded. Not thread-safe: callers hold a lock.
 """
+import array
 import collections
 import os
 import socket
@@ -17,6 +25,7 @@ import _cgunicorn_dirty as codec
 
 from .errors import (
     DirtyConnectionError,
+    DirtyError,
     DirtyProtocolError,
     DirtySerializationError,
     DirtyTimeoutError,
@@ -24,6 +33,39 @@ from .errors import (
 
 SOCKET_ENV = "GUNICORN_DIRTY_SOCKET"
 MAX_MESSAGE_ENV = "CGUNICORN_DIRTY_MAX_MESSAGE_SIZE"
+ZERO_COPY_ENV = "CGUNICORN_DIRTY_ZERO_COPY_THRESHOLD"
+MAX_PAYLOAD_ENV = "CGUNICORN_DIRTY_MAX_PAYLOAD_SIZE"
+ANCBUF = socket.CMSG_SPACE(codec.MAX_FDS * array.array("i").itemsize)
+
+
+def _env_int(name, default, minimum):
+    text = os.environ.get(name)
+    if text:
+        try:
+            value = int(text)
+            if value >= minimum:
+                return value
+        except ValueError:
+            pass
+    return default
+
+
+def default_zero_copy_threshold():
+    """Bytes values above this go in memfds (dirty_zero_copy_threshold, 0: never)."""
+    return _env_int(ZERO_COPY_ENV, codec.DEFAULT_ZERO_COPY_THRESHOLD, 0)
+
+
+def default_max_payload():
+    """The largest bytes value sent or accepted in a memfd (dirty_max_payload_size)."""
+    return _env_int(MAX_PAYLOAD_ENV, codec.DEFAULT_MAX_PAYLOAD, 1)
+
+
+def close_fds(fds):
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def default_max_message():
@@ -62,6 +104,19 @@ def encode_parts(msg_type, request_id, body, max_message):
         raise DirtyProtocolError(str(e)) from None
 
 
+def encode_fds(msg_type, request_id, body, max_message, threshold, max_payload):
+    """(parts, fds): as encode_parts(), bytes values above `threshold` in
+    sealed memfds; the caller closes `fds` once sent (Channel.send does)."""
+    try:
+        return codec.encode_fds(msg_type, request_id, body, max_message, threshold, max_payload)
+    except codec.UnsupportedValueError as e:
+        raise DirtySerializationError(str(e)) from None
+    except (codec.MessageTooLargeError, codec.PayloadTooLargeError) as e:
+        raise DirtyProtocolError(str(e)) from None
+    except OSError as e:
+        raise DirtyError("cannot make a memfd for a dirty payload: %s" % (e,)) from None
+
+
 # A receive buffer larger than this is not kept after the frame it held.
 _KEEP_RBUF = 4 << 20
 
@@ -73,7 +128,10 @@ class Channel:
         self.socket_path = socket_path
         self.timeout = timeout
         self.max_message = max_message or default_max_message()
+        self.zero_copy_threshold = default_zero_copy_threshold()
+        self.max_payload = default_max_payload()
         self.sock = None
+        self._fdq = []  # descriptors received, not yet claimed by a whole frame
         self._next_id = 1
         # Ids of live streams -> frames that arrived for them while another
         # call was reading (a stream consumed while execute() runs).
@@ -110,6 +168,8 @@ class Channel:
 
     def close(self):
         sock, self.sock = self.sock, None
+        fds, self._fdq = self._fdq, []
+        close_fds(fds)
         self._inbox.clear()
         self._pending_cancels.clear()
         self._reset_reader()
@@ -126,14 +186,22 @@ class Channel:
 
     # -- sending ---------------------------------------------------------
 
-    def send(self, frame, deadline=None):
-        self.connect()
-        self._flush_cancels()
-        self._sendall(frame, deadline)
+    def send(self, frame, deadline=None, fds=()):
+        """Sends a frame (and the memfds that go with it, which are closed
+        here whatever happens)."""
+        try:
+            self.connect()
+            self._flush_cancels()
+            self._sendall(frame, deadline, fds)
+        finally:
+            close_fds(fds)
 
-    def _sendall(self, frame, deadline):
+    def _sendall(self, frame, deadline, fds=()):
         """Sends a frame: bytes, or a list of buffers from encode_parts()."""
         try:
+            if fds:
+                self._sendmsg_all(frame if isinstance(frame, list) else [frame], deadline, fds)
+                return
             if isinstance(frame, list):
                 if len(frame) == 1:
                     frame = frame[0]
@@ -152,11 +220,13 @@ class Channel:
             raise DirtyConnectionError("Communication error: %s" % (e,),
                                        socket_path=self.socket_path) from e
 
-    def _sendmsg_all(self, parts, deadline):
+    def _sendmsg_all(self, parts, deadline, fds=()):
         views = [memoryview(p).cast("B") for p in parts]
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
         while views:
             self.sock.settimeout(self._remaining(deadline))
-            n = self.sock.sendmsg(views[:512])
+            n = self.sock.sendmsg(views[:512], anc)
+            anc = []  # the descriptors went with the first byte
             while n > 0:
                 k = len(views[0])
                 if n >= k:
@@ -205,9 +275,24 @@ class Channel:
             raise socket.timeout()
         return left
 
-    def _recv_into(self, view, deadline):
+    def _recv_into(self, view, deadline, fds=True):
+        """recv into view; with fds, the descriptors that come with the
+        data are queued (a frame's memfds come with its first byte, so body
+        reads, which stop at the frame's end, need no control buffer)."""
         self.sock.settimeout(self._remaining(deadline))
-        n = self.sock.recv_into(view)
+        if not fds:
+            n = self.sock.recv_into(view)
+            if n == 0:
+                raise ConnectionResetError("the dirty arbiter closed the connection")
+            return n
+        n, anc, flags, _ = self.sock.recvmsg_into([view], ANCBUF, socket.MSG_CMSG_CLOEXEC)
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+                self._fdq.extend(fds)
+        if flags & socket.MSG_CTRUNC:
+            raise ConnectionResetError("descriptors from the dirty arbiter were lost")
         if n == 0:
             raise ConnectionResetError("the dirty arbiter closed the connection")
         return n
@@ -232,19 +317,26 @@ class Channel:
         try:
             while self._body_got < self._body_len:
                 self._body_got += self._recv_into(view[self._body_got:self._body_len],
-                                                  deadline)
+                                                  deadline, fds=False)
         finally:
             view.release()
         msg_type, rid, json_len, _ = self._head
+        nfds = self._hdr[5]
         body = memoryview(self._rbuf)[:self._body_len]
         self._head = None
         self._hdr_got = 0
+        fds, self._fdq = self._fdq[:nfds], self._fdq[nfds:]
         try:
-            return msg_type, rid, codec.decode_body(body, json_len)
+            if len(fds) < nfds:
+                self.close()
+                raise DirtyProtocolError("Bad message from the dirty arbiter: %d memfd(s) "
+                                         "announced, %d received" % (nfds, len(fds)))
+            return msg_type, rid, codec.decode_body(body, json_len, fds, self.max_payload)
         except ValueError as e:
             self.close()
             raise DirtyProtocolError("Bad message from the dirty arbiter: %s" % (e,)) from None
         finally:
+            close_fds(fds)
             body.release()
             if len(self._rbuf) > _KEEP_RBUF:
                 self._rbuf = bytearray(64 << 10)

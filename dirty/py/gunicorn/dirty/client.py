@@ -2,17 +2,24 @@
 
 Sync API (sync and gthread workers): ``execute()`` and ``stream()``, one
 connection per client; ``get_dirty_client()`` gives one client per thread.
-Async API (asgi workers): ``execute_async()`` and ``stream_async()`` over
-asyncio streams; ``get_dirty_client_async()`` gives one client per event
-loop, whose connection carries concurrent calls (replies are matched to
-calls by request id by one reader task).
+Async API (asgi workers): ``execute_async()`` and ``stream_async()`` on the
+running loop (a non-blocking socket watched with add_reader/add_writer);
+``get_dirty_client_async()`` gives one client per event loop, whose
+connection carries concurrent calls (replies are matched to calls by
+request id).
+
+Both put bytes values above dirty_zero_copy_threshold in sealed memfds
+passed with the frame, and accept results and chunks the same way.
 
 Every call has a request id; a reply whose id no call is waiting for (the
 late answer to a call that timed out or was cancelled) is dropped. Giving
 up on a call (timeout, closing a stream early) sends CANCEL for its id.
 """
+import array
 import asyncio
+import collections
 import os
+import socket
 import threading
 import time
 import weakref
@@ -20,7 +27,7 @@ import weakref
 import _cgunicorn_dirty as codec
 
 from . import _channel
-from ._channel import SOCKET_ENV, encode, encode_parts
+from ._channel import SOCKET_ENV, encode_fds
 from .errors import (
     DirtyConnectionError,
     DirtyError,
@@ -42,13 +49,25 @@ __all__ = [
 ]
 
 
-def _request_body(app_path, action, args, kwargs, timeout, stream=False):
+def _request_body(app_path, action, args, kwargs, timeout, stream=False, fds=False):
     body = {"app_path": app_path, "action": action, "args": list(args), "kwargs": kwargs}
     if timeout:
         body["timeout"] = float(timeout)
     if stream:
         body["stream"] = True
+    if fds:
+        # this connection takes results and chunks in memfds (zero-copy)
+        body["fds"] = True
     return body
+
+
+def _encode_request(chan, rid, body):
+    """(parts, fds) of a REQUEST on a Channel or an _AsyncConnection: large
+    bytes arguments in memfds, and replies may come in memfds too."""
+    zc = chan.zero_copy_threshold
+    if zc:
+        body["fds"] = True
+    return encode_fds(codec.REQUEST, rid, body, chan.max_message, zc, chan.max_payload)
 
 
 def _result(msg_type, body, app_path, action):
@@ -99,11 +118,10 @@ class DirtyClient:
         with self._lock:
             chan = self._chan
             rid = chan.new_id()
-            frame = encode_parts(codec.REQUEST, rid,
-                                 _request_body(app_path, action, args, kwargs, self.timeout),
-                                 chan.max_message)
+            frame, fds = _encode_request(
+                chan, rid, _request_body(app_path, action, args, kwargs, self.timeout))
             deadline = time.monotonic() + self.timeout if self.timeout else None
-            chan.send(frame, deadline)
+            chan.send(frame, deadline, fds)
             try:
                 msg_type, body = chan.recv_for(rid, deadline,
                                                "Timeout waiting for dirty app response",
@@ -152,12 +170,11 @@ class DirtyClient:
         await self.connect_async()
         conn = self._aio
         rid = conn.new_id()
-        frame = encode(codec.REQUEST, rid,
-                       _request_body(app_path, action, args, kwargs, self.timeout),
-                       conn.max_message)
         queue = conn.register(rid)
         try:
-            await conn.send(frame)
+            frame, fds = _encode_request(
+                conn, rid, _request_body(app_path, action, args, kwargs, self.timeout))
+            await conn.send(frame, fds)
             try:
                 msg_type, body = await asyncio.wait_for(queue.get(), self.timeout)
             except asyncio.TimeoutError:
@@ -192,38 +209,65 @@ class DirtyClient:
         await self.close_async()
 
 
+def _retrieve(future):
+    """Marks a send's outcome as seen (its caller may have stopped waiting)."""
+    if not future.cancelled():
+        future.exception()
+
+
 class _AsyncConnection:
-    """An asyncio connection shared by concurrent calls: one reader task
-    hands each frame to the queue registered for its id."""
+    """An asyncio connection shared by concurrent calls, on a non-blocking
+    Unix socket watched with the loop's add_reader()/add_writer() (asyncio
+    streams cannot pass descriptors, which zero-copy payloads need). The
+    reader callback cuts frames out of what arrives and hands each to the
+    queue registered for its id, with the memfds that came with it; frames
+    to send wait in one output queue, written in order, a frame's memfds
+    going with its first byte."""
+
+    _RBUF = 256 << 10  # frames up to this size are cut out of one reused buffer
 
     def __init__(self, socket_path, timeout, max_message):
         self.socket_path = socket_path
         self.timeout = timeout
         self.max_message = max_message
+        self.zero_copy_threshold = _channel.default_zero_copy_threshold()
+        self.max_payload = _channel.default_max_payload()
         self.loop = None
-        self.reader = None
-        self.writer = None
-        self.task = None
+        self.sock = None
         self.queues = {}
         self.next_id = 1
         self.broken = None
+        self._out = collections.deque()  # [views, fds, future or None], in send order
+        self._writing = False
+        self._fdq = []                    # descriptors received, not yet claimed
+        self._rbuf = bytearray(self._RBUF)
+        self._rlen = 0
+        self._big = None                  # a frame larger than _rbuf, being received
+        self._big_got = 0
 
     def usable(self, loop):
-        return self.loop is loop and self.writer is not None and self.broken is None
+        return self.loop is loop and self.sock is not None and self.broken is None
 
     async def open(self):
         self.loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
         try:
-            self.reader, self.writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(self.socket_path), self.timeout)
+            await asyncio.wait_for(self.loop.sock_connect(sock, self.socket_path), self.timeout)
         except asyncio.TimeoutError:
+            sock.close()
             raise DirtyTimeoutError("Timeout connecting to dirty arbiter",
                                     timeout=self.timeout) from None
         except OSError as e:
+            sock.close()
             raise DirtyConnectionError(
                 "Failed to connect to dirty arbiter at %s (from %s): %s"
                 % (self.socket_path, SOCKET_ENV, e), socket_path=self.socket_path) from e
-        self.task = self.loop.create_task(self._read_loop())
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self.loop.add_reader(sock.fileno(), self._on_readable)
 
     def new_id(self):
         rid = self.next_id
@@ -240,82 +284,194 @@ class _AsyncConnection:
     def unregister(self, rid):
         self.queues.pop(rid, None)
 
-    async def send(self, frame):
+    # -- sending ---------------------------------------------------------
+
+    def _queue(self, frame, fds, future):
+        parts = frame if isinstance(frame, list) else [frame]
+        self._out.append([[memoryview(p).cast("B") for p in parts], list(fds), future])
+        self._kick()
+
+    async def send(self, frame, fds=()):
+        """Sends a frame (bytes or a list of buffers) and the memfds that go
+        with it; the memfds are this connection's from the call on (closed
+        once sent, or when the connection fails)."""
         if self.broken is not None:
+            _channel.close_fds(fds)
             raise self.broken
-        try:
-            self.writer.write(frame)
-            await self.writer.drain()
-        except OSError as e:
-            self._fail(DirtyConnectionError("Communication error: %s" % (e,),
-                                            socket_path=self.socket_path))
-            raise self.broken from e
+        future = self.loop.create_future()
+        future.add_done_callback(_retrieve)
+        self._queue(frame, fds, future)
+        # A caller that stops waiting (timeout) leaves the frame queued: it
+        # goes out whole, and its late reply is dropped.
+        await asyncio.shield(future)
 
     def cancel(self, rid):
         """Sends CANCEL for rid without waiting; never raises."""
         self.queues.pop(rid, None)
-        if self.writer is None or self.broken is not None:
+        if self.sock is None or self.broken is not None:
             return
         try:
-            self.writer.write(codec.encode(codec.CANCEL, rid, {}))
+            self._queue(codec.encode(codec.CANCEL, rid, {}), (), None)
         except Exception:
             pass
 
-    async def _read_loop(self):
+    def _kick(self):
+        """Writes queued frames until the socket is full."""
+        while self._out and self.broken is None:
+            item = self._out[0]
+            views, fds, future = item
+            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+            try:
+                n = self.sock.sendmsg(views[:512], anc)
+            except (BlockingIOError, InterruptedError):
+                if not self._writing:
+                    self.loop.add_writer(self.sock.fileno(), self._kick)
+                    self._writing = True
+                return
+            except OSError as e:
+                self._fail(DirtyConnectionError("Communication error: %s" % (e,),
+                                                socket_path=self.socket_path))
+                return
+            if fds:  # they went with the first byte
+                _channel.close_fds(fds)
+                item[1] = []
+            while n > 0:
+                k = len(views[0])
+                if n >= k:
+                    n -= k
+                    views.pop(0)
+                else:
+                    views[0] = views[0][n:]
+                    n = 0
+            while views and not len(views[0]):
+                views.pop(0)
+            if not views:
+                self._out.popleft()
+                if future is not None and not future.done():
+                    future.set_result(None)
+        if self._writing and self.sock is not None:
+            self.loop.remove_writer(self.sock.fileno())
+            self._writing = False
+
+    # -- receiving -------------------------------------------------------
+
+    def _recv(self, view):
+        n, anc, flags, _ = self.sock.recvmsg_into([view], _channel.ANCBUF,
+                                                  socket.MSG_CMSG_CLOEXEC)
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+                self._fdq.extend(fds)
+        if flags & socket.MSG_CTRUNC:
+            raise ConnectionResetError("descriptors from the dirty arbiter were lost")
+        if n == 0:
+            raise ConnectionResetError("connection closed by the dirty arbiter")
+        return n
+
+    def _on_readable(self):
         try:
-            while True:
-                head = await self.reader.readexactly(codec.HEADER_SIZE)
-                try:
-                    msg_type, rid, json_len, blob_len = codec.decode_header(head,
-                                                                             self.max_message)
-                except ValueError as e:
-                    raise DirtyProtocolError("Bad message from the dirty arbiter: %s" % (e,),
-                                             raw_data=head) from None
-                data = await self.reader.readexactly(json_len + blob_len)
-                try:
-                    body = codec.decode_body(data, json_len)
-                except ValueError as e:
-                    raise DirtyProtocolError("Bad message from the dirty arbiter: %s"
-                                             % (e,)) from None
-                queue = self.queues.get(rid)
-                if queue is not None:
-                    queue.put_nowait((msg_type, body))
-                # else: a late reply to a call that gave up; dropped.
-        except asyncio.CancelledError:
-            self._fail(DirtyConnectionError("Connection to the dirty arbiter was closed",
-                                            socket_path=self.socket_path))
-            raise
+            for _ in range(64):  # then let other callbacks run
+                if self.sock is None:
+                    return
+                if self._big is not None:
+                    with memoryview(self._big) as v:
+                        self._big_got += self._recv(v[self._big_got:])
+                    if self._big_got == len(self._big):
+                        big, self._big = self._big, None
+                        with memoryview(big) as v:
+                            self._frame(v)
+                    continue
+                with memoryview(self._rbuf) as v:
+                    self._rlen += self._recv(v[self._rlen:])
+                self._cut()
+        except (BlockingIOError, InterruptedError):
+            pass
         except DirtyError as e:
             self._fail(e)
-        except (OSError, asyncio.IncompleteReadError) as e:
-            self._fail(DirtyConnectionError("Communication error: %s" % (e or "connection "
-                                            "closed by the dirty arbiter",),
+        except OSError as e:
+            self._fail(DirtyConnectionError("Communication error: %s" % (e,),
                                             socket_path=self.socket_path))
+
+    def _cut(self):
+        """Handles every whole frame at the front of _rbuf."""
+        buf, off = self._rbuf, 0
+        with memoryview(buf) as v:
+            while self._rlen - off >= codec.HEADER_SIZE:
+                head = self._header(v[off:off + codec.HEADER_SIZE])
+                total = codec.HEADER_SIZE + head[2] + head[3]
+                have = self._rlen - off
+                if have < total:
+                    if total > len(buf):  # its own buffer, the rest received into it
+                        self._big = bytearray(total)
+                        self._big[:have] = v[off:self._rlen]
+                        self._big_got = have
+                        off = self._rlen
+                    break
+                self._frame(v[off:off + total])
+                off += total
+            rest = self._rlen - off
+            if off and rest:
+                v[:rest] = v[off:self._rlen]
+        self._rlen = rest
+
+    def _header(self, view):
+        try:
+            return codec.decode_header(view, self.max_message)
+        except ValueError as e:
+            raise DirtyProtocolError("Bad message from the dirty arbiter: %s" % (e,),
+                                     raw_data=bytes(view)) from None
+
+    def _frame(self, view):
+        """One whole frame (header included): decoded and queued for its call."""
+        msg_type, rid, json_len, _ = self._header(view[:codec.HEADER_SIZE])
+        nfds = view[5]
+        fds, self._fdq = self._fdq[:nfds], self._fdq[nfds:]
+        try:
+            if len(fds) < nfds:
+                raise DirtyProtocolError("Bad message from the dirty arbiter: %d memfd(s) "
+                                         "announced, %d received" % (nfds, len(fds)))
+            queue = self.queues.get(rid)
+            if queue is None:
+                return  # a late reply to a call that gave up; dropped
+            try:
+                body = codec.decode_body(view[codec.HEADER_SIZE:], json_len, fds,
+                                         self.max_payload)
+            except ValueError as e:
+                raise DirtyProtocolError("Bad message from the dirty arbiter: %s"
+                                         % (e,)) from None
+            queue.put_nowait((msg_type, body))
+        finally:
+            _channel.close_fds(fds)
+
+    # -- failing and closing ---------------------------------------------
 
     def _fail(self, exc):
         if self.broken is None:
             self.broken = exc
         for queue in self.queues.values():
             queue.put_nowait((None, exc))
-        if self.writer is not None:
-            self.writer.close()
+        while self._out:
+            _, fds, future = self._out.popleft()
+            _channel.close_fds(fds)
+            if future is not None and not future.done():
+                future.set_exception(exc)
+        fds, self._fdq = self._fdq, []
+        _channel.close_fds(fds)
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            try:
+                self.loop.remove_reader(sock.fileno())
+                if self._writing:
+                    self.loop.remove_writer(sock.fileno())
+            except Exception:  # the loop is closed
+                pass
+            self._writing = False
+            sock.close()
 
     async def close(self):
-        task, self.task = self.task, None
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except BaseException:
-                pass
         self._fail(DirtyConnectionError("The dirty client was closed",
                                         socket_path=self.socket_path))
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            try:
-                await writer.wait_closed()
-            except Exception:
-                pass
 
 
 class _StreamIteratorBase:
@@ -396,12 +552,12 @@ class DirtyStreamIterator(_StreamIteratorBase):
     def _start(self):
         chan = self.client._chan
         self._request_id = rid = chan.new_id()
-        frame = encode_parts(codec.REQUEST, rid, self._request(), chan.max_message)
+        frame, fds = _encode_request(chan, rid, self._request())
         self._start_clock()
         chan.open_stream(rid)
         self._started = True
         try:
-            chan.send(frame, self._deadline)
+            chan.send(frame, self._deadline, fds)
         except BaseException:
             self._finish()
             raise
@@ -485,12 +641,12 @@ class DirtyAsyncStreamIterator(_StreamIteratorBase):
         await self.client.connect_async()
         conn = self._conn = self.client._aio
         self._request_id = rid = conn.new_id()
-        frame = encode(codec.REQUEST, rid, self._request(), conn.max_message)
         self._queue = conn.register(rid)
         self._started = True
         self._start_clock()
         try:
-            await conn.send(frame)
+            frame, fds = _encode_request(conn, rid, self._request())
+            await conn.send(frame, fds)
         except BaseException:
             self._finish()
             raise
