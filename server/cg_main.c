@@ -16,6 +16,7 @@
 #include "cg_py.h"
 #include "cg_py_app.h"
 #include "cg_py_logconfig.h"
+#include "cg_py_ssl_context.h"
 #include "cg_statsd.h"
 
 static void print_usage_error(const char *msg)
@@ -78,7 +79,7 @@ int main(int argc, char **argv)
     if (conf.print_config) {
         cg_conf_print(&conf, stdout);
     }
-    if (conf.check_config && cg_conf_check_tls(&conf, &err) < 0) {
+    if (conf.check_config && cg_py_ssl_context_check(&conf, NULL, &err) < 0) {
         fprintf(stderr, "\nError: %s\n", err.msg);
         exit(1);
     }
@@ -86,7 +87,7 @@ int main(int argc, char **argv)
         exit(check_app(&conf));
     }
     if (cg_conf_apply_pythonpath(&conf, &err) < 0 || cg_conf_check_binds(&conf, &err) < 0 ||
-        cg_conf_check_tls(&conf, &err) < 0 ||
+        cg_py_ssl_context_check(&conf, NULL, &err) < 0 ||
         cg_conf_apply_env(&conf, &err) < 0 ||
         cg_log_level_parse(conf.loglevel, &level, &err) < 0 ||
         cg_log_open(conf.errorlog, level, &err) < 0) {

@@ -10,6 +10,7 @@
 #include "cg_py_input.h"
 #include "cg_py_logconfig.h"
 #include "cg_py_wsgi_int.h"
+#include "cg_transport_tls.h"
 
 /* Interns every environ key (owned references in g->k). */
 static int intern_keys(struct cg_wsgi *g)
@@ -109,6 +110,7 @@ static int setup_limits(struct cg_wsgi *g, struct cg_err *err)
     l->casefold_http_method = conf->casefold_http_method;
     l->permit_unconventional_http_method = conf->permit_unconventional_http_method;
     l->permit_unconventional_http_version = conf->permit_unconventional_http_version;
+    l->is_ssl = cg_transport_tls_wanted(conf); /* url_scheme https, ASGI https/wss */
     if (conf->header_map != NULL) {
         l->header_map = strcmp(conf->header_map, "refuse") == 0      ? CG_HTTP_HEADER_MAP_REFUSE
                         : strcmp(conf->header_map, "dangerous") == 0 ? CG_HTTP_HEADER_MAP_DANGEROUS
