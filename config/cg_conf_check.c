@@ -75,7 +75,7 @@ static const char helpers_src[] =
     "\n"
     "\n"
     "def ssl_version(v):\n"
-    "    if v != 2:\n"
+    "    if str(v) != \"2\":\n"
     "        import sys\n"
     "        sys.stderr.write(\"Warning: option `ssl_version` is deprecated and it is \"\n"
     "                         \"ignored. Use ssl_context instead.\\n\")\n"

@@ -49,16 +49,31 @@ static bool ragged_ok = true;
 
 void cg_transport_tls_err(struct cg_err *err, const char *what, const char *fallback)
 {
-    unsigned long e = ERR_get_error(), last = e;
-    while (e != 0) { /* the last entry is the closest to the cause reported */
-        last = e;
-        e = ERR_get_error();
+    char why[512] = "";
+    size_t n = 0;
+    unsigned long e;
+
+    /* Every reason on the queue, the first (closest to the cause) first:
+     * "no start line (PEM lib)". */
+    while ((e = ERR_get_error()) != 0 && n < sizeof(why) - 1) {
+        const char *r = ERR_reason_error_string(e);
+        if (r == NULL && ERR_GET_LIB(e) == ERR_LIB_SYS) {
+            r = strerror(ERR_GET_REASON(e));
+        }
+        if (r == NULL || strstr(why, r) != NULL) {
+            continue;
+        }
+        n += (size_t)snprintf(why + n, sizeof(why) - n, n == 0 ? "%s" : n == strlen(why) &&
+                              strchr(why, '(') == NULL ? " (%s" : ", %s", r);
+        if (n >= sizeof(why)) {
+            n = sizeof(why) - 1;
+        }
     }
-    const char *reason = last != 0 ? ERR_reason_error_string(last) : NULL;
-    if (reason == NULL && last != 0 && ERR_GET_LIB(last) == ERR_LIB_SYS) {
-        reason = strerror(ERR_GET_REASON(last));
+    if (strchr(why, '(') != NULL && n + 1 < sizeof(why)) {
+        why[n++] = ')';
+        why[n] = '\0';
     }
-    cg_err_set(err, "%s: %s", what, reason != NULL ? reason : fallback);
+    cg_err_set(err, "%s: %s", what, why[0] != '\0' ? why : fallback);
     ERR_clear_error();
 }
 
@@ -78,7 +93,9 @@ static int no_password(char *buf, int size, int rwflag, void *u)
     (void)buf;
     (void)size;
     (void)rwflag;
-    (void)u;
+    if (u != NULL) {
+        *(bool *)u = true; /* the key is encrypted */
+    }
     return -1;
 }
 
@@ -142,7 +159,8 @@ static int load_verify(SSL_CTX *ctx, const struct cg_conf *conf, struct cg_err *
     return 0;
 }
 
-static int load_chain(SSL_CTX *ctx, const char *certfile, const char *keyfile, struct cg_err *err)
+int cg_transport_tls_load_chain(SSL_CTX *ctx, const char *certfile, const char *keyfile,
+                                struct cg_err *err)
 {
     char what[2400];
 
@@ -156,8 +174,29 @@ static int load_chain(SSL_CTX *ctx, const char *certfile, const char *keyfile, s
         return -1;
     }
     const char *kf = keyfile != NULL ? keyfile : certfile;
-    if (SSL_CTX_use_PrivateKey_file(ctx, kf, SSL_FILETYPE_PEM) != 1) {
-        snprintf(what, sizeof(what), "%s %s", keyfile != NULL ? "keyfile" : "certfile", kf);
+    const char *kname = keyfile != NULL ? "keyfile" : "certfile";
+    bool encrypted = false;
+    void *cb_data = SSL_CTX_get_default_passwd_cb_userdata(ctx);
+    if (cb_data == NULL) {
+        SSL_CTX_set_default_passwd_cb_userdata(ctx, &encrypted);
+    }
+    int rc = SSL_CTX_use_PrivateKey_file(ctx, kf, SSL_FILETYPE_PEM);
+    if (cb_data == NULL) {
+        SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
+    }
+    if (rc != 1) {
+        if (encrypted && SSL_CTX_get_default_passwd_cb(ctx) == no_password) {
+            ERR_clear_error();
+            cg_err_set(err, "%s %s: the key is encrypted and no password was given (pass it "
+                            "with load_cert_chain(..., password=...) in the ssl_context hook)",
+                       kname, kf);
+            return -1;
+        }
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+            snprintf(what, sizeof(what), "%s %s does not match certfile %s", kname, kf, certfile);
+        } else {
+            snprintf(what, sizeof(what), "%s %s", kname, kf);
+        }
         cg_transport_tls_err(err, what, "no private key could be loaded");
         return -1;
     }
@@ -191,7 +230,7 @@ SSL_CTX *cg_transport_tls_ctx_new(const struct cg_conf *conf, struct cg_err *err
         return NULL;
     }
     if (load_verify(ctx, conf, err) < 0 ||
-        load_chain(ctx, conf->certfile,
+        cg_transport_tls_load_chain(ctx, conf->certfile,
                    conf->keyfile != NULL && conf->keyfile[0] ? conf->keyfile : NULL, err) < 0) {
         SSL_CTX_free(ctx);
         return NULL;

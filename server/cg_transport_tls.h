@@ -1,9 +1,11 @@
 /* The TLS transport: the second implementation of the connection transport
- * (cg_transport.h), over OpenSSL 3. A worker that serves TLS builds one
- * SSL_CTX at boot from its settings (so a HUP, which starts new workers,
- * serves new certificates) and hands it to cg_transport_tls_use(); from
- * then on every connection the worker accepts, in every worker class, gets
- * an SSL session in cg_transport_init() and speaks TLS through the same ops.
+ * (cg_transport.h), over OpenSSL 3. The master builds one SSL_CTX from the
+ * settings at start-up and on each HUP (server/embed/cg_py_ssl_context.c)
+ * and hands it to cg_transport_tls_use() before it forks workers, which
+ * inherit it: a HUP's new workers serve the new certificates, and a HUP
+ * with broken ones keeps the running context. In a worker, every
+ * connection it accepts, in every worker class, gets an SSL session in
+ * cg_transport_init() and speaks TLS through the same ops.
  *
  * The handshake runs inside the first recv or send: on a non-blocking socket
  * (gthread's loop, the asgi loop) it reports CG_TRANSPORT_AGAIN with
@@ -12,9 +14,8 @@
  * by the worker's `timeout`. A client that fails the handshake costs its
  * connection and one debug line.
  *
- * Nothing here touches Python. The context functions run in the master (to
- * check a configuration) and in a worker at boot; the ops in any thread that
- * owns the connection. */
+ * Nothing here touches Python. The context functions run in the master;
+ * the ops in any thread of a worker that owns the connection. */
 #ifndef CG_TRANSPORT_TLS_H
 #define CG_TRANSPORT_TLS_H
 
@@ -40,6 +41,13 @@ bool cg_transport_tls_wanted(const struct cg_conf *conf);
  * OpenSSL's reason. */
 SSL_CTX *cg_transport_tls_ctx_new(const struct cg_conf *conf, struct cg_err *err);
 
+/* Python's SSLContext.load_cert_chain(certfile, keyfile): the certificate
+ * chain, the key (keyfile NULL: from certfile), and whether they match.
+ * A password, if any, is the context's passwd callback's. Returns 0, or -1
+ * with err naming the file and OpenSSL's reason. */
+int cg_transport_tls_load_chain(SSL_CTX *ctx, const char *certfile, const char *keyfile,
+                                struct cg_err *err);
+
 /* The final checks of a context the ssl_context hook may have changed: a
  * certificate and a matching key. Returns 0, or -1 with err. */
 int cg_transport_tls_ctx_check(SSL_CTX *ctx, struct cg_err *err);
@@ -52,7 +60,8 @@ void cg_transport_tls_err(struct cg_err *err, const char *what, const char *fall
  * (owned from here; NULL turns TLS off and frees the previous context).
  * handshake_timeout_ms bounds the handshake of blocking sockets (<= 0: no
  * bound); suppress_ragged_eofs reads an EOF without close_notify as an EOF.
- * Worker process, before it accepts. */
+ * Master, before it forks (workers inherit it); a worker frees its copy
+ * with NULL when it exits. */
 void cg_transport_tls_use(SSL_CTX *ctx, int handshake_timeout_ms, bool suppress_ragged_eofs);
 
 /* Whether t speaks TLS. */

@@ -25,3 +25,18 @@ int cg_py_ssl_context_check(const struct cg_conf *conf, PyObject *cfg, struct cg
     SSL_CTX_free(ctx);
     return ctx != NULL ? 0 : -1;
 }
+
+int cg_py_ssl_context_install(const struct cg_conf *conf, PyObject *cfg, struct cg_err *err)
+{
+    SSL_CTX *ctx = NULL;
+
+    if (cg_transport_tls_wanted(conf)) {
+        ctx = cg_py_ssl_context_build(conf, cfg, err);
+        if (ctx == NULL) {
+            return -1;
+        }
+    }
+    cg_transport_tls_use(ctx, conf->timeout > 0 ? conf->timeout * 1000 : -1,
+                         conf->suppress_ragged_eofs);
+    return 0;
+}

@@ -5,8 +5,11 @@
  * ssl.SSLContext in that hook (docs/compatibility.md) and applies it to the
  * OpenSSL context. Anything else the hook touches fails, naming it.
  *
- * Master (checking a configuration at start-up, --check-config and HUP) and
- * worker (at boot). Needs the GIL. */
+ * The master builds the context at start-up and again on each HUP whose
+ * configuration loads, before it forks the new workers; workers inherit it
+ * (cg_transport_tls_use). So a HUP serves the new certificates from its new
+ * workers, and a HUP whose certificates are broken keeps the running
+ * context for every worker it starts. Master only. Needs the GIL. */
 #ifndef CG_PY_SSL_CONTEXT_H
 #define CG_PY_SSL_CONTEXT_H
 
@@ -22,8 +25,13 @@
  * cleared). */
 SSL_CTX *cg_py_ssl_context_build(const struct cg_conf *conf, PyObject *cfg, struct cg_err *err);
 
-/* When conf turns TLS on, builds the context once and frees it: the check
- * of start-up, --check-config and a HUP. Returns 0, or -1 with err. */
+/* When conf turns TLS on, builds the context once and frees it
+ * (--check-config). Returns 0, or -1 with err. */
 int cg_py_ssl_context_check(const struct cg_conf *conf, PyObject *cfg, struct cg_err *err);
+
+/* Builds the context for conf and makes it the one every worker forked from
+ * now on serves with (TLS off when conf does not ask for it). On failure
+ * the running context stays. Returns 0, or -1 with err. */
+int cg_py_ssl_context_install(const struct cg_conf *conf, PyObject *cfg, struct cg_err *err);
 
 #endif

@@ -17,7 +17,6 @@
 #include "cg_proc.h"
 #include "cg_py.h"
 #include "cg_py_app.h"
-#include "cg_py_ssl_context.h"
 #include "cg_sig.h"
 #include "cg_transport_tls.h"
 #include "cg_worker.h"
@@ -186,23 +185,6 @@ static int boot(struct cg_worker *w, PyObject *preloaded_app)
     if (set_owner(conf, &err) < 0) {
         cg_log(CG_LOG_ERROR, "Exception in worker process\n%s", err.msg);
         return CG_WORKER_BOOT_ERROR;
-    }
-    if (cg_transport_tls_wanted(conf)) {
-        /* One context per worker, built after the change of user as
-         * gunicorn reads the certificates in the worker; a HUP's new
-         * workers read the new files. */
-        PyObject *cfg = server != NULL ? PyObject_GetAttrString(server, "cfg") : NULL;
-        if (cfg == NULL) {
-            PyErr_Clear();
-        }
-        SSL_CTX *ctx = cg_py_ssl_context_build(conf, cfg, &err);
-        Py_XDECREF(cfg);
-        if (ctx == NULL) {
-            cg_log(CG_LOG_ERROR, "Exception in worker process\n%s", err.msg);
-            return CG_WORKER_BOOT_ERROR;
-        }
-        cg_transport_tls_use(ctx, conf->timeout > 0 ? conf->timeout * 1000 : -1,
-                             conf->suppress_ragged_eofs);
     }
     cg_worker_notify(w);
     if (conf->reload) {

@@ -244,8 +244,9 @@ struct cg_wsgi *cg_py_wsgi_new(struct cg_worker *w, struct cg_err *err)
     g->exc_header = PyObject_GetAttrString(wsgimod, "InvalidResponseHeader");
     g->exc_header_name = PyObject_GetAttrString(wsgimod, "InvalidResponseHeaderName");
     g->socket_type = PyObject_GetAttrString(sockmod, "socket");
+    g->tls_socket_type = PyObject_GetAttrString(wsgimod, "TLSSocket");
     if (g->file_wrapper == NULL || g->exc_header == NULL || g->exc_header_name == NULL ||
-        g->socket_type == NULL) {
+        g->socket_type == NULL || g->tls_socket_type == NULL) {
         goto pyfail;
     }
     g->base_environ = make_base_environ(g, wsgimod);
@@ -275,6 +276,7 @@ void cg_py_wsgi_free(struct cg_wsgi *g)
     Py_CLEAR(g->exc_header);
     Py_CLEAR(g->exc_header_name);
     Py_CLEAR(g->socket_type);
+    Py_CLEAR(g->tls_socket_type);
     Py_CLEAR(g->access_log);
     cg_http_iplist_free(g->forwarded_ips);
     cg_http_iplist_free(g->proxy_ips);
