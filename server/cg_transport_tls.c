@@ -392,6 +392,7 @@ static ssize_t handshake(struct cg_transport *t, struct tls_conn *tc, bool wait)
             if (r != -1 && wait_for(t, left) == 0) {
                 continue;
             }
+            r = -1; /* the bound passed (ETIMEDOUT) or poll failed */
         }
         if (r == CG_TRANSPORT_AGAIN) {
             return r;

@@ -36,7 +36,10 @@ int cg_py_ssl_context_install(const struct cg_conf *conf, PyObject *cfg, struct 
             return -1;
         }
     }
-    cg_transport_tls_use(ctx, conf->timeout > 0 ? conf->timeout * 1000 : -1,
+    /* A blocking (sync) handshake may take half of `timeout`: the worker
+     * reported in just before it, so the master's timeout never fires on a
+     * client that stalls its handshake. */
+    cg_transport_tls_use(ctx, conf->timeout > 0 ? conf->timeout * 500 : -1,
                          conf->suppress_ragged_eofs);
     return 0;
 }
