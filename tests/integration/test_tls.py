@@ -391,3 +391,102 @@ def test_bad_configuration_fails_once(certs, name, args, message, mode):
     assert expected in r.stderr, r.stderr
     assert r.stderr.count(expected) == 1
     assert "Listening at" not in r.stderr and "Booting worker" not in r.stderr
+
+
+HOOK_SNI_TLS13 = '''
+import ssl
+
+def ssl_context(conf, default_ssl_context_factory):
+    ctx = default_ssl_context_factory()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.options |= ssl.OP_NO_TICKET
+    ctx.set_alpn_protocols(["http/1.1"])
+    other = default_ssl_context_factory()
+    other.load_cert_chain(%(crt2)r, %(key2)r)
+
+    def sni(ssl_object, server_name, context):
+        if server_name == "other.test":
+            ssl_object.context = other
+    ctx.sni_callback = sni
+    return ctx
+'''
+
+
+def write_conf(tmp_path, text):
+    p = tmp_path / "tls.conf.py"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.parametrize("worker_class", CLASSES)
+def test_ssl_context_hook_tls13_and_sni(certs, worker_class, tmp_path):
+    """The hook's context: minimum TLS 1.3 (a TLS 1.2-only client is
+    refused), ALPN, and SNI choosing between two certificates."""
+    conf = write_conf(tmp_path, HOOK_SNI_TLS13 % {"crt2": certs.path("server2.crt"),
+                                                  "key2": certs.path("server2.key")})
+    with start(certs, worker_class, ["-c", conf]) as srv:
+        assert refused(srv.port, certs.client_ctx(maximum=ssl.TLSVersion.TLSv1_2))
+        ctx = certs.client_ctx()
+        ctx.set_alpn_protocols(["http/1.1"])
+        raw = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        s = ctx.wrap_socket(raw, server_hostname="localhost")
+        assert s.version() == "TLSv1.3"
+        assert s.selected_alpn_protocol() == "http/1.1"
+        assert s.getpeercert(binary_form=True) == certs.fingerprint("server.crt")
+        s.close()
+        raw = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        s = ctx.wrap_socket(raw, server_hostname="other.test")
+        assert s.getpeercert(binary_form=True) == certs.fingerprint("server2.crt")
+        s.close()
+        status, _, body, _ = https_get(srv.port, ctx=certs.client_ctx())
+        assert status == 200 and json.loads(body)["scheme"] == "https"
+
+
+HOOK_BAD = [
+    ("unsupported_attribute", "    ctx.set_ecdh_curve('prime256v1')\n",
+     "SSLContext.set_ecdh_curve is not supported by cgunicorn's ssl_context hook"),
+    ("unsupported_setting", "    ctx.post_handshake_auth = True\n",
+     "SSLContext.post_handshake_auth is not supported by cgunicorn's ssl_context hook"),
+    ("wrong_password", "    ctx.load_cert_chain(%(crt)r, %(enc)r, password='wrong')\n",
+     "load_cert_chain: wrong password for the key: keyfile %(enc)s: bad decrypt"),
+    ("not_our_context", "    import ssl\n    return ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n",
+     "it must return the context made by default_ssl_context_factory() (got SSLContext)"),
+]
+
+
+@pytest.mark.parametrize("name,body,message", HOOK_BAD, ids=[h[0] for h in HOOK_BAD])
+@pytest.mark.parametrize("mode", ["start", "check-config"])
+def test_ssl_context_hook_errors_fail_start_up(certs, tmp_path, name, body, message, mode):
+    from conftest import run_cmd
+    names = {"crt": certs.path("server.crt"), "enc": certs.path("server.enc.key")}
+    conf = write_conf(tmp_path, "def ssl_context(conf, factory):\n    ctx = factory()\n" +
+                      body % names + "    return ctx\n")
+    cmd = (["--check-config"] if mode == "check-config" else []) + ["-c", conf] + \
+        certs.server_args() + ["--bind", "127.0.0.1:0", "--chdir", certs.dir, "tlswsgi:app"]
+    r = run_cmd(cmd, cwd=certs.dir, timeout=30)
+    assert r.returncode == 1, r.stderr
+    assert (message % names) in r.stderr, r.stderr
+    assert "Listening at" not in r.stderr
+
+
+def test_ssl_context_hook_key_password(certs, tmp_path):
+    """load_cert_chain(password=...) (a callable here) loads an encrypted
+    key; the configuration's own encrypted keyfile alone would fail."""
+    conf = write_conf(tmp_path, "def ssl_context(conf, factory):\n"
+                      "    ctx = factory()\n"
+                      "    ctx.load_cert_chain(%r, %r, password=lambda: b's3cret')\n"
+                      "    ctx.verify_mode = 0\n"
+                      "    return ctx\n" % (certs.path("server2.crt"),
+                                            certs.path("server.enc.key")))
+    # server2.crt does not match server.enc.key: the hook's own error
+    from conftest import run_cmd
+    r = run_cmd(["--check-config", "-c", conf] + certs.server_args() +
+                ["--chdir", certs.dir, "tlswsgi:app"], cwd=certs.dir, timeout=30)
+    assert r.returncode == 1 and "does not match certfile" in r.stderr, r.stderr
+    conf = write_conf(tmp_path, "def ssl_context(conf, factory):\n"
+                      "    ctx = factory()\n"
+                      "    ctx.load_cert_chain(%r, %r, password=lambda: b's3cret')\n"
+                      "    return ctx\n" % (certs.path("server.crt"),
+                                            certs.path("server.enc.key")))
+    with start(certs, "sync", ["-c", conf]) as srv:
+        assert get_json(srv.port, certs.client_ctx())["scheme"] == "https"
