@@ -8,7 +8,10 @@
  *
  * The ops wait only as the socket's own mode (or sendfile(2)) makes them:
  * the sync worker's sockets block, the others' do not, and
- * CG_TRANSPORT_NOWAIT never waits. A call that cannot progress returns
+ * CG_TRANSPORT_NOWAIT never waits. An event-driven caller that waits for
+ * the socket after a short read passes at least 16 KiB of room (a TLS
+ * record): less may leave decrypted bytes inside the transport, which the
+ * socket's readiness does not announce (unread() counts them). A call that cannot progress returns
  * CG_TRANSPORT_AGAIN
  * and sets t->want to the poll events it waits for (POLLIN or POLLOUT; TLS
  * may want to write while reading), so blocking callers (the sync worker,
