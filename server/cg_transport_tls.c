@@ -442,15 +442,17 @@ static ssize_t tls_recv(struct cg_transport *t, void *buf, size_t n, int flags)
     if ((tc = ready(t, wait, &r)) == NULL) {
         return r;
     }
-    /* Take whole records while there is room: a record left half read
-     * inside OpenSSL would not wake an event loop that polls the socket.
-     * A blocking caller takes what is there without waiting again. */
+    /* One record, and what OpenSSL still holds of it while there is room:
+     * bytes left inside OpenSSL would not wake an event loop that polls
+     * the socket, while the next records wait in the kernel, where
+     * (level-triggered) readiness sees them. No read ahead, so no extra
+     * read(2) that would only say EAGAIN. */
     while (got < n) {
         size_t k = 0;
         ERR_clear_error();
         if (SSL_read_ex(tc->ssl, (char *)buf + got, n - got, &k) == 1) {
             got += k;
-            if (tc->blocking && SSL_pending(tc->ssl) == 0) {
+            if (SSL_pending(tc->ssl) == 0) {
                 break;
             }
             continue;
