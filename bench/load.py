@@ -41,11 +41,12 @@ def parse_wrk(out):
 
 
 def run_wrk(port, path, duration_s, connections, client_cpus, close=False, body=None,
-            timeout_s=5):
+            timeout_s=5, tls=False):
     """One wrk run against 127.0.0.1:port; returns parse_wrk()'s dict.
 
     body: None, "json4k" or "raw1m" (made by post.lua). close: send
-    "Connection: close" so every request opens a new connection.
+    "Connection: close" so every request opens a new connection (over TLS:
+    a full handshake per request). tls: https://.
     """
     argv = ["taskset", "-c", client_cpus, "wrk", "-t1", "-c", str(connections),
             "-d", "%ds" % duration_s, "--timeout", "%ds" % timeout_s, "--latency"]
@@ -55,7 +56,7 @@ def run_wrk(port, path, duration_s, connections, client_cpus, close=False, body=
     if body:
         argv += ["-s", POST_LUA]
         env["BENCH_BODY"] = body
-    argv.append("http://127.0.0.1:%d%s" % (port, path))
+    argv.append("%s://127.0.0.1:%d%s" % ("https" if tls else "http", port, path))
     proc = subprocess.run(argv, capture_output=True, text=True, env=env,
                           timeout=duration_s + timeout_s + 30)
     if proc.returncode != 0:

@@ -67,7 +67,8 @@ def _unavailable(variant, reason):
 def measure_http(srv, ld, mode, client_cpus):
     method, body = ld.check_request()
     try:
-        status, resp = servers.http_get(srv.port, ld.path, method, body, timeout=15)
+        status, resp = servers.http_get(srv.port, ld.path, method, body, timeout=15,
+                                        tls=srv.variant.tls)
     except (OSError, http.client.HTTPException) as e:
         return _unavailable(srv.variant, "check request failed: %s: %s" % (type(e).__name__, e))
     if status != 200:
@@ -76,7 +77,7 @@ def measure_http(srv, ld, mode, client_cpus):
     if err:
         return _unavailable(srv.variant, "check request: " + err)
     kw = dict(connections=ld.connections, client_cpus=client_cpus, close=ld.close,
-              body=ld.body)
+              body=ld.body, tls=srv.variant.tls)
     try:
         if mode.warmup:
             loadgen.run_wrk(srv.port, ld.path, mode.warmup, **kw)

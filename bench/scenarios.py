@@ -90,6 +90,8 @@ WSGI_GTHREAD = ["cg-gthread", "gu-gthread", "granian-wsgi", "uwsgi"]
 WSGI_ALL = ["cg-sync", "cg-gthread", "gu-sync", "gu-gthread", "granian-wsgi", "uwsgi"]
 ASGI = ["cg-asgi", "gu-asgi", "uvicorn", "granian-asgi"]
 DIRTY = ["cg-sync", "gu-sync"]
+HTTPS_WSGI = ["cg-gthread-tls", "gu-gthread-tls", "granian-wsgi-tls", "nginx-tls"]
+HTTPS_ASGI = ["cg-asgi-tls", "gu-asgi-tls", "uvicorn-tls", "granian-asgi-tls", "nginx-tls"]
 
 HELLO_KA = Load("/", check=_expect_hello)
 HELLO_CLOSE = Load("/", close=True, check=_expect_hello)
@@ -117,6 +119,15 @@ SCENARIOS = [
              Load("/", check=_expect_hello)),
     Scenario("fastapi-json-ka", "FastAPI JSON, keep-alive", "fastapi", ASGI,
              Load("/json", check=_expect_fastapi)),
+    Scenario("https-hello-gthread-ka", "HTTPS WSGI hello, gthread, keep-alive", "wsgi",
+             HTTPS_WSGI, HELLO_KA),
+    Scenario("https-hello-gthread-close",
+             "HTTPS WSGI hello, gthread, full handshake per request", "wsgi", HTTPS_WSGI,
+             Load("/", close=True, connections=16, check=_expect_hello)),
+    Scenario("https-hello-asgi-ka", "HTTPS ASGI hello, keep-alive", "asgi", HTTPS_ASGI,
+             HELLO_KA),
+    Scenario("https-hello-asgi-close", "HTTPS ASGI hello, full handshake per request",
+             "asgi", HTTPS_ASGI, Load("/", close=True, connections=16, check=_expect_hello)),
     Scenario("dirty-trivial", "dirty execute(), trivial action, sequential", "wsgi", DIRTY,
              dirty="trivial"),
     Scenario("dirty-bytes-1m", "dirty execute(), 1 MiB bytes echo", "wsgi", DIRTY,

@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -65,13 +66,42 @@ class Variant:
     returns the argv; app is a key of APP_SPECS or "static" (ceiling only).
     """
 
-    def __init__(self, vid, label, kind, apps, build, unavailable=None):
+    def __init__(self, vid, label, kind, apps, build, unavailable=None, tls=False):
         self.id = vid
         self.label = label
         self.kind = kind
         self.apps = apps
         self.build = build
         self.unavailable = unavailable  # callable -> reason or None
+        self.tls = tls                  # serves HTTPS with tls_files()
+
+
+_TLS = {}
+
+
+def tls_files():
+    """(certfile, keyfile): one self-signed certificate for 127.0.0.1 (RSA
+    2048, as most deployments), made once per run with the openssl CLI and
+    served by every HTTPS variant."""
+    if not _TLS:
+        d = tempfile.mkdtemp(prefix="cgbench-tls-")
+        crt, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        key, "-out", crt, "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True)
+        _TLS.update(crt=crt, key=key)
+    return _TLS["crt"], _TLS["key"]
+
+
+def _with_tls(build, flags):
+    """A builder that adds the certificate to another's argv, before the app
+    spec (its last argument). flags: (cert flag, key flag)."""
+    def tls_build(app, port, tmpdir, dirty):
+        argv = build(app, port, tmpdir, dirty)
+        crt, key = tls_files()
+        return argv[:-1] + [flags[0], crt, flags[1], key] + argv[-1:]
+    return tls_build
 
 
 def _gunicorn_like(binary, wclass, extra=()):
@@ -144,10 +174,16 @@ def _nginx_bin():
     return None
 
 
-def _nginx(app, port, tmpdir, dirty):
+def _nginx(app, port, tmpdir, dirty, tls=False):
     conf = os.path.join(tmpdir, "nginx.conf")
+    text = NGINX_CONF % {"workers": WORKERS, "tmp": tmpdir, "port": port}
+    if tls:
+        crt, key = tls_files()
+        text = text.replace("listen 127.0.0.1:%d;" % port,
+                            "listen 127.0.0.1:%d ssl;\n        ssl_certificate %s;\n"
+                            "        ssl_certificate_key %s;" % (port, crt, key))
     with open(conf, "w") as f:
-        f.write(NGINX_CONF % {"workers": WORKERS, "tmp": tmpdir, "port": port})
+        f.write(text)
     return [_nginx_bin(), "-p", tmpdir, "-e", os.path.join(tmpdir, "nginx-error.log"),
             "-c", conf]
 
@@ -194,12 +230,46 @@ VARIANTS = {v.id: v for v in [
     Variant("uwsgi", "uWSGI", "peer", ("wsgi",), _uwsgi, uwsgi_status),
     Variant("nginx", "nginx return 200 (ceiling)", "ceiling", ("static",), _nginx,
             _missing(_nginx_bin, "nginx")),
+    # HTTPS: the same servers with the same certificate (tls_files)
+    Variant("cg-gthread-tls", "cgunicorn gthread", "cgunicorn", ("wsgi",),
+            _with_tls(_gunicorn_like(cgunicorn_path, "gthread"), ("--certfile", "--keyfile")),
+            _cg_missing, tls=True),
+    Variant("cg-asgi-tls", "cgunicorn asgi", "cgunicorn", ("asgi",),
+            _with_tls(_gunicorn_like(cgunicorn_path, "asgi"), ("--certfile", "--keyfile")),
+            _cg_missing, tls=True),
+    Variant("gu-gthread-tls", "gunicorn 27 gthread", "peer", ("wsgi",),
+            _with_tls(_gunicorn_like(_upstream, "gthread", ["--no-control-socket"]),
+                      ("--certfile", "--keyfile")),
+            _missing(_upstream, "gunicorn"), tls=True),
+    Variant("gu-asgi-tls", "gunicorn 27 asgi", "peer", ("asgi",),
+            _with_tls(_gunicorn_like(_upstream, "asgi", ["--no-control-socket"]),
+                      ("--certfile", "--keyfile")),
+            _missing(_upstream, "gunicorn"), tls=True),
+    Variant("granian-wsgi-tls", "granian wsgi", "peer", ("wsgi",),
+            _with_tls(_granian("wsgi"), ("--ssl-certificate", "--ssl-keyfile")),
+            _missing(lambda: os.path.join(VENV_BIN, "granian"), "granian"), tls=True),
+    Variant("granian-asgi-tls", "granian asgi", "peer", ("asgi",),
+            _with_tls(_granian("asgi"), ("--ssl-certificate", "--ssl-keyfile")),
+            _missing(lambda: os.path.join(VENV_BIN, "granian"), "granian"), tls=True),
+    Variant("uvicorn-tls", "uvicorn (uvloop, httptools)", "peer", ("asgi",),
+            _with_tls(_uvicorn, ("--ssl-certfile", "--ssl-keyfile")),
+            _missing(lambda: os.path.join(VENV_BIN, "uvicorn"), "uvicorn"), tls=True),
+    Variant("nginx-tls", "nginx return 200 (ceiling)", "ceiling", ("static",),
+            lambda app, port, tmpdir, dirty: _nginx(app, port, tmpdir, dirty, tls=True),
+            _missing(_nginx_bin, "nginx"), tls=True),
 ]}
 
 
-def http_get(port, path, method="GET", body=None, timeout=2.0):
-    """(status, body) of one request, or raises OSError/HTTPException."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def http_get(port, path, method="GET", body=None, timeout=2.0, tls=False):
+    """(status, body) of one request (over HTTPS when tls, the benchmark's
+    self-signed certificate accepted), or raises OSError/HTTPException."""
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=ctx)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         headers = {"Content-Length": str(len(body))} if body is not None else {}
         conn.request(method, path, body=body, headers=headers)
@@ -277,7 +347,7 @@ class Running:
                                                             self.log_tail() or "no output")
                 return False
             try:
-                status, _ = http_get(self.port, path, timeout=2.0)
+                status, _ = http_get(self.port, path, timeout=2.0, tls=self.variant.tls)
                 if status == 200:
                     return True
                 last = "HTTP %d on %s" % (status, path)

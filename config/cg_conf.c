@@ -618,21 +618,6 @@ int cg_conf_apply_pythonpath(const struct cg_conf *conf, struct cg_err *err)
     return r != NULL ? 0 : -1;
 }
 
-int cg_conf_check_tls(const struct cg_conf *conf, struct cg_err *err)
-{
-    const char *name = conf->certfile != NULL ? "certfile" : conf->keyfile != NULL ? "keyfile" : NULL;
-
-    if (name == NULL) {
-        return 0;
-    }
-    cg_err_set(err,
-               "%s is set, but cgunicorn does not serve TLS yet; it will not listen in plain "
-               "HTTP where HTTPS was asked for. Terminate TLS in a proxy in front of cgunicorn "
-               "(nginx, HAProxy) and remove certfile/keyfile from the configuration.",
-               name);
-    return -1;
-}
-
 int cg_conf_check_binds(const struct cg_conf *conf, struct cg_err *err)
 {
     for (size_t i = 0; i < conf->bind.n; i++) {

@@ -163,11 +163,6 @@ int cg_conf_apply_env(const struct cg_conf *conf, struct cg_err *err);
 /* Prepends each comma-separated pythonpath entry (absolute) to sys.path. */
 int cg_conf_apply_pythonpath(const struct cg_conf *conf, struct cg_err *err);
 
-/* TLS is not built yet: a configuration that turns it on (certfile or
- * keyfile set) is refused rather than served as plain HTTP. Returns 0, or
- * -1 with err naming the setting and the way out. */
-int cg_conf_check_tls(const struct cg_conf *conf, struct cg_err *err);
-
 /* Validates every bind address (HOST:PORT, [IPv6]:PORT, unix:PATH, fd://N).
  * Returns 0, or -1 with err naming the bad address. */
 int cg_conf_check_binds(const struct cg_conf *conf, struct cg_err *err);

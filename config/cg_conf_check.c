@@ -74,6 +74,14 @@ static const char helpers_src[] =
     "    return v\n"
     "\n"
     "\n"
+    "def ssl_version(v):\n"
+    "    if str(v) != \"2\":\n"
+    "        import sys\n"
+    "        sys.stderr.write(\"Warning: option `ssl_version` is deprecated and it is \"\n"
+    "                         \"ignored. Use ssl_context instead.\\n\")\n"
+    "    return v\n"
+    "\n"
+    "\n"
     "def str_list(v):\n"
     "    if not v:\n"
     "        return []\n"
@@ -493,6 +501,7 @@ PY_CHECK(bool, boolean)
 PY_CHECK(dict, dictionary)
 PY_CHECK(pos_int, pos_int)
 PY_CHECK(as_is, as_is)
+PY_CHECK(ssl_version, ssl_version)
 PY_CHECK(str_list, str_list)
 PY_CHECK(files_or_patterns, files_or_patterns)
 PY_CHECK(comma_list, comma_list)

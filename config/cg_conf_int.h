@@ -9,8 +9,9 @@
 
 /* --- validators (cg_conf_check.c); see cg_conf_check_fn --- */
 #define CG_CONF_CHECKS(X)                                                                    \
-    X(string) X(bool) X(dict) X(pos_int) X(as_is) X(str_list) X(files_or_patterns)           \
-    X(comma_list) X(addr_list) X(class) X(post_request) X(user) X(group) X(chdir) X(statsd)   \
+    X(string) X(bool) X(dict) X(pos_int) X(as_is) X(ssl_version) X(str_list)                 \
+    X(files_or_patterns) X(comma_list) X(addr_list) X(class) X(post_request) X(user)         \
+    X(group) X(chdir) X(statsd)                                                              \
     X(proxy_protocol) X(http2_cleartext) X(header_map) X(asgi_loop) X(asgi_lifespan)         \
     X(http_parser) X(reload_engine) X(http_protocols) X(hook) X(h2_window) X(h2_streams)     \
     X(h2_frame) X(payload_size)

@@ -149,8 +149,12 @@ int cg_listen_parse(const char *spec, struct cg_listen_addr *out, struct cg_err 
     return parse_port(port, spec, &out->port, err);
 }
 
+bool cg_listen_https;
+
 static void describe_bound(struct cg_listener *l)
 {
+    const char *scheme = cg_listen_https ? "https" : "http";
+
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
     char host[INET6_ADDRSTRLEN] = "";
@@ -167,12 +171,12 @@ static void describe_bound(struct cg_listener *l)
         struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
         inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
         l->port = ntohs(s6->sin6_port);
-        snprintf(l->name, sizeof(l->name), "http://[%s]:%d", host, l->port);
+        snprintf(l->name, sizeof(l->name), "%s://[%s]:%d", scheme, host, l->port);
     } else {
         struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
         inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
         l->port = ntohs(s4->sin_port);
-        snprintf(l->name, sizeof(l->name), "http://%s:%d", host, l->port);
+        snprintf(l->name, sizeof(l->name), "%s://%s:%d", scheme, host, l->port);
     }
     snprintf(l->host, sizeof(l->host), "%s", host);
 }

@@ -28,6 +28,10 @@ struct cg_listener {
     char unix_path[108]; /* unlinked at shutdown by the master that created it */
 };
 
+/* Listeners are named https://HOST:PORT instead of http:// (gunicorn's
+ * TCPSocket name when TLS is on). Set by the master before it binds. */
+extern bool cg_listen_https;
+
 /* Parses one bind string as gunicorn's util.parse_address does:
  * "HOST:PORT", "[V6]:PORT", "HOST" (port 8000), "unix:PATH", "unix://PATH",
  * "fd://N", "tcp://HOST:PORT". Returns 0, or -1 with err naming the value. */

@@ -10,13 +10,16 @@
 
 #include "cg_conf.h"
 #include "cg_err.h"
+#include "cg_listen.h"
 #include "cg_log.h"
 #include "cg_master.h"
 #include "cg_proc.h"
 #include "cg_py.h"
 #include "cg_py_app.h"
 #include "cg_py_logconfig.h"
+#include "cg_py_ssl_context.h"
 #include "cg_statsd.h"
+#include "cg_transport_tls.h"
 
 static void print_usage_error(const char *msg)
 {
@@ -78,7 +81,7 @@ int main(int argc, char **argv)
     if (conf.print_config) {
         cg_conf_print(&conf, stdout);
     }
-    if (conf.check_config && cg_conf_check_tls(&conf, &err) < 0) {
+    if (conf.check_config && cg_py_ssl_context_check(&conf, NULL, &err) < 0) {
         fprintf(stderr, "\nError: %s\n", err.msg);
         exit(1);
     }
@@ -86,7 +89,7 @@ int main(int argc, char **argv)
         exit(check_app(&conf));
     }
     if (cg_conf_apply_pythonpath(&conf, &err) < 0 || cg_conf_check_binds(&conf, &err) < 0 ||
-        cg_conf_check_tls(&conf, &err) < 0 ||
+        cg_py_ssl_context_install(&conf, NULL, &err) < 0 ||
         cg_conf_apply_env(&conf, &err) < 0 ||
         cg_log_level_parse(conf.loglevel, &level, &err) < 0 ||
         cg_log_open(conf.errorlog, level, &err) < 0) {
@@ -105,10 +108,12 @@ int main(int argc, char **argv)
                 conf.errorlog, strerror(errno));
         exit(1);
     }
+    cg_listen_https = cg_transport_tls_wanted(&conf);
     code = cg_master_run(&conf, &err);
     if (code != 0 && err.msg[0] != '\0') {
         fprintf(stderr, "\nError: %s\n", err.msg);
     }
+    cg_transport_tls_use(NULL, 0, true);
     cg_conf_free(&conf);
     exit(code);
 }

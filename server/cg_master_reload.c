@@ -25,6 +25,7 @@
 #include "cg_master_int.h"
 #include "cg_py.h"
 #include "cg_py_logconfig.h"
+#include "cg_py_ssl_context.h"
 #include "cg_sig.h"
 #include "cg_statsd.h"
 #include "cg_supervisor.h"
@@ -55,7 +56,8 @@ static int load_again(struct cg_master *m, struct cg_conf *out)
     }
     if (cg_conf_load(out, m->argc, m->argv, &mode, &code, &err) < 0 || mode != CG_CONF_RUN ||
         cg_conf_apply_pythonpath(out, &err) < 0 || cg_conf_check_binds(out, &err) < 0 ||
-        cg_log_level_parse(out->loglevel, &level, &err) < 0) {
+        cg_log_level_parse(out->loglevel, &level, &err) < 0 ||
+        cg_py_ssl_context_install(out, NULL, &err) < 0) {
         cg_log(CG_LOG_ERROR, "reloading the configuration failed, keeping the previous one: %s",
                err.msg[0] ? err.msg : "(see above)");
         PyErr_Clear();

@@ -145,10 +145,16 @@ const struct cg_transport_ops cg_transport_plain = {
     .sendfile = plain_sendfile,
     .shutdown = plain_shutdown,
     .unread = plain_unread,
+    .release = NULL,
 };
+
+void (*cg_transport_wrap)(struct cg_transport *t);
 
 void cg_transport_close(struct cg_transport *t)
 {
+    if (t->ops != NULL && t->ops->release != NULL) {
+        t->ops->release(t); /* once: it leaves t->impl NULL */
+    }
     if (t->fd >= 0) {
         close(t->fd);
         t->fd = -1;

@@ -2,11 +2,16 @@
  * socket in every worker class (sync, gthread, asgi). A transport is a
  * socket plus an ops table, as nginx's ngx_connection_t carries recv, send
  * and send_chain; the plain-socket implementation is cg_transport_plain,
- * and TLS will be a second table (issue 16) that every worker then gets.
+ * TLS the second (cg_transport_tls.c): when a worker serves TLS, its boot
+ * sets cg_transport_wrap, and every connection cg_transport_init() sets up
+ * from then on speaks TLS, whatever the worker class.
  *
  * The ops wait only as the socket's own mode (or sendfile(2)) makes them:
  * the sync worker's sockets block, the others' do not, and
- * CG_TRANSPORT_NOWAIT never waits. A call that cannot progress returns
+ * CG_TRANSPORT_NOWAIT never waits. An event-driven caller that waits for
+ * the socket after a short read passes at least 16 KiB of room (a TLS
+ * record): less may leave decrypted bytes inside the transport, which the
+ * socket's readiness does not announce (unread() counts them). A call that cannot progress returns
  * CG_TRANSPORT_AGAIN
  * and sets t->want to the poll events it waits for (POLLIN or POLLOUT; TLS
  * may want to write while reading), so blocking callers (the sync worker,
@@ -50,15 +55,25 @@ struct cg_transport_ops {
     /* Bytes the peer sent that nobody read yet (kernel and transport), or
      * -1. */
     int (*unread)(struct cg_transport *t);
+    /* Frees the implementation's state (t->impl); NULL when it has none.
+     * Called once, by cg_transport_close, before the socket is closed. */
+    void (*release)(struct cg_transport *t);
 };
 
 struct cg_transport {
     const struct cg_transport_ops *ops;
-    int fd;    /* owned; -1 once closed */
+    int fd;     /* owned; -1 once closed */
     short want; /* after CG_TRANSPORT_AGAIN: POLLIN or POLLOUT */
+    void *impl; /* the implementation's per-connection state (owned), or NULL */
 };
 
 extern const struct cg_transport_ops cg_transport_plain;
+
+/* Set once per worker process at boot when it serves TLS (see
+ * cg_transport_tls.h), NULL otherwise: turns a new plain transport into
+ * another implementation's. It cannot fail the init: an implementation
+ * that could not set up makes every op fail with errno (ENOMEM). */
+extern void (*cg_transport_wrap)(struct cg_transport *t);
 
 /* Takes ownership of fd (a connected stream socket, blocking or not). */
 static inline void cg_transport_init(struct cg_transport *t, int fd)
@@ -66,9 +81,13 @@ static inline void cg_transport_init(struct cg_transport *t, int fd)
     t->ops = &cg_transport_plain;
     t->fd = fd;
     t->want = 0;
+    t->impl = NULL;
+    if (cg_transport_wrap != NULL) {
+        cg_transport_wrap(t);
+    }
 }
 
-/* Closes the socket (idempotent). */
+/* Releases the implementation's state and closes the socket (idempotent). */
 void cg_transport_close(struct cg_transport *t);
 
 static inline ssize_t cg_transport_recv(struct cg_transport *t, void *buf, size_t n, int flags)

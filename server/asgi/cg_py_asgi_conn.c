@@ -10,6 +10,7 @@
  * for its duration: closing drops the list's reference. */
 #include <Python.h>
 #include <errno.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
@@ -308,12 +309,18 @@ PyObject *cg_py_asgi_conn_drain_future(struct cg_asgi_conn *c)
     return PyObject_CallNoArgs(c->srv->create_future);
 }
 
+static PyObject *conn_on_read(PyObject *self, PyObject *unused);
+
 static PyObject *conn_on_write(PyObject *self, PyObject *unused)
 {
     struct cg_asgi_conn *c = (struct cg_asgi_conn *)self;
     (void)unused;
 
     Py_INCREF(c);
+    if (c->read_wants_write && c->state != CG_ASGI_CLOSED) {
+        c->read_wants_write = false;
+        Py_XDECREF(conn_on_read(self, NULL));
+    }
     while (c->state != CG_ASGI_CLOSED && c->out_end > c->out_start) {
         struct iovec iov = { c->out + c->out_start, c->out_end - c->out_start };
         ssize_t w = cg_transport_sendv(&c->t, &iov, 1, 0);
@@ -328,7 +335,7 @@ static PyObject *conn_on_write(PyObject *self, PyObject *unused)
     }
     if (c->state != CG_ASGI_CLOSED && c->out_end == c->out_start) {
         c->out_start = c->out_end = 0;
-        want_write(c, false);
+        want_write(c, c->read_wants_write);
         if (c->close_when_flushed) {
             conn_finish(c, false);
         }
@@ -349,6 +356,10 @@ static ssize_t conn_fill(struct cg_asgi_conn *c)
     ssize_t n = cg_conn_buf_fill(&c->in, &c->t, READ_CHUNK / 4);
 
     if (n == CG_TRANSPORT_AGAIN) {
+        if (c->t.want == POLLOUT) { /* a TLS read that must write first */
+            c->read_wants_write = true;
+            want_write(c, true);
+        }
         return -1;
     }
     if (n <= 0) {

@@ -115,6 +115,7 @@ struct cg_asgi_conn {
     PyObject *on_read, *on_write;    /* bound callbacks (reference this conn); owned */
     PyObject *drain_waiter;          /* future resolved when `out` drains; owned */
     bool reading, writing;           /* reader/writer registered with the loop */
+    bool read_wants_write;           /* the transport's read waits to write (TLS) */
     bool eof;                        /* the peer closed its side (or reset) */
     bool close_when_flushed;
     uint64_t linger_until_ms;        /* lingering close: discard input until then (0: no) */

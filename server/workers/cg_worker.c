@@ -19,6 +19,7 @@
 #include "cg_py_app.h"
 #include "cg_sig.h"
 #include "cg_sig_table.h"
+#include "cg_transport_tls.h"
 #include "cg_worker.h"
 #include "cg_worker_class.h"
 
@@ -231,6 +232,7 @@ void cg_worker_main(struct cg_worker *w, PyObject *preloaded_app)
     }
     cg_log(CG_LOG_INFO, "Worker exiting (pid: %d)", (int)getpid());
     w->alive = false;
+    cg_transport_tls_use(NULL, 0, true); /* every connection is closed by now */
     cg_py_hooks_worker_sync(w);
     if (w->hooks->fn.worker_exit != NULL) {
         PyObject *r = PyObject_CallFunctionObjArgs(w->hooks->fn.worker_exit, w->hooks->server,

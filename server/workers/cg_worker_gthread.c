@@ -46,6 +46,7 @@
  * master at least every second. */
 #include <Python.h>
 #include <errno.h>
+#include <poll.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -200,6 +201,13 @@ static void conn_arm(struct cg_gthread *gt, struct cg_gthread_conn *k)
         if (k->deadline_ms == 0 || k->deadline_ms > cap) {
             k->deadline_ms = cap;
         }
+    }
+    /* What the transport last waited for: a TLS handshake may need to
+     * write before it can read on. */
+    short what = k->c.t.want == POLLOUT ? EV_WRITE : EV_READ;
+    if ((event_get_events(k->ev) & (EV_READ | EV_WRITE)) != what) {
+        event_del(k->ev);
+        event_assign(k->ev, gt->base, k->c.t.fd, what, on_conn_event, k);
     }
     if (k->deadline_ms == 0) {
         event_add(k->ev, NULL);

@@ -22,6 +22,7 @@
 #include "cg_py_wsgi_conn.h"
 #include "cg_py_wsgi_int.h"
 #include "cg_statsd.h"
+#include "cg_transport_tls.h"
 
 uint64_t cg_py_wsgi_now_us(void)
 {
@@ -273,6 +274,37 @@ static void answer_body_error(struct cg_wsgi *g, struct cg_wsgi_conn *c,
                      cg_http_error_reason(c->body_error.kind), t0);
 }
 
+/* environ["gunicorn.socket"]: a socket.socket over the connection's fd, or
+ * for HTTPS a cgunicorn.wsgi.TLSSocket that also answers getpeercert(),
+ * cipher() and version() from the TLS transport. New reference, or NULL
+ * with an exception. */
+static PyObject *gunicorn_socket(struct cg_wsgi *g, struct cg_wsgi_conn *c)
+{
+    struct cg_transport_tls_info ti;
+
+    if (!cg_transport_tls_info(&c->t, &ti)) {
+        return PyObject_CallFunction(g->socket_type, "iiii", c->l->family, SOCK_STREAM, 0,
+                                     c->t.fd);
+    }
+    unsigned char *der = NULL;
+    bool verified = false;
+    int dlen = cg_transport_tls_peer_der(&c->t, &der, &verified);
+    PyObject *peer = dlen > 0 ? PyBytes_FromStringAndSize((const char *)der, dlen)
+                              : Py_NewRef(Py_None);
+    OPENSSL_free(der);
+    PyObject *tls = peer != NULL ? Py_BuildValue("(s(ssi)NOs)", ti.version, ti.cipher,
+                                                 ti.cipher_protocol, ti.bits, peer,
+                                                 verified ? Py_True : Py_False, ti.alpn)
+                                 : NULL;
+    if (tls == NULL) {
+        return NULL;
+    }
+    PyObject *sock = PyObject_CallFunction(g->tls_socket_type, "iiiiN", c->l->family,
+                                           SOCK_STREAM, 0, c->t.fd, tls);
+    return sock;
+}
+
+
 bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive)
 {
     const struct cg_http_request *req = cg_http_parser_request(&c->parser);
@@ -305,9 +337,7 @@ bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive
         Py_END_ALLOW_THREADS
     }
     input = cg_py_input_new(&src);
-    sock = input ? PyObject_CallFunction(g->socket_type, "iiii", c->l->family, SOCK_STREAM, 0,
-                                         c->t.fd)
-                 : NULL;
+    sock = input ? gunicorn_socket(g, c) : NULL;
     if (sock == NULL || PyDict_SetItem(environ, g->k.wsgi_input, input) < 0 ||
         PyDict_SetItem(environ, g->k.gunicorn_socket, sock) < 0) {
         cg_py_log_exception("Error building the WSGI environ");

@@ -91,7 +91,9 @@ static ssize_t recv_into(struct cg_wsgi_conn *c, char *buf, size_t n, bool wait)
 
 ssize_t cg_wsgi_conn_fill(struct cg_wsgi_conn *c, bool wait)
 {
-    if (cg_conn_buf_reserve(&c->in, 1) < 0) {
+    /* Room for a whole TLS record: a record half read would stay inside
+     * the TLS transport, where the gthread loop's poll cannot see it. */
+    if (cg_conn_buf_reserve(&c->in, CG_CONN_READ_CHUNK / 4) < 0) {
         c->read_errno = ENOMEM;
         return -1;
     }

@@ -48,6 +48,7 @@ struct cg_wsgi {
     PyObject *exc_header;     /* cgunicorn.wsgi.InvalidResponseHeader; owned */
     PyObject *exc_header_name; /* cgunicorn.wsgi.InvalidResponseHeaderName; owned */
     PyObject *socket_type;    /* socket.socket; owned */
+    PyObject *tls_socket_type; /* cgunicorn.wsgi.TLSSocket (HTTPS); owned */
     PyObject *access_log;     /* cgunicorn.accesslog.AccessLog or NULL; owned */
     struct cg_http_limits limits;
     struct cg_http_iplist *forwarded_ips; /* owned */

@@ -10,6 +10,7 @@
 #include "cg_py_input.h"
 #include "cg_py_logconfig.h"
 #include "cg_py_wsgi_int.h"
+#include "cg_transport_tls.h"
 
 /* Interns every environ key (owned references in g->k). */
 static int intern_keys(struct cg_wsgi *g)
@@ -109,6 +110,7 @@ static int setup_limits(struct cg_wsgi *g, struct cg_err *err)
     l->casefold_http_method = conf->casefold_http_method;
     l->permit_unconventional_http_method = conf->permit_unconventional_http_method;
     l->permit_unconventional_http_version = conf->permit_unconventional_http_version;
+    l->is_ssl = cg_transport_tls_wanted(conf); /* url_scheme https, ASGI https/wss */
     if (conf->header_map != NULL) {
         l->header_map = strcmp(conf->header_map, "refuse") == 0      ? CG_HTTP_HEADER_MAP_REFUSE
                         : strcmp(conf->header_map, "dangerous") == 0 ? CG_HTTP_HEADER_MAP_DANGEROUS
@@ -242,8 +244,9 @@ struct cg_wsgi *cg_py_wsgi_new(struct cg_worker *w, struct cg_err *err)
     g->exc_header = PyObject_GetAttrString(wsgimod, "InvalidResponseHeader");
     g->exc_header_name = PyObject_GetAttrString(wsgimod, "InvalidResponseHeaderName");
     g->socket_type = PyObject_GetAttrString(sockmod, "socket");
+    g->tls_socket_type = PyObject_GetAttrString(wsgimod, "TLSSocket");
     if (g->file_wrapper == NULL || g->exc_header == NULL || g->exc_header_name == NULL ||
-        g->socket_type == NULL) {
+        g->socket_type == NULL || g->tls_socket_type == NULL) {
         goto pyfail;
     }
     g->base_environ = make_base_environ(g, wsgimod);
@@ -273,6 +276,7 @@ void cg_py_wsgi_free(struct cg_wsgi *g)
     Py_CLEAR(g->exc_header);
     Py_CLEAR(g->exc_header_name);
     Py_CLEAR(g->socket_type);
+    Py_CLEAR(g->tls_socket_type);
     Py_CLEAR(g->access_log);
     cg_http_iplist_free(g->forwarded_ips);
     cg_http_iplist_free(g->proxy_ips);

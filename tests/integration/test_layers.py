@@ -91,7 +91,7 @@ SOCKET_IO = re.compile(
 # Plain read/write: banned where a client fd is at hand (the connection and
 # response files); the worker loops use them on their own pipes and eventfds.
 FD_IO = re.compile(r"(?<![\w.>])(read|write)\s*\(")
-TRANSPORT = {"cg_transport.c"}
+TRANSPORT = {"cg_transport.c", "cg_transport_tls.c"}
 # server/ files whose sockets are not clients: sd_notify, statsd over UDP.
 NOT_CLIENT_SOCKETS = {"cg_daemon.c", "cg_statsd.c"}
 CONN_FILES = ("cg_conn.c", "cg_py_wsgi_conn.c", "cg_py_wsgi_resp.c", "cg_py_wsgi.c",
