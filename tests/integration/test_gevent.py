@@ -176,6 +176,51 @@ def test_graceful_timeout_cuts_what_is_still_running(server_factory):
     t.join(30)
 
 
+def test_hup_replaces_the_worker_after_its_requests_finish(server_factory):
+    srv = start(server_factory, "--graceful-timeout", "30")
+    old = get_json(srv, "/stats")["pid"]
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(get(srv, "/slow?s=1.5")[0]))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: get_json(srv, "/stats")["inflight"] == 3, 20, "3 requests in flight")
+    srv.signal(signal.SIGHUP)
+    for t in threads:
+        t.join(30)
+    assert results == [200] * 3
+    wait_until(lambda: get_json(srv, "/stats")["pid"] != old, 30, "a new worker")
+    assert "Worker graceful timeout" not in srv.log()
+
+
+def test_quit_stops_quickly_delivering_what_finishes(server_factory):
+    srv = start(server_factory)
+    results = []
+    t = threading.Thread(target=lambda: results.append(get(srv, "/slow?s=0.2")[0]))
+    t.start()
+    wait_until(lambda: get_json(srv, "/stats")["inflight"] == 1, 20, "a request in flight")
+    srv.signal(signal.SIGQUIT)
+    t.join(30)
+    assert results == [200]
+    srv.proc.wait(20)
+
+
+def test_heartbeat_goes_on_while_greenlets_wait(server_factory):
+    srv = start(server_factory, "--timeout", "2")
+    # each request outlives the timeout, cooperatively: the worker stays
+    statuses = many(srv, "/slow?s=4", 5)
+    assert statuses == [200] * 5
+    assert "WORKER TIMEOUT" not in srv.log()
+
+
+def test_a_blocked_hub_is_aborted_after_timeout(server_factory):
+    srv = start(server_factory, "--timeout", "2")
+    first = get_json(srv, "/stats")["pid"]
+    many(srv, "/block?s=60", 1)  # cut when the worker is aborted
+    srv.wait_for_log(r"WORKER TIMEOUT \(pid:%d\)" % first, 30)
+    wait_until(lambda: get_json(srv, "/stats")["pid"] != first, 30, "a new worker")
+
+
 def test_max_requests_restarts_the_worker(server_factory):
     srv = start(server_factory, "--max-requests", "3")
     first = get_json(srv, "/stats")["pid"]

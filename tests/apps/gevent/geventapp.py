@@ -8,6 +8,7 @@ GET  /chunked      a response without Content-Length, as 3 pieces
 GET  /file         this file through wsgi.file_wrapper
 POST /echo         the request body
 GET  /dirty?s=0.5  a dirty call (Counter.sleep) counted like /slow
+GET  /block?s=30   blocks the whole process (the unpatched time.sleep)
 """
 import json
 import os
@@ -74,6 +75,10 @@ def app(environ, start_response):
         body = environ["wsgi.input"].read()
         start_response("200 OK", [("Content-Length", str(len(body)))])
         return [body]
+    if path == "/block":
+        import gevent.monkey
+        gevent.monkey.get_original("time", "sleep")(_seconds(environ))
+        return _json(start_response, {"pid": os.getpid()})
     if path == "/dirty":
         from gunicorn.dirty import get_dirty_client
         s = _seconds(environ)
