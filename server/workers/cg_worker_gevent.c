@@ -403,9 +403,10 @@ int cg_worker_gevent_run(struct cg_worker *w)
     }
     w->quit_defers = true; /* QUIT/INT: the loop winds down (cg_worker.h) */
     if (fds != NULL) {
-        r = PyObject_CallMethod(mod, "run", "OOiiddd", core, fds, cg_sig_fd(),
+        r = PyObject_CallMethod(mod, "run", "OOiidddi", core, fds, cg_sig_fd(),
                                 conf->worker_connections, poll_tick_ms(conf) / 1000.0,
-                                (double)conf->graceful_timeout, CG_QUIT_GRACE_MS / 1000.0);
+                                (double)conf->graceful_timeout, CG_QUIT_GRACE_MS / 1000.0,
+                                conf->workers > 1 ? 1 : 100);
     }
     w->quit_defers = false;
     if (r == NULL) {

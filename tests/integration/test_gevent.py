@@ -12,6 +12,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 from conftest import ROOT, run_cmd
 from master_support import wait_until
 
@@ -241,6 +243,27 @@ def test_dirty_calls_from_greenlets_overlap(server_factory):
     stats = get_json(srv, "/stats")
     # A blocking client would hold the hub: the calls would run one by one.
     assert stats["peak"] >= 2, stats
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["", "preload"])
+def test_a_dirty_call_runs_while_another_greenlets_call_waits(server_factory, tmp_path,
+                                                              preload):
+    """Greenlet A's call waits in a dirty worker until a file exists; greenlet
+    B's call (the other dirty worker) creates it. A serialized or blocking
+    client would hold B behind A until A's cap ran out."""
+    srv = start(server_factory, "--dirty-workers", "2", "--dirty-app",
+                "dirty_testapps:Counter", *(["--preload"] if preload else []),
+                env={"PYTHONPATH": DIRTY_APPS})
+    srv.wait_for_log(r"Dirty arbiter listening on")
+    wait_until(lambda: srv.log().count("Initialized dirty app") >= 2, 30, "2 dirty workers")
+    marker = str(tmp_path / "release")
+    out = []
+    t = threading.Thread(target=lambda: out.append(get_json(srv, "/dirty_wait?p=" + marker)))
+    t.start()
+    wait_until(lambda: os.path.exists(marker + ".running"), 20, "the waiting call")
+    assert get_json(srv, "/dirty_mark?p=" + marker)["slept"] == 0
+    t.join(30)
+    assert out and out[0]["released"] is True, out
 
 
 def test_gevent_aliases_are_served_by_the_gevent_worker():

@@ -32,6 +32,22 @@ def patch():
     gevent.hub.reinit()
     _wait_on = gevent.socket.wait
     _loop = gevent.get_hub().loop
+    _renew_dirty_locals()
+
+
+def _renew_dirty_locals():
+    """gunicorn.dirty keeps one client per thread in a module-level
+    threading.local. Imported before patching (preload_app, or a hook), that
+    is a real thread-local: every greenlet would share one client and wait
+    for its lock in turn. Replaced by gevent's local here, so each greenlet
+    gets its own connection, as when the module is imported after patching."""
+    import sys
+    import threading
+    for name in ("gunicorn.dirty.client", "gunicorn.dirty.stash"):
+        mod = sys.modules.get(name)
+        old = getattr(mod, "_thread_local", None)
+        if old is not None and not isinstance(old, threading.local):
+            mod._thread_local = threading.local()
 
 
 def wait(fd, events, timeout):
@@ -48,7 +64,8 @@ def wait(fd, events, timeout):
         io.close()
 
 
-def run(core, listeners, sig_fd, worker_connections, tick, graceful_timeout, quit_grace):
+def run(core, listeners, sig_fd, worker_connections, tick, graceful_timeout, quit_grace,
+        max_accept):
     """Serves until the worker stops; returns how many connections were
     still in flight when the stop deadline passed (0: a clean stop)."""
     import gevent
@@ -61,12 +78,19 @@ def run(core, listeners, sig_fd, worker_connections, tick, graceful_timeout, qui
     core["set_wake"](wake.set)
 
     def acceptor(i, fd):
+        # Takes up to max_accept connections per wake-up (gevent's
+        # StreamServer takes 100; one when several workers share the
+        # listener, as gunicorn's gevent worker sets).
         while True:
             pool.wait_available()
             wait(fd, 1, -1)
-            conn = accept(i)
-            if conn is not None:
+            for _ in range(max_accept):
+                conn = accept(i)
+                if conn is None:
+                    break
                 pool.spawn(serve, conn)
+                if pool.full():
+                    break
 
     def signals():
         while True:

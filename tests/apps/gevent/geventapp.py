@@ -9,12 +9,17 @@ GET  /file         this file through wsgi.file_wrapper
 POST /echo         the request body
 GET  /dirty?s=0.5  a dirty call (Counter.sleep) counted like /slow
 GET  /block?s=30   blocks the whole process (the unpatched time.sleep)
+GET  /dirty_wait?p=PATH  Counter.wait_for(PATH): returns once PATH exists
+GET  /dirty_mark?p=PATH  Counter.sleep_marked(PATH, 0): creates PATH
 """
 import json
 import os
 import socket
 import threading
 import time
+from urllib.parse import parse_qs
+
+from gunicorn.dirty import get_dirty_client  # at import: also before patching (preload)
 
 _stats = {"peak": 0, "inflight": 0, "done": 0}
 
@@ -79,8 +84,15 @@ def app(environ, start_response):
         import gevent.monkey
         gevent.monkey.get_original("time", "sleep")(_seconds(environ))
         return _json(start_response, {"pid": os.getpid()})
+    if path in ("/dirty_wait", "/dirty_mark"):
+        p = parse_qs(environ["QUERY_STRING"])["p"][0]
+        c = get_dirty_client()
+        if path == "/dirty_wait":
+            r = c.execute("dirty_testapps:Counter", "wait_for", p, 20.0)
+        else:
+            r = c.execute("dirty_testapps:Counter", "sleep_marked", p, 0)
+        return _json(start_response, r)
     if path == "/dirty":
-        from gunicorn.dirty import get_dirty_client
         s = _seconds(environ)
         r = _counted(lambda: get_dirty_client().execute("dirty_testapps:Counter", "sleep", s))
         return _json(start_response, {"result": r, "pid": os.getpid()})
