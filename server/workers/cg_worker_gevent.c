@@ -53,7 +53,7 @@ struct gevent_worker {
     struct cg_wsgi *wsgi;
     _Atomic bool draining; /* responses close their connection (c->stopping) */
     PyObject *wake;        /* wakes run()'s main greenlet; owned */
-    uint64_t stop_asked;   /* max_requests logged once */
+    uint64_t stop_ms;      /* when the stop began (0: serving) */
 };
 
 /* An accepted connection not yet served (a capsule's pointer). */
@@ -130,6 +130,16 @@ static void wake(struct gevent_worker *gw)
     Py_XDECREF(r);
 }
 
+/* The worker stops: responses close their connections from now on, and
+ * idle kept-alive connections get CG_STOP_IDLE_MS more (read_head). */
+static void begin_stop(struct gevent_worker *gw)
+{
+    if (gw->stop_ms == 0) {
+        gw->stop_ms = cg_monotonic_ms();
+        atomic_store(&gw->draining, true);
+    }
+}
+
 /* Counts the request and says whether its connection may carry another,
  * as gunicorn's AsyncWorker.handle_request: max_requests stops the worker
  * after this request; a stopping worker and keepalive 0 close. */
@@ -142,7 +152,7 @@ static bool want_keepalive(struct gevent_worker *gw)
     if (w->max_requests > 0 && w->nr >= w->max_requests && w->alive) {
         cg_log(CG_LOG_INFO, "Autorestarting worker after current request.");
         w->alive = false;
-        atomic_store(&gw->draining, true);
+        begin_stop(gw);
         wake(gw);
     }
     return w->conf->keepalive > 0 && w->alive && !atomic_load(&gw->draining);
@@ -197,27 +207,54 @@ static PyObject *core_accept(PyObject *self, PyObject *arg)
     return cap;
 }
 
+/* How long an idle kept-alive connection may still wait for its next
+ * request once the worker stops (0: no stop yet). */
+static uint64_t idle_cap_ms(void)
+{
+    if (gw.stop_ms == 0) {
+        return 0;
+    }
+    return gw.stop_ms + (gw.w->quit_after_request ? CG_QUIT_IDLE_MS : CG_STOP_IDLE_MS);
+}
+
 /* Reads the next request head within timeout_ms (<= 0: no limit), waiting
  * cooperatively. CLOSE on a timeout (quietly, as gunicorn's gevent.Timeout
- * around the parser), EOF, a read error or a bad request (answered). */
-static enum cg_wsgi_head read_head(struct cg_wsgi_conn *c, int timeout_ms)
+ * around the parser), EOF, a read error or a bad request (answered). While
+ * no byte of the head has come (idle), a stopping worker's deadline caps
+ * the wait (idle_cap_ms; idle waits are cut in IDLE_WAIT_MS slices so a
+ * stop is noticed); *t0 is reset at the head's first byte. */
+#define IDLE_WAIT_MS 1000
+static enum cg_wsgi_head read_head(struct cg_wsgi_conn *c, int timeout_ms, uint64_t *t0)
 {
     uint64_t deadline = timeout_ms > 0 ? cg_monotonic_ms() + (uint64_t)timeout_ms : 0;
+    bool idle = c->in.start == c->in.end;
 
     for (;;) {
-        enum cg_wsgi_head h = cg_wsgi_conn_read_head(c, false);
-        int left = -1;
+        if (idle && !c->eof && cg_wsgi_conn_fill(c, false) < 0 &&
+            c->read_errno != EAGAIN && c->read_errno != EWOULDBLOCK) {
+            return CG_WSGI_HEAD_CLOSE;
+        }
+        if (idle && c->in.end > c->in.start) {
+            idle = false;
+            *t0 = cg_py_wsgi_now_us();
+        }
+        enum cg_wsgi_head h = idle && !c->eof ? CG_WSGI_HEAD_MORE
+                                              : cg_wsgi_conn_read_head(c, false);
         if (h != CG_WSGI_HEAD_MORE) {
             return h;
         }
-        if (deadline != 0) {
-            uint64_t now = cg_monotonic_ms();
-            if (now >= deadline) {
-                return CG_WSGI_HEAD_CLOSE;
-            }
-            left = (int)(deadline - now);
+        uint64_t now = cg_monotonic_ms(), end = deadline, cap = idle ? idle_cap_ms() : 0;
+        if (cap != 0 && (end == 0 || cap < end)) {
+            end = cap;
         }
-        if (coop_wait(c->t.fd, c->t.want, left) < 0) {
+        if (end != 0 && now >= end) {
+            return CG_WSGI_HEAD_CLOSE;
+        }
+        int left = end != 0 ? (int)(end - now) : -1;
+        if (idle && (left < 0 || left > IDLE_WAIT_MS)) {
+            left = IDLE_WAIT_MS; /* then look at the stop again */
+        }
+        if (coop_wait(c->t.fd, idle ? POLLIN : c->t.want, left) < 0 && errno != ETIMEDOUT) {
             return CG_WSGI_HEAD_CLOSE;
         }
     }
@@ -249,7 +286,7 @@ static PyObject *core_serve(PyObject *self, PyObject *cap)
     keepalive_ms = gw->w->conf->keepalive > 0 ? gw->w->conf->keepalive * 1000 : -1;
     for (;;) {
         uint64_t t0 = cg_py_wsgi_now_us();
-        enum cg_wsgi_head h = read_head(c, keepalive_ms);
+        enum cg_wsgi_head h = read_head(c, keepalive_ms, &t0);
         if (h != CG_WSGI_HEAD_READY) {
             if (cg_http_parser_error(&c->parser)->kind != CG_HTTP_ERR_NONE) {
                 cg_py_wsgi_log_head_error(gw->wsgi, c, t0);
@@ -279,7 +316,7 @@ static PyObject *core_on_signal(PyObject *self, PyObject *unused)
     }
     cg_worker_check_signals(gw->w);
     if (!gw->w->alive) {
-        atomic_store(&gw->draining, true);
+        begin_stop(gw);
     }
     return PyBool_FromLong(!gw->w->alive);
 }

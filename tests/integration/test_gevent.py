@@ -167,6 +167,25 @@ def test_term_waits_for_requests_in_flight(server_factory):
     assert "Worker graceful timeout" not in srv.log()
 
 
+def test_term_ends_idle_kept_alive_connections_without_waiting_for_keepalive(server_factory):
+    srv = start(server_factory, "--keep-alive", "60", "--graceful-timeout", "30")
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+    try:
+        s.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while not data.endswith(b"}"):
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert b"Connection: close" not in data
+        srv.signal(signal.SIGTERM)
+        assert s.recv(100) == b""  # the idle connection gets a FIN
+    finally:
+        s.close()
+    srv.proc.wait(60)
+    assert "Worker graceful timeout" not in srv.log()
+
+
 def test_graceful_timeout_cuts_what_is_still_running(server_factory):
     srv = start(server_factory, "--graceful-timeout", "1")
     t = threading.Thread(target=lambda: many(srv, "/slow?s=30", 1))
