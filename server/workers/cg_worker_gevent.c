@@ -65,11 +65,12 @@ struct pending {
 };
 
 /* cgunicorn.gevent_worker.wait(fd, events, timeout): the cooperative wait
- * (owned), and the worker's state: one per process, never freed, since a
- * greenlet cut at the stop deadline may still resume (a worker_exit hook
- * that yields) and reach both. */
+ * (owned), and the worker's state. File-scope because the transport's hook
+ * gets only the transport; one per process, never freed, since a greenlet
+ * cut at the stop deadline may still resume (a worker_exit hook that
+ * yields) and reach both. */
 static PyObject *wait_fn;
-static struct gevent_worker gw;
+static struct gevent_worker worker_state;
 
 /* Waits cooperatively for `want` (POLLIN/POLLOUT) on fd up to timeout_ms
  * (<= 0: forever). Needs the GIL. Returns 0 when ready; -1 with errno
@@ -211,10 +212,12 @@ static PyObject *core_accept(PyObject *self, PyObject *arg)
  * request once the worker stops (0: no stop yet). */
 static uint64_t idle_cap_ms(void)
 {
-    if (gw.stop_ms == 0) {
+    const struct gevent_worker *gw = &worker_state;
+
+    if (gw->stop_ms == 0) {
         return 0;
     }
-    return gw.stop_ms + (gw.w->quit_after_request ? CG_QUIT_IDLE_MS : CG_STOP_IDLE_MS);
+    return gw->stop_ms + (gw->w->quit_after_request ? CG_QUIT_IDLE_MS : CG_STOP_IDLE_MS);
 }
 
 /* Reads the next request head within timeout_ms (<= 0: no limit), waiting
@@ -415,14 +418,15 @@ static int poll_tick_ms(const struct cg_conf *conf)
 int cg_worker_gevent_run(struct cg_worker *w)
 {
     const struct cg_conf *conf = w->conf;
+    struct gevent_worker *gw = &worker_state;
     struct cg_err err = { { 0 } };
     PyObject *mod = NULL, *core = NULL, *fds = NULL, *r = NULL; /* owned */
     int code = CG_WORKER_BOOT_ERROR;
 
-    gw.w = w;
-    atomic_init(&gw.draining, false);
-    gw.wsgi = cg_py_wsgi_new(w, &err);
-    if (gw.wsgi == NULL) {
+    gw->w = w;
+    atomic_init(&gw->draining, false);
+    gw->wsgi = cg_py_wsgi_new(w, &err);
+    if (gw->wsgi == NULL) {
         cg_log(CG_LOG_ERROR, "worker %d cannot start: %s", (int)getpid(), err.msg);
         return CG_WORKER_BOOT_ERROR;
     }
@@ -433,10 +437,15 @@ int cg_worker_gevent_run(struct cg_worker *w)
     }
     mod = PyImport_ImportModule(PY_MODULE);
     wait_fn = mod ? PyObject_GetAttrString(mod, "wait") : NULL;
-    core = wait_fn ? core_new(&gw) : NULL;
+    core = wait_fn ? core_new(gw) : NULL;
     fds = core ? PyList_New((Py_ssize_t)w->nlisteners) : NULL;
     for (size_t i = 0; fds != NULL && i < w->nlisteners; i++) {
-        PyList_SET_ITEM(fds, (Py_ssize_t)i, PyLong_FromLong(w->listeners[i].fd)); /* steals */
+        PyObject *fd = PyLong_FromLong(w->listeners[i].fd);
+        if (fd == NULL) {
+            Py_CLEAR(fds);
+            break;
+        }
+        PyList_SET_ITEM(fds, (Py_ssize_t)i, fd); /* steals */
     }
     w->quit_defers = true; /* QUIT/INT: the loop winds down (cg_worker.h) */
     if (fds != NULL) {
@@ -460,7 +469,7 @@ int cg_worker_gevent_run(struct cg_worker *w)
     Py_XDECREF(fds);
     Py_XDECREF(core);
     Py_XDECREF(mod);
-    /* wait_fn, gw.wsgi and gw.wake stay: greenlets cut at the deadline
+    /* wait_fn, gw->wsgi and gw->wake stay: greenlets cut at the deadline
      * still hold connections that point into them; the process exits. */
     return code;
 }
