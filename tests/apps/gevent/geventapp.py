@@ -1,7 +1,9 @@
 """A WSGI app for the gevent worker's tests (tests/integration/test_gevent.py).
 
 GET  /slow?s=0.5   sleeps s seconds with time.sleep (cooperative once patched),
-                   counting the requests in flight in this process
+                   counting the requests in flight in this process; with
+                   &n=N it first sleeps in small steps until N are in flight
+                   (at most 30 s), so a test need not race the client's start
 GET  /stats        {"peak", "inflight", "done", "pid"} of the counters above
 GET  /env          the environ facts the tests check (JSON)
 GET  /chunked      a response without Content-Length, as 3 pieces
@@ -34,11 +36,19 @@ def _counted(fn):
         _stats["done"] += 1
 
 
-def _seconds(environ):
+def _seconds(environ, key="s", default=0.5):
     for part in environ.get("QUERY_STRING", "").split("&"):
-        if part.startswith("s="):
-            return float(part[2:])
-    return 0.5
+        if part.startswith(key + "="):
+            return float(part[len(key) + 1:])
+    return default
+
+
+def _slow(environ):
+    want = _seconds(environ, "n", 0)
+    deadline = time.monotonic() + 30
+    while _stats["inflight"] < want and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(_seconds(environ))
 
 
 def _json(start_response, obj):
@@ -51,7 +61,7 @@ def _json(start_response, obj):
 def app(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/slow":
-        _counted(lambda: time.sleep(_seconds(environ)))
+        _counted(lambda: _slow(environ))
         return _json(start_response, {"pid": os.getpid()})
     if path == "/stats":
         return _json(start_response, dict(_stats, pid=os.getpid()))
