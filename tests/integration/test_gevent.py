@@ -234,9 +234,9 @@ def test_quit_stops_quickly_delivering_what_finishes(server_factory):
 
 
 def test_heartbeat_goes_on_while_greenlets_wait(server_factory):
-    srv = start(server_factory, "--timeout", "2")
-    # each request outlives the timeout, cooperatively: the worker stays
-    statuses = many(srv, "/slow?s=4", 5)
+    srv = start(server_factory, "--timeout", "3")
+    # each request outlives the timeout twice, cooperatively: the worker stays
+    statuses = many(srv, "/slow?s=6.5", 5)
     assert statuses == [200] * 5
     assert "WORKER TIMEOUT" not in srv.log()
 
