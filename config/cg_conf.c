@@ -257,6 +257,38 @@ done:
     return as;
 }
 
+/* A worker class that needs a package (gevent) ends start-up here, naming
+ * the pip command, when this Python cannot find it. The master only looks
+ * the package up (importlib.util.find_spec); the workers import it. */
+static int check_requires(const struct cg_conf_worker_class *wc, const char *raw,
+                          struct cg_err *err)
+{
+    PyObject *util = NULL, *spec = NULL; /* owned */
+    const char *why = "it is not installed";
+    int rc = -1;
+
+    if (wc->requires == NULL) {
+        return 0;
+    }
+    util = PyImport_ImportModule("importlib.util");
+    spec = util != NULL ? PyObject_CallMethod(util, "find_spec", "s", wc->requires) : NULL;
+    if (spec != NULL && spec != Py_None) {
+        rc = 0;
+        goto cleanup;
+    }
+    if (spec == NULL) {
+        why = "looking it up raised an error";
+        PyErr_Clear();
+    }
+    cg_err_set(err, "worker_class %s needs the %s package, which this Python cannot import (%s); "
+               "install it with pip install %s into the environment cgunicorn runs in", raw,
+               wc->requires, why, wc->requires);
+cleanup:
+    Py_XDECREF(spec);
+    Py_XDECREF(util);
+    return rc;
+}
+
 /* worker_class as the workers know it, as gunicorn resolves it: a name or
  * alias of the worker class table (config/cg_conf_worker_class.c), else an
  * import path (resolve_imported_class); then a class with `with_threads`
@@ -271,6 +303,9 @@ static int resolve_worker_class(struct cg_conf *conf, struct cg_err *err)
     }
     if (wc->with_threads != NULL && conf->threads > 1) {
         wc = cg_conf_worker_class_named(wc->with_threads);
+    }
+    if (check_requires(wc, raw, err) < 0) {
+        return -1;
     }
     conf->worker_class_raw = conf->worker_class;
     conf->worker_class_row = wc;

@@ -19,6 +19,16 @@ const struct cg_conf_worker_class cg_conf_worker_classes[] = {
                    "uvicorn_worker.UvicornWorker" },
       .keeps_alive = true, .threads = false, .asgi = true, .multithread = true,
       .help = "an asyncio loop (uvloop when installed); HTTP, lifespan and WebSocket" },
+    /* gunicorn's gevent worker sets wsgi.multithread True (AsyncWorker);
+     * its gevent_wsgi and gevent_pywsgi run gevent's own WSGI server and
+     * are served by this one class. */
+    { .name = "gevent",
+      .aliases = { "gunicorn.workers.ggevent.GeventWorker", "gevent_wsgi", "gevent_pywsgi",
+                   "gunicorn.workers.ggevent.GeventPyWSGIWorker" },
+      .keeps_alive = true, .threads = false, .asgi = false, .multithread = true,
+      .requires = "gevent",
+      .help = "greenlets on gevent's hub after monkey.patch_all(), one per connection, "
+              "at most `worker_connections`; needs `pip install gevent`" },
 };
 
 const size_t cg_conf_worker_classes_count =
@@ -79,6 +89,6 @@ void cg_conf_worker_class_print_doc(FILE *out)
     }
     fprintf(out, " Any other value is an import path: a class that subclasses one of these "
                  "(for example to set `CONFIG_KWARGS`) is served by that native class; other "
-                 "classes (gevent, eventlet, tornado, ...) end start-up with an error that "
+                 "classes (eventlet, tornado, ...) end start-up with an error that "
                  "names the supported ones.\n");
 }

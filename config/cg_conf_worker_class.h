@@ -15,13 +15,15 @@
 
 struct cg_conf_worker_class {
     const char *name;        /* "sync": what conf->worker_class holds once resolved */
-    const char *aliases[4];  /* other names that select it (import paths); NULL-ended */
+    const char *aliases[5];  /* other names that select it (import paths); NULL-ended */
     const char *with_threads; /* served as this class when threads > 1, or NULL
                                  (gunicorn's rule: sync with threads > 1 is gthread) */
     bool keeps_alive;        /* serves more than one request per connection */
     bool threads;            /* runs requests on a pool of `threads` Python threads */
     bool asgi;               /* serves ASGI applications (else WSGI) */
     bool multithread;        /* WSGI: environ["wsgi.multithread"] */
+    const char *requires;    /* a Python package the class needs (checked at start-up, with
+                                the pip command in the message), or NULL */
     const char *help;        /* one line for docs/settings.md */
 };
 

@@ -10,7 +10,7 @@ so that every suite is parametrised the same way:
                    upstream gunicorn; with CG_TEST_SERVERS=gunicorn they
                    compare two upstream instances, which validates the
                    suites themselves.
-  CG_TEST_WORKERS  comma list of worker classes (default "sync,gthread,asgi").
+  CG_TEST_WORKERS  comma list of worker classes (default "sync,gthread,asgi,gevent").
                    Adding a class is one more value here (its traits
                    come from the worker class table, WORKER_TRAITS), never
                    a copied test.  WSGI suites run the
@@ -107,7 +107,8 @@ def _env_list(name, default, allowed):
 
 
 SERVERS = _env_list("CG_TEST_SERVERS", "cgunicorn", KNOWN_SERVERS)
-ALL_WORKER_CLASSES = _env_list("CG_TEST_WORKERS", "sync,gthread,asgi", tuple(WORKER_TRAITS))
+ALL_WORKER_CLASSES = _env_list("CG_TEST_WORKERS", "sync,gthread,asgi,gevent",
+                                tuple(WORKER_TRAITS))
 WORKER_CLASSES = [w for w in ALL_WORKER_CLASSES if WORKER_TRAITS[w]["wsgi"]]
 # Side by side: the candidate is the first server asked for; the reference
 # is always upstream gunicorn.

@@ -167,6 +167,9 @@ int cg_transport_wait(struct cg_transport *t, int timeout_ms)
 {
     struct pollfd p = { .fd = t->fd, .events = t->want ? t->want : POLLIN };
 
+    if (t->wait != NULL) {
+        return t->wait(t, timeout_ms);
+    }
     for (;;) {
         int rc = poll(&p, 1, timeout_ms > 0 ? timeout_ms : -1);
         if (rc > 0) {

@@ -65,6 +65,11 @@ struct cg_transport {
     int fd;     /* owned; -1 once closed */
     short want; /* after CG_TRANSPORT_AGAIN: POLLIN or POLLOUT */
     void *impl; /* the implementation's per-connection state (owned), or NULL */
+    /* A cooperative wait, or NULL: when set, cg_transport_wait() calls it
+     * instead of poll(), so the blocking helpers yield to the other
+     * greenlets of a gevent worker instead of blocking the process. Same
+     * contract as cg_transport_wait(). */
+    int (*wait)(struct cg_transport *t, int timeout_ms);
 };
 
 extern const struct cg_transport_ops cg_transport_plain;
@@ -82,6 +87,7 @@ static inline void cg_transport_init(struct cg_transport *t, int fd)
     t->fd = fd;
     t->want = 0;
     t->impl = NULL;
+    t->wait = NULL;
     if (cg_transport_wrap != NULL) {
         cg_transport_wrap(t);
     }
@@ -118,8 +124,9 @@ static inline int cg_transport_unread(struct cg_transport *t)
 
 /* ---- blocking helpers (sync worker, gthread pool threads) ---- */
 
-/* Waits up to timeout_ms (<= 0: forever) for what the last AGAIN wanted.
- * Returns 0 when ready, -1 with errno (ETIMEDOUT) otherwise. */
+/* Waits up to timeout_ms (<= 0: forever) for what the last AGAIN wanted
+ * (with t->wait when set). Returns 0 when ready, -1 with errno (ETIMEDOUT)
+ * otherwise. */
 int cg_transport_wait(struct cg_transport *t, int timeout_ms);
 
 /* Receives, waiting for the peer when `wait` (up to timeout_ms per wait).

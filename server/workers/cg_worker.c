@@ -183,6 +183,11 @@ static int boot(struct cg_worker *w, PyObject *preloaded_app)
                          w->py_worker) < 0) {
         return CG_WORKER_BOOT_ERROR;
     }
+    cg_worker_class_run_fn prepare = cg_worker_class_prepare(conf->worker_class);
+    int code = prepare != NULL ? prepare(w) : 0;
+    if (code != 0) {
+        return code;
+    }
     if (set_owner(conf, &err) < 0) {
         cg_log(CG_LOG_ERROR, "Exception in worker process\n%s", err.msg);
         return CG_WORKER_BOOT_ERROR;
@@ -191,7 +196,7 @@ static int boot(struct cg_worker *w, PyObject *preloaded_app)
     if (conf->reload) {
         start_reloader(w);
     }
-    int code = load_app(w, preloaded_app);
+    code = load_app(w, preloaded_app);
     if (code != 0) {
         return code;
     }

@@ -15,4 +15,8 @@ typedef int (*cg_worker_class_run_fn)(struct cg_worker *w);
  * table, as conf->worker_class holds it), or NULL when there is none. */
 cg_worker_class_run_fn cg_worker_class_entry(const char *name);
 
+/* What the class runs after post_fork and before the app is loaded (gevent:
+ * monkey-patching), or NULL. Returns 0 to go on, else the exit code. */
+cg_worker_class_run_fn cg_worker_class_prepare(const char *name);
+
 #endif

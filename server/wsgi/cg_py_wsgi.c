@@ -278,7 +278,7 @@ static void answer_body_error(struct cg_wsgi *g, struct cg_wsgi_conn *c,
  * for HTTPS a cgunicorn.wsgi.TLSSocket that also answers getpeercert(),
  * cipher() and version() from the TLS transport. New reference, or NULL
  * with an exception. */
-static PyObject *gunicorn_socket(struct cg_wsgi *g, struct cg_wsgi_conn *c)
+PyObject *cg_py_wsgi_socket_new(struct cg_wsgi *g, struct cg_wsgi_conn *c)
 {
     struct cg_transport_tls_info ti;
 
@@ -304,8 +304,24 @@ static PyObject *gunicorn_socket(struct cg_wsgi *g, struct cg_wsgi_conn *c)
     return sock;
 }
 
+void cg_py_wsgi_socket_release(PyObject *sock)
+{
+    if (sock != NULL) {
+        /* The fd is ours: detach so the Python object does not close it. */
+        PyObject *r = PyObject_CallMethod(sock, "detach", NULL);
+        Py_XDECREF(r);
+        PyErr_Clear();
+        Py_DECREF(sock);
+    }
+}
 
 bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive)
+{
+    return cg_py_wsgi_handle_sock(g, c, keepalive, NULL);
+}
+
+bool cg_py_wsgi_handle_sock(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive,
+                            PyObject *conn_sock)
 {
     const struct cg_http_request *req = cg_http_parser_request(&c->parser);
     const struct sockaddr *peer = (const struct sockaddr *)&c->peer;
@@ -337,7 +353,9 @@ bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive
         Py_END_ALLOW_THREADS
     }
     input = cg_py_input_new(&src);
-    sock = input ? gunicorn_socket(g, c) : NULL;
+    if (input != NULL) {
+        sock = conn_sock != NULL ? Py_NewRef(conn_sock) : cg_py_wsgi_socket_new(g, c);
+    }
     if (sock == NULL || PyDict_SetItem(environ, g->k.wsgi_input, input) < 0 ||
         PyDict_SetItem(environ, g->k.gunicorn_socket, sock) < 0) {
         cg_py_log_exception("Error building the WSGI environ");
@@ -394,14 +412,12 @@ cleanup:
     if (input != NULL) {
         cg_py_input_detach(input);
     }
-    if (sock != NULL) {
-        /* The fd is ours: detach so the Python object does not close it. */
-        PyObject *r = PyObject_CallMethod(sock, "detach", NULL);
-        Py_XDECREF(r);
-        PyErr_Clear();
+    if (conn_sock == NULL) {
+        cg_py_wsgi_socket_release(sock);
+    } else {
+        Py_XDECREF(sock);
     }
     Py_XDECREF(result);
-    Py_XDECREF(sock);
     Py_XDECREF(input);
     Py_XDECREF(environ);
     cg_py_wsgi_resp_deinit(&resp);

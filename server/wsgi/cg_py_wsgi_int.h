@@ -100,6 +100,20 @@ PyObject *cg_py_wsgi_resp_headers(const struct cg_wsgi_resp *resp);
  * GIL. */
 bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive);
 
+/* cg_py_wsgi_handle() with environ["gunicorn.socket"] = `sock` (borrowed;
+ * the connection's socket object, kept by the caller for the connection's
+ * life, as gunicorn's async workers do) instead of one made and detached
+ * per request. */
+bool cg_py_wsgi_handle_sock(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive,
+                            PyObject *sock);
+
+/* A socket object of the worker's socket type (socket.socket as patched,
+ * if it is) on c's fd: new reference, or NULL with an exception. Release
+ * it with cg_py_wsgi_socket_release(), which detaches it (the fd stays the
+ * connection's). */
+PyObject *cg_py_wsgi_socket_new(struct cg_wsgi *g, struct cg_wsgi_conn *c);
+void cg_py_wsgi_socket_release(PyObject *sock);
+
 /* After cg_wsgi_conn_read_head() gave HEAD_CLOSE: logs the access line
  * gunicorn logs for a refused request whose head it had read (needs the
  * GIL; `t0` from cg_py_wsgi_now_us() when reading started). */

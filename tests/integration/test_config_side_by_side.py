@@ -141,10 +141,10 @@ def test_errors_match_gunicorn(name, args, env, needle):
 
 
 def test_unsupported_worker_class_names_the_supported_ones():
-    r = run_cmd(["-k", "gevent", "--check-config", "app:app"], cwd=CONFIGS)
+    r = run_cmd(["-k", "eventlet", "--check-config", "app:app"], cwd=CONFIGS)
     assert r.returncode == 1
-    assert "'gevent'" in r.stderr
-    for cls in ("sync", "gthread", "asgi", "uvicorn.workers.UvicornWorker"):
+    assert "'eventlet'" in r.stderr
+    for cls in ("sync", "gthread", "asgi", "gevent", "uvicorn.workers.UvicornWorker"):
         assert cls in r.stderr
 
 

@@ -124,7 +124,7 @@ REFUSED = [
     ("cgworkers.NotAWorker", r"is not a subclass of a worker cgunicorn serves"),
     ("cgworkers.Missing", r"module 'cgworkers' has no attribute 'Missing'"),
     ("nosuchmodule.Worker", r"cannot import module 'nosuchmodule'"),
-    ("gevent", r"gevent worker is not implemented yet"),
+    ("gevent.pywsgi.WSGIServer", r"not gunicorn worker classes; use -k gevent"),
     ("meinheld.gmeinheld.MeinheldWorker", r"meinheld is retired.*gthread"),
     ("eventlet", r"eventlet is retired"),
 ]

@@ -10,7 +10,7 @@ worker with those settings; a subclass that changes behaviour (overrides a
 method) is refused naming what it overrides, since that code would never run.
 
 resolve() returns (worker, settings, notes, root_in_path): worker is "sync",
-"gthread" or "asgi"; settings maps setting names to values taken from
+"gthread", "asgi" or "gevent"; settings maps setting names to values taken from
 CONFIG_KWARGS; notes are lines for the master to log once; root_in_path is
 true for Uvicorn's classes, whose scope["path"] includes the root_path. Problems raise ValueError with a
 message that names the class, the method or key, and the fix.
@@ -26,6 +26,8 @@ NATIVE = {
     "gunicorn.workers.sync.SyncWorker": ("sync", None),
     "gunicorn.workers.gthread.ThreadWorker": ("gthread", None),
     "gunicorn.workers.gasgi.ASGIWorker": ("asgi", None),
+    "gunicorn.workers.ggevent.GeventWorker": ("gevent", None),
+    "gunicorn.workers.ggevent.GeventPyWSGIWorker": ("gevent", None),
     "uvicorn.workers.UvicornWorker": ("asgi", "uvicorn"),
     "uvicorn.workers.UvicornH11Worker": ("asgi", "uvicorn"),
     "uvicorn_worker.UvicornWorker": ("asgi", "uvicorn"),
@@ -34,16 +36,15 @@ NATIVE = {
 
 # Worker classes cgunicorn does not serve: gunicorn's short names, and
 # module prefixes (ending in a dot), with the reason.
-_GEVENT = ("the gevent worker is not implemented yet in cgunicorn; "
-           "use gthread (-k gthread --threads N) or asgi meanwhile")
+_GEVENT = ("classes of the gevent package are not gunicorn worker classes; "
+           "use -k gevent")
 _EVENTLET = "eventlet is retired upstream; use gthread (-k gthread --threads N)"
 _TORNADO = ("the tornado worker is not served by cgunicorn; run the app as ASGI "
             "(-k asgi) or as a WSGI app under gthread")
 _MEINHELD = ("meinheld is retired (unmaintained, no Python 3.10+); use gthread "
              "(-k gthread --threads N)")
 REFUSED = (
-    ("gevent", _GEVENT), ("gevent_wsgi", _GEVENT), ("gevent_pywsgi", _GEVENT),
-    ("gunicorn.workers.ggevent.", _GEVENT), ("gevent.", _GEVENT),
+    ("gevent.", _GEVENT),
     ("eventlet", _EVENTLET), ("gunicorn.workers.geventlet.", _EVENTLET),
     ("eventlet.", _EVENTLET),
     ("tornado", _TORNADO), ("gunicorn.workers.gtornado.", _TORNADO), ("tornado.", _TORNADO),
@@ -64,8 +65,8 @@ _DEADLINE_HINT = {
 }
 
 
-_SERVED = ("cgunicorn serves sync, gthread and asgi, and uvicorn.workers.UvicornWorker "
-           "on asgi")
+_SERVED = ("cgunicorn serves sync, gthread, asgi and gevent, and "
+           "uvicorn.workers.UvicornWorker on asgi")
 
 
 def _refusal(name):

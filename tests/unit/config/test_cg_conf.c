@@ -260,7 +260,12 @@ static void test_worker_class_table(void)
     CG_CHECK(!cg_conf_worker_class_named("sync")->multithread);
     CG_CHECK(cg_conf_worker_class_named("gthread")->threads);
     CG_CHECK(cg_conf_worker_class_named("asgi")->asgi);
-    CG_CHECK(cg_conf_worker_class_find("gevent") == NULL);
+    CG_CHECK_STR(cg_conf_worker_class_find("gevent_pywsgi")->name, "gevent");
+    CG_CHECK_STR(cg_conf_worker_class_find("gunicorn.workers.ggevent.GeventWorker")->name,
+                 "gevent");
+    CG_CHECK_STR(cg_conf_worker_class_named("gevent")->requires, "gevent");
+    CG_CHECK(cg_conf_worker_class_named("gevent")->multithread); /* as gunicorn's */
+    CG_CHECK(cg_conf_worker_class_find("eventlet") == NULL);
     CG_CHECK(cg_conf_worker_class_find("myproject.workers.Worker") == NULL);
     CG_CHECK(cg_conf_worker_class_find(NULL) == NULL);
 }

@@ -224,7 +224,50 @@ static void test_shutdown(void)
     close(sv[1]);
 }
 
+/* The cooperative wait hook (the gevent worker's): the blocking helpers
+ * wait through it instead of poll(), with what the would-block wanted, and
+ * its failure is theirs. */
+static int hook_calls;
+static short hook_want;
+static int hook_peer = -1;
+
+static int hook_wait(struct cg_transport *t, int timeout_ms)
+{
+    (void)timeout_ms;
+    hook_calls++;
+    hook_want = t->want;
+    if (hook_peer < 0) {
+        errno = ECANCELED;
+        return -1;
+    }
+    CG_CHECK_INT(write(hook_peer, "z", 1), 1); /* the "other greenlet" sends */
+    return 0;
+}
+
+static void test_wait_hook(void)
+{
+    int sv[2];
+    struct cg_transport t;
+    char buf[8];
+
+    pair(sv, true);
+    cg_transport_init(&t, sv[0]);
+    CG_CHECK(t.wait == NULL);
+    t.wait = hook_wait;
+    hook_peer = sv[1];
+    CG_CHECK_INT(cg_transport_recv_wait(&t, buf, sizeof(buf), true, -1), 1);
+    CG_CHECK_INT(hook_calls, 1);
+    CG_CHECK_INT(hook_want, POLLIN);
+    hook_peer = -1;
+    errno = 0;
+    CG_CHECK_INT(cg_transport_recv_wait(&t, buf, sizeof(buf), true, -1), -1);
+    CG_CHECK_INT(errno, ECANCELED);
+    CG_CHECK_INT(hook_calls, 2);
+    cg_transport_close(&t);
+    close(sv[1]);
+}
+
 CG_TEST_MAIN(CG_TEST(test_recv_into_buffer_and_would_block), CG_TEST(test_nowait_on_blocking_socket),
              CG_TEST(test_sendv_partial_writes), CG_TEST(test_iov_advance),
              CG_TEST(test_sendfile_regular_file), CG_TEST(test_sendfile_copy_fallback),
-             CG_TEST(test_shutdown))
+             CG_TEST(test_shutdown), CG_TEST(test_wait_hook))

@@ -30,7 +30,11 @@ static void test_entries_are_distinct(void)
 static void test_only_row_names(void)
 {
     CG_CHECK(cg_worker_class_entry("uvicorn.workers.UvicornWorker") == NULL);
-    CG_CHECK(cg_worker_class_entry("gevent") == NULL);
+    CG_CHECK(cg_worker_class_entry("gevent_pywsgi") == NULL);
+    CG_CHECK(cg_worker_class_entry("eventlet") == NULL);
+    CG_CHECK(cg_worker_class_prepare("gevent") != NULL);
+    CG_CHECK(cg_worker_class_prepare("sync") == NULL);
+    CG_CHECK(cg_worker_class_prepare("nosuchclass") == NULL);
     CG_CHECK(cg_worker_class_entry(NULL) == NULL);
 }
 
