@@ -80,7 +80,7 @@ async def app(scope, receive, send):
     await send({"type": "http.response.body", "body": out})
 '''
 
-CLASSES = ["sync", "gthread", "asgi"]
+CLASSES = ["sync", "gthread", "asgi", "gevent"]
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +154,7 @@ def test_request_body_and_big_response_over_tls(certs, worker_class):
             assert got["sha"] == hashlib.sha256(data).hexdigest()
 
 
-@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+@pytest.mark.parametrize("worker_class", ["sync", "gthread", "gevent"])
 def test_file_wrapper_over_tls(certs, worker_class, tmp_path):
     """wsgi.file_wrapper over TLS is copied through the transport (no
     kernel TLS): every byte of a 5 MiB file arrives."""
@@ -186,7 +186,7 @@ def refused(port, ctx):
         return True
 
 
-@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+@pytest.mark.parametrize("worker_class", ["sync", "gthread", "gevent"])
 def test_mtls_required(certs, worker_class):
     """cert_reqs=2 with ca_certs: no certificate or one from another CA is
     refused in the handshake; a client certificate from the CA is served and
@@ -258,12 +258,12 @@ def answer_of(port, payload):
         s.close()
 
 
-@pytest.mark.parametrize("worker_class", ["gthread", "asgi"])
+@pytest.mark.parametrize("worker_class", ["gthread", "asgi", "gevent"])
 def test_bad_clients_cost_one_connection(certs, worker_class):
     """A plaintext HTTP client and a garbage handshake are closed without an
     HTTP answer, and 50 handshakes stalled mid-way (still open) hold no
-    thread: with a single gthread thread, normal HTTPS clients are served
-    meanwhile, by the same worker process."""
+    thread: with a single gthread thread (or gevent's one hub), normal HTTPS
+    clients are served meanwhile, by the same worker process."""
     extra = ["--threads", "1"] if worker_class == "gthread" else []
     with start(certs, worker_class, extra) as srv:
         ctx = certs.client_ctx()
