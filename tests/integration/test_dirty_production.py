@@ -141,8 +141,9 @@ def test_dirty_max_requests_recycles_without_failed_calls(server_factory, dirty_
                 extra=["--dirty-max-requests", "10"])
     pids, failed = _pids_over_calls(srv, LEAKY, "pid", 50)
     assert failed == [], failed
-    # a worker serves its 10 calls, then more only while its replacement boots
-    assert len(set(pids)) >= 3, pids
+    # a worker serves its 10 calls, then more only while its replacement
+    # boots (how many depends on the boot time: not counted here)
+    assert len(set(pids)) > dirty_workers, pids
     assert pids.count(pids[0]) >= 10 // dirty_workers, pids
     assert "served 10 calls (dirty_max_requests)" in srv.log()
     arb = arbiter_pid(srv)
