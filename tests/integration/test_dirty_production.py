@@ -260,3 +260,21 @@ def test_dirty_gpus_with_an_app_limited_to_one_worker(server_factory):
     seen = _devices(srv, 1)
     assert len(seen) == 1 and list(seen.values())[0] in ("0", "1"), seen
     assert isinstance(call(srv, LEAKY, "pid")["result"], int)
+
+
+def test_status_reply_shows_slots_devices_and_served_calls(server_factory):
+    import json
+    args = ["--workers", "1", "--dirty-workers", "2", "--dirty-app", "dirty_zc_apps:ZC",
+            "--dirty-gpus", "0,1", "dirty_zc_apps:app"]
+    srv = server_factory(args, cwd=APPS_DIR)
+    arb = arbiter_pid(srv)
+    wait_until(lambda: len(children(arb)) == 2, what="two dirty workers")
+
+    def status():
+        with urllib.request.urlopen(srv.url + "/status", timeout=30) as r:
+            return json.loads(r.read())
+
+    st = wait_until(lambda: (lambda s: s if all(w["booted"] for w in s["workers"]) and
+                             len(s["workers"]) == 2 else None)(status()), what="both booted")
+    assert sorted((w["slot"], w["device"]) for w in st["workers"]) == [(0, "0"), (1, "1")], st
+    assert all(w["recycling"] is False and w["served"] >= 0 for w in st["workers"]), st
