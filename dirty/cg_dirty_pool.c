@@ -358,7 +358,9 @@ double cg_dirty_pool_retry_after(const struct cg_dirty_pool *p, int app)
     }
     /* Every slot is busy (or the caller would not be refused): the queue
      * drains in waves of `slots` calls, and the caller is one wave later. */
-    return avg * (double)(a->queue.n / slots + 1);
+    double est = avg * (double)(a->queue.n / slots + 1);
+    /* never "at once": fast calls would estimate ~0 and invite a retry storm */
+    return est < CG_DIRTY_RETRY_AFTER_MIN ? CG_DIRTY_RETRY_AFTER_MIN : est;
 }
 
 struct cg_dirty_call *cg_dirty_pool_find(const struct cg_dirty_wk *w, uint64_t aid)

@@ -220,6 +220,9 @@ struct cg_dirty_call *cg_dirty_pool_find(const struct cg_dirty_wk *w, uint64_t a
 void cg_dirty_pool_note_service(struct cg_dirty_pool *p, int app, double seconds);
 double cg_dirty_pool_retry_after(const struct cg_dirty_pool *p, int app);
 
+/* The least retry_after the estimate gives, in seconds. */
+#define CG_DIRTY_RETRY_AFTER_MIN 0.1
+
 /* List helpers for the I/O layer's own lists of calls. */
 void cg_dirty_calls_append(struct cg_dirty_calls *l, struct cg_dirty_call *c);
 void cg_dirty_calls_remove(struct cg_dirty_calls *l, struct cg_dirty_call *c);

@@ -226,6 +226,10 @@ static void test_retry_after_estimate(void)
     CG_CHECK(cg_dirty_pool_retry_after(&p, 0) == 8.0); /* 4 slots: 2 waves */
     cg_dirty_pool_note_service(&p, 0, -1.0); /* a clock oddity counts as 0 */
     CG_CHECK(p.apps[0].service_avg >= 3.19 && p.apps[0].service_avg <= 3.21);
+    for (int i = 0; i < 40; i++) {
+        cg_dirty_pool_note_service(&p, 0, 0.0001); /* very fast calls */
+    }
+    CG_CHECK(cg_dirty_pool_retry_after(&p, 0) == CG_DIRTY_RETRY_AFTER_MIN); /* not ~0 */
     for (int i = 0; i < 5; i++) {
         cg_dirty_pool_dequeue(&p, &q[i]);
     }
