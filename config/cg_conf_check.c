@@ -324,6 +324,25 @@ static const char helpers_src[] =
     "    return out\n"
     "\n"
     "\n"
+    "def dirty_gpus(v):\n"
+    "    if v is None or v == \"\" or v == []:\n"
+    "        return \"\"\n"
+    "    if isinstance(v, (list, tuple)):\n"
+    "        v = \",\".join(str(x) for x in v)\n"
+    "    if not isinstance(v, str):\n"
+    "        raise TypeError(\"expected 'auto' or device ids such as '0,1', got %s\" % _kind(v))\n"
+    "    v = v.strip()\n"
+    "    if v.lower() == \"auto\":\n"
+    "        return \"auto\"\n"
+    "    out = [x.strip() for x in v.split(\",\")]\n"
+    "    if len(out) > 256:\n"
+    "        raise ValueError(\"%d devices; at most 256\" % len(out))\n"
+    "    for x in out:\n"
+    "        if not x or not _re.fullmatch(r\"[A-Za-z0-9_.:-]{1,64}\", x):\n"
+    "            raise ValueError(\"%r is not a device id; use 'auto' or ids such as 0,1,2,3\" % x)\n"
+    "    return \",\".join(out)\n"
+    "\n"
+    "\n"
     "def auto_int(v):\n"
     "    if _re.match(r\"0(\\d)\", v, _re.IGNORECASE):\n"
     "        v = v.replace(\"0\", \"0o\", 1)\n"
@@ -520,6 +539,7 @@ PY_CHECK(asgi_lifespan, asgi_lifespan)
 PY_CHECK(http_parser, http_parser)
 PY_CHECK(reload_engine, reload_engine)
 PY_CHECK(http_protocols, http_protocols)
+PY_CHECK(dirty_gpus, dirty_gpus)
 
 PyObject *cg_conf_check_hook(const struct cg_conf_setting *s, PyObject *v, struct cg_err *err)
 {

@@ -14,7 +14,7 @@
     X(group) X(chdir) X(statsd)                                                              \
     X(proxy_protocol) X(http2_cleartext) X(header_map) X(asgi_loop) X(asgi_lifespan)         \
     X(http_parser) X(reload_engine) X(http_protocols) X(hook) X(h2_window) X(h2_streams)     \
-    X(h2_frame) X(payload_size)
+    X(h2_frame) X(payload_size) X(dirty_gpus)
 #define CG_CONF_DECLARE_CHECK(n)                                                             \
     PyObject *cg_conf_check_##n(const struct cg_conf_setting *s, PyObject *v,               \
                                 struct cg_err *err);

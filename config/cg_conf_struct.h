@@ -74,6 +74,7 @@ struct cg_conf {
     int worker_connections;
     int max_requests;
     int max_requests_jitter;
+    int max_worker_memory; /* cgunicorn extension: MB of RSS; 0 = off */
     int timeout;
     int request_timeout; /* per-request deadline in seconds, 0: off (cg_py_deadline.c) */
     int graceful_timeout;
@@ -183,6 +184,11 @@ struct cg_conf {
     long dirty_max_message_size; /* cgunicorn extension, not in gunicorn */
     long dirty_zero_copy_threshold; /* cgunicorn extension; 0 = off */
     long dirty_max_payload_size;    /* cgunicorn extension */
+    int dirty_boot_timeout;         /* cgunicorn extension: seconds for import + init() */
+    char *dirty_gpus;               /* cgunicorn extension: "", "auto" or "0,1,..." */
+    int dirty_max_requests;         /* cgunicorn extension; 0 = off */
+    int dirty_max_requests_jitter;  /* cgunicorn extension */
+    int dirty_max_worker_memory;    /* cgunicorn extension: MB of RSS; 0 = off */
 
     /* Control */
     char *control_socket;

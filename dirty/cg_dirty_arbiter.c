@@ -29,6 +29,7 @@
 #include "cg_dirty_mem.h"
 #include "cg_dirty_arbiter_int.h"
 #include "cg_dirty_codec.h"
+#include "cg_dirty_gpus.h"
 #include "cg_dirty_worker.h"
 #include "cg_log.h"
 #include "cg_py.h"
@@ -43,6 +44,13 @@ static int listen_fd = -1; /* master: the arbiter socket, see listen_on() */
 
 /* Every dirty worker (the arbiter's only supervised children). */
 #define DIRTY_WORKERS CG_SUP_ROLE(CG_ROLE_DIRTY_WORKER)
+
+/* Respawn back-off after boot failures (once the pool has booted). */
+#define BOOT_BACKOFF_BASE_MS 1000u
+#define BOOT_BACKOFF_MAX_MS 60000u
+
+/* dirty_max_worker_memory: how often the workers' RSS is read. */
+#define MEM_CHECK_MS 1000u
 
 double cg_dirty_now(void)
 {
@@ -202,7 +210,7 @@ static void close_arbiter_fds(struct cg_dirty_arb *arb)
     }
 }
 
-static void log_spawned(struct cg_dirty_arb *arb, struct cg_dirty_wk *w)
+static void log_spawned(struct cg_dirty_arb *arb, struct cg_dirty_wk *w, const char *gpu)
 {
     char list[2048];
     size_t n = 0;
@@ -217,8 +225,15 @@ static void log_spawned(struct cg_dirty_arb *arb, struct cg_dirty_wk *w)
     if (n < sizeof(list)) {
         snprintf(list + n, sizeof(list) - n, "]");
     }
-    cg_log(CG_LOG_INFO, "Spawned dirty worker (pid: %d) with apps: %s", (int)w->pid, list);
+    if (gpu != NULL) {
+        cg_log(CG_LOG_INFO, "Spawned dirty worker (pid: %d) with apps: %s on device %s "
+               "(CUDA_VISIBLE_DEVICES=%s)", (int)w->pid, list, gpu, gpu);
+    } else {
+        cg_log(CG_LOG_INFO, "Spawned dirty worker (pid: %d) with apps: %s", (int)w->pid, list);
+    }
 }
+
+static unsigned long max_served(const struct cg_conf *conf);
 
 /* Forks one worker for the apps the pool says need one. Returns 1 when a
  * worker was started, 0 when no app needs another worker, -1 on failure. */
@@ -249,10 +264,19 @@ static int spawn_worker(struct cg_dirty_arb *arb)
     }
     w->age = ++arb->worker_age;
     w->apps = apps;
+    w->slot = cg_dirty_pool_free_slot(&arb->pool);
+    w->replaces = arb->next_replaces;
+    arb->next_replaces = 0;
+    w->max_served = max_served(arb->conf);
+    const char *gpu = cg_dirty_gpus_for_slot(&arb->gpus, w->slot);
     cg_dirty_socket_tune(sv[1]);
     struct cg_sup_spec spec = {
         .role = CG_ROLE_DIRTY_WORKER,
         .respawn = CG_SUP_RESPAWN_ON_CRASH,
+        /* import + init() are bounded by dirty_boot_timeout, not dirty_timeout */
+        .boot_ms = arb->conf->dirty_boot_timeout > 0
+                       ? (uint64_t)arb->conf->dirty_boot_timeout * 1000u
+                       : 0,
         .boot_error_code = CG_DIRTY_EXIT_BOOT_ERROR,
         .owner = w,
     };
@@ -275,6 +299,7 @@ static int spawn_worker(struct cg_dirty_arb *arb)
             .napps = npaths,
             .pyarb = arb->pyarb,
             .max_message = arb->max_message,
+            .gpu = gpu,
         };
         close(sv[0]);
         close_arbiter_fds(arb);
@@ -284,7 +309,7 @@ static int spawn_worker(struct cg_dirty_arb *arb)
     w->pid = pid;
     w->fd = sv[0];
     cg_dirty_pool_worker_add(&arb->pool, w);
-    log_spawned(arb, w);
+    log_spawned(arb, w, gpu);
     if (cg_dirty_relay_link_open(arb, w) < 0) {
         cg_dirty_arb_kill(arb, w, SIGKILL);
         w->link_dead = true;
@@ -294,11 +319,13 @@ static int spawn_worker(struct cg_dirty_arb *arb)
     return 1;
 }
 
+/* Workers that count towards num_workers: a recycling one does not (its
+ * replacement does), though it serves until the replacement has booted. */
 static int live_workers(const struct cg_dirty_arb *arb)
 {
     int n = 0;
     for (const struct cg_dirty_wk *w = arb->pool.workers; w != NULL; w = w->next) {
-        if (!w->retiring && !w->link_dead) {
+        if (!w->retiring && !w->link_dead && !w->recycling) {
             n++;
         }
     }
@@ -318,6 +345,10 @@ static void manage_workers(struct cg_dirty_arb *arb)
     if (arb->state != CG_DIRTY_ARB_RUNNING) {
         return;
     }
+    if (arb->respawn_at != 0 && cg_monotonic_ms() < arb->respawn_at) {
+        return; /* backing off after boot failures; the tick tries again */
+    }
+    arb->respawn_at = 0;
     while (live_workers(arb) < arb->num_workers) {
         if (spawn_worker(arb) <= 0) {
             break;
@@ -331,6 +362,93 @@ static void manage_workers(struct cg_dirty_arb *arb)
             }
         }
         retire(arb, oldest);
+    }
+}
+
+/* The dirty_max_requests bound of a new worker: the setting plus a random
+ * 0..jitter (0: none). */
+static unsigned long max_served(const struct cg_conf *conf)
+{
+    if (conf->dirty_max_requests <= 0) {
+        return 0;
+    }
+    unsigned long n = (unsigned long)conf->dirty_max_requests;
+    if (conf->dirty_max_requests_jitter > 0) {
+        n += (unsigned long)random() % ((unsigned long)conf->dirty_max_requests_jitter + 1u);
+    }
+    return n;
+}
+
+/* Replaces `w` without failing a call: a new worker with the same apps (and
+ * the same slot, so the same device) is started at once; `w` keeps serving
+ * until the new one has booted, then it is retired (finishes its calls and
+ * exits). In a one-worker pool calls so never wait for the replacement's
+ * init(). */
+static void recycle(struct cg_dirty_arb *arb, struct cg_dirty_wk *w, const char *why)
+{
+    if (w->recycling || w->retiring || w->link_dead || arb->state != CG_DIRTY_ARB_RUNNING) {
+        return;
+    }
+    cg_log(CG_LOG_INFO, "Dirty worker (pid:%d) %s; starting its replacement", (int)w->pid,
+           why);
+    w->recycling = true;
+    cg_dirty_pool_respawn_push(&arb->pool, w->apps);
+    arb->next_replaces = w->pid;
+    manage_workers(arb);
+    arb->next_replaces = 0;
+}
+
+void cg_dirty_arb_call_served(struct cg_dirty_arb *arb, struct cg_dirty_wk *w)
+{
+    w->served++;
+    if (w->max_served > 0 && w->served >= w->max_served) {
+        char why[96];
+        snprintf(why, sizeof(why), "served %lu calls (dirty_max_requests)", w->served);
+        recycle(arb, w, why);
+    }
+}
+
+void cg_dirty_arb_worker_booted(struct cg_dirty_arb *arb, struct cg_dirty_wk *w)
+{
+    arb->pool_booted = true;
+    arb->boot_failures = 0; /* the back-off starts again at 1 s */
+    arb->respawn_at = 0;
+    struct cg_dirty_wk *old = w->replaces ? cg_dirty_pool_worker_by_pid(&arb->pool, w->replaces)
+                                          : NULL;
+    if (old == NULL || !old->recycling || old->retiring) {
+        old = NULL; /* its own replacement died: any recycling worker of the same apps */
+        for (struct cg_dirty_wk *o = arb->pool.workers; o != NULL && old == NULL; o = o->next) {
+            if (o->recycling && !o->retiring && o->apps == w->apps) {
+                old = o;
+            }
+        }
+    }
+    if (old != NULL) {
+        retire(arb, old);
+    }
+    cg_dirty_relay_pump(arb, w);
+}
+
+/* dirty_max_worker_memory: recycles each booted worker above the bound. */
+static void check_memory(struct cg_dirty_arb *arb, uint64_t now)
+{
+    int limit = arb->conf->dirty_max_worker_memory;
+
+    if (limit <= 0 || now < arb->next_mem_check) {
+        return;
+    }
+    arb->next_mem_check = now + MEM_CHECK_MS;
+    for (struct cg_dirty_wk *w = arb->pool.workers; w != NULL; w = w->next) {
+        if (!w->booted || w->recycling || w->retiring || w->link_dead) {
+            continue;
+        }
+        long mb = cg_sup_rss_mb(w->pid);
+        if (mb > limit) {
+            char why[128];
+            snprintf(why, sizeof(why), "uses %ld MB, over dirty_max_worker_memory (%d MB)", mb,
+                     limit);
+            recycle(arb, w, why);
+        }
     }
 }
 
@@ -349,26 +467,39 @@ static void on_worker_exit(struct cg_sup *sup, const struct cg_sup_exit *ex, voi
     if (w == NULL) {
         return;
     }
+    bool boot_error = !w->booted && (ex->code == CG_DIRTY_EXIT_BOOT_ERROR || ex->boot_timed_out);
     if (ex->code == CG_DIRTY_EXIT_BOOT_ERROR && !w->booted) {
         cg_log(CG_LOG_ERROR, "Dirty worker failed to boot (pid:%d)", (int)ex->pid);
-        boot_failed = true;
     }
-    if (arb->boot_error_logged && !w->booted) {
-        boot_failed = true; /* stopped because another worker failed to boot */
+    if (!arb->pool_booted) {
+        /* start-up: also a worker stopped because another failed to boot */
+        boot_failed = boot_error || (arb->boot_error_logged && !w->booted);
     }
     cg_dirty_relay_link_lost(arb, w, "it exited or crashed");
-    if (!w->retiring && arb->state == CG_DIRTY_ARB_RUNNING && !boot_failed) {
-        cg_dirty_pool_respawn_push(&arb->pool, w->apps);
+    if (!w->retiring && !w->recycling && arb->state == CG_DIRTY_ARB_RUNNING && !boot_failed) {
+        cg_dirty_pool_respawn_push(&arb->pool, w->apps); /* a recycling one has its own */
     }
     cg_dirty_pool_worker_remove(&arb->pool, w);
     free(w);
     cg_log(CG_LOG_INFO, "Dirty worker exited (pid:%d)", (int)ex->pid);
     if (boot_failed && arb->state != CG_DIRTY_ARB_STOPPING) {
-        /* A dirty app that cannot load would fail again: stop instead of
-         * respawning in a loop (gunicorn's "Worker failed to boot"). */
-        cg_log(CG_LOG_ERROR, "Dirty arbiter stopping: a dirty app failed to load "
-               "(see the traceback above); exit status %d", CG_DIRTY_EXIT_BOOT_ERROR);
+        /* At start-up a dirty app that cannot load would fail again: stop
+         * (once, with the traceback) instead of respawning in a loop
+         * (gunicorn's "Worker failed to boot"). */
+        cg_log(CG_LOG_ERROR, "Dirty arbiter stopping: %s; exit status %d",
+               ex->boot_timed_out ? "a dirty worker did not boot within dirty_boot_timeout"
+                                  : "a dirty app failed to load (see the traceback above)",
+               CG_DIRTY_EXIT_BOOT_ERROR);
         begin_stop(arb, false, CG_DIRTY_EXIT_BOOT_ERROR);
+    } else if (boot_error && arb->state == CG_DIRTY_ARB_RUNNING) {
+        /* After boot (a replacement failed: a flaky model download, a GPU
+         * out of memory): keep serving with the workers left and try again
+         * later, 1 s, 2 s, 4 s ... 60 s apart, until one boots. */
+        uint64_t d = cg_sup_backoff_ms(++arb->boot_failures, BOOT_BACKOFF_BASE_MS,
+                                       BOOT_BACKOFF_MAX_MS);
+        arb->respawn_at = cg_monotonic_ms() + d;
+        cg_log(CG_LOG_WARNING, "Dirty worker failed to boot %u time(s) in a row; next attempt "
+               "in %llu s", arb->boot_failures, (unsigned long long)(d / 1000u));
     }
 }
 
@@ -467,7 +598,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
                                  "(dirty_graceful_timeout)");
         stop_workers(arb, SIGTERM, now + 1000u);
     }
-    cg_sup_tick(&arb->sup, now); /* KILL past the stop deadline */
+    cg_sup_tick(&arb->sup, now); /* KILL past the stop deadline or the boot deadline */
+    if (arb->state == CG_DIRTY_ARB_RUNNING) {
+        check_memory(arb, now);
+    }
     reap_workers(arb);
     cg_dirty_arb_maybe_stop(arb);
 }
@@ -618,9 +752,48 @@ cleanup:
     return rc;
 }
 
+/* dirty_gpus: the device list. "auto" without a usable nvidia-smi is a
+ * warning, not an error (the same configuration runs on a machine without
+ * GPUs): the workers then start without CUDA_VISIBLE_DEVICES. */
+static int setup_gpus(struct cg_dirty_arb *arb, struct cg_err *err)
+{
+    const char *setting = arb->conf->dirty_gpus;
+    struct cg_err e = { { 0 } };
+
+    if (setting == NULL || setting[0] == '\0') {
+        return 0;
+    }
+    if (cg_dirty_gpus_resolve(&arb->gpus, setting, &e) < 0) {
+        if (strcmp(setting, "auto") == 0) {
+            cg_log(CG_LOG_WARNING, "dirty_gpus auto: %s; dirty workers start without "
+                   "CUDA_VISIBLE_DEVICES", e.msg);
+            return 0;
+        }
+        cg_err_set(err, "%s", e.msg);
+        return -1;
+    }
+    size_t len = 0;
+    char list[512] = "";
+    for (size_t i = 0; i < arb->gpus.n && len < sizeof(list); i++) {
+        len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s", i ? "," : "",
+                                arb->gpus.ids[i]);
+    }
+    if ((size_t)arb->num_workers > arb->gpus.n) {
+        cg_log(CG_LOG_WARNING, "dirty_gpus: %d dirty workers for %zu device(s) [%s]: devices "
+               "are shared round-robin (worker slot i gets device i mod %zu)", arb->num_workers,
+               arb->gpus.n, list, arb->gpus.n);
+    } else {
+        cg_log(CG_LOG_INFO, "dirty_gpus: one device per dirty worker from [%s]", list);
+    }
+    return 0;
+}
+
 static int arbiter_setup(struct cg_dirty_arb *arb, struct cg_err *err)
 {
     if (load_apps(arb, err) < 0 || run_starting_hook(arb, err) < 0) {
+        return -1;
+    }
+    if (setup_gpus(arb, err) < 0) {
         return -1;
     }
     if (cg_sig_open_role(CG_ROLE_DIRTY_ARBITER, err) < 0) {

@@ -18,6 +18,7 @@
 
 #include "cg_conf.h"
 #include "cg_dirty_fds.h"
+#include "cg_dirty_gpus.h"
 #include "cg_dirty_pool.h"
 #include "cg_dirty_stash.h"
 #include "cg_py_hook_table.h"
@@ -89,11 +90,27 @@ struct cg_dirty_arb {
     enum cg_dirty_arb_state state;
     uint64_t stop_deadline;          /* draining ends (cg_monotonic_ms) */
     int exit_status;
-    bool boot_error_logged;          /* a worker's boot traceback was logged */
+    bool boot_error_logged;          /* a worker's boot traceback was logged (start-up) */
+    bool pool_booted;                /* some worker booted: boot failures back off from now
+                                      * on instead of stopping the arbiter */
+    unsigned boot_failures;          /* in a row since a worker last booted */
+    uint64_t respawn_at;             /* no spawn before this (cg_monotonic_ms; back-off) */
+    pid_t next_replaces;             /* the recycling worker the next spawn replaces */
+    uint64_t next_mem_check;         /* dirty_max_worker_memory: next RSS look */
+    struct cg_dirty_gpus gpus;       /* dirty_gpus devices (owned); empty: off */
     pid_t ppid;
     PyObject *pyarb;                 /* the hooks' `arbiter` object (owned) */
     char socket_path[108];
 };
+
+/* --- cg_dirty_arbiter.c (worker life cycle hooks for the relay) ---- */
+
+/* `w` said it booted: it takes queued calls now; the back-off is reset; a
+ * recycling worker it replaces is retired. */
+void cg_dirty_arb_worker_booted(struct cg_dirty_arb *arb, struct cg_dirty_wk *w);
+
+/* A call on `w` ended: counts it against dirty_max_requests. */
+void cg_dirty_arb_call_served(struct cg_dirty_arb *arb, struct cg_dirty_wk *w);
 
 /* cg_monotonic_ms() in seconds, the unit of the call deadlines. */
 double cg_dirty_now(void);

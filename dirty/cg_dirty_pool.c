@@ -116,6 +116,13 @@ static bool is_live(const struct cg_dirty_wk *w)
     return !w->retiring && !w->link_dead;
 }
 
+/* Live, and its apps are initialised: only such a worker is given calls (a
+ * booting one counts for its apps, so calls wait for it, but gets none). */
+static bool takes_calls(const struct cg_dirty_wk *w)
+{
+    return is_live(w) && w->booted;
+}
+
 int cg_dirty_pool_app_workers(const struct cg_dirty_pool *p, int app)
 {
     int n = 0;
@@ -203,17 +210,33 @@ struct cg_dirty_wk *cg_dirty_pool_worker_by_pid(const struct cg_dirty_pool *p, p
     return NULL;
 }
 
+int cg_dirty_pool_free_slot(const struct cg_dirty_pool *p)
+{
+    for (int slot = 0;; slot++) {
+        bool used = false;
+        for (const struct cg_dirty_wk *w = p->workers; w != NULL && !used; w = w->next) {
+            used = is_live(w) && !w->recycling && w->slot == slot;
+        }
+        if (!used) {
+            return slot;
+        }
+    }
+}
+
 struct cg_dirty_wk *cg_dirty_pool_pick(struct cg_dirty_pool *p, int app)
 {
     struct cg_dirty_wk *best = NULL;
     uint64_t bit = UINT64_C(1) << app;
 
     for (struct cg_dirty_wk *w = p->workers; w != NULL; w = w->next) {
-        if (!is_live(w) || !(w->apps & bit) || w->busy >= p->capacity) {
+        if (!takes_calls(w) || !(w->apps & bit) || w->busy >= p->capacity) {
             continue;
         }
-        if (best == NULL || w->busy < best->busy ||
-            (w->busy == best->busy && w->last_given < best->last_given)) {
+        /* a recycling worker only when no other has a free slot */
+        if (best == NULL || (best->recycling && !w->recycling) ||
+            (best->recycling == w->recycling &&
+             (w->busy < best->busy ||
+              (w->busy == best->busy && w->last_given < best->last_given)))) {
             best = w;
         }
     }
@@ -282,7 +305,7 @@ struct cg_dirty_call *cg_dirty_pool_next_for(struct cg_dirty_pool *p, struct cg_
 {
     struct cg_dirty_call *best = NULL;
 
-    if (!is_live(w) || w->busy >= p->capacity) {
+    if (!takes_calls(w) || w->busy >= p->capacity) {
         return NULL;
     }
     for (size_t i = 0; i < p->napps; i++) {
@@ -335,7 +358,9 @@ double cg_dirty_pool_retry_after(const struct cg_dirty_pool *p, int app)
     }
     /* Every slot is busy (or the caller would not be refused): the queue
      * drains in waves of `slots` calls, and the caller is one wave later. */
-    return avg * (double)(a->queue.n / slots + 1);
+    double est = avg * (double)(a->queue.n / slots + 1);
+    /* never "at once": fast calls would estimate ~0 and invite a retry storm */
+    return est < CG_DIRTY_RETRY_AFTER_MIN ? CG_DIRTY_RETRY_AFTER_MIN : est;
 }
 
 struct cg_dirty_call *cg_dirty_pool_find(const struct cg_dirty_wk *w, uint64_t aid)

@@ -13,6 +13,11 @@
  *  - A new worker loads every app that has no limit, and each limited app
  *    that has fewer than its limit of workers. A replacement for a dead
  *    worker loads exactly the apps the dead one had.
+ *  - A worker is given calls only once it has booted (its apps' init()
+ *    returned) and while it is not recycling; one still booting counts for
+ *    its apps, so their calls wait in the queue instead of failing.
+ *  - A recycling worker (over dirty_max_requests or its memory bound) is
+ *    picked only when no other worker with the app has a free slot.
  *  - A call goes to the least busy live worker that has its app and a free
  *    slot (each worker runs up to dirty_threads calls at once); ties go to
  *    the worker that was given a call longest ago, so sequential calls
@@ -96,7 +101,14 @@ struct cg_dirty_wk {
     uint64_t apps;              /* bit i: loads pool->apps[i] */
     int busy;                   /* calls in flight (RUNNING + ORPHANED) */
     uint64_t last_given;        /* pool clock when it last got a call */
-    bool booted;                /* said it loaded its apps */
+    bool booted;                /* said it loaded its apps: only then is it given calls */
+    bool recycling;             /* over dirty_max_requests / memory: still serves until
+                                 * its replacement has booted, then it is retired */
+    pid_t replaces;             /* the recycling worker this one replaces, or 0 */
+    int slot;                   /* 0, 1, ...: its place in the pool (device assignment);
+                                 * a replacement takes its predecessor's */
+    unsigned long served;       /* calls finished */
+    unsigned long max_served;   /* dirty_max_requests + jitter; 0: no limit */
     bool retiring;              /* HUP/TTOU/stop: gets no new calls */
     bool link_dead;             /* its socket closed: gets no new calls */
     struct cg_dirty_calls inflight;
@@ -169,6 +181,11 @@ void cg_dirty_pool_worker_add(struct cg_dirty_pool *p, struct cg_dirty_wk *w);
 void cg_dirty_pool_worker_remove(struct cg_dirty_pool *p, struct cg_dirty_wk *w);
 struct cg_dirty_wk *cg_dirty_pool_worker_by_pid(const struct cg_dirty_pool *p, pid_t pid);
 
+/* The lowest slot (0, 1, ...) no live, non-recycling worker holds: a new
+ * worker's place (its device, cg_dirty_gpus.h). A replacement so takes
+ * the slot of the worker it replaces (dead, retiring or recycling). */
+int cg_dirty_pool_free_slot(const struct cg_dirty_pool *p);
+
 /* The worker for a new call to `app` (see the rules above), or NULL when
  * every worker that has it is busy, retiring or gone. */
 struct cg_dirty_wk *cg_dirty_pool_pick(struct cg_dirty_pool *p, int app);
@@ -202,6 +219,9 @@ struct cg_dirty_call *cg_dirty_pool_find(const struct cg_dirty_wk *w, uint64_t a
  * worker slots, times the recent service time (1 s before any call ended). */
 void cg_dirty_pool_note_service(struct cg_dirty_pool *p, int app, double seconds);
 double cg_dirty_pool_retry_after(const struct cg_dirty_pool *p, int app);
+
+/* The least retry_after the estimate gives, in seconds. */
+#define CG_DIRTY_RETRY_AFTER_MIN 0.1
 
 /* List helpers for the I/O layer's own lists of calls. */
 void cg_dirty_calls_append(struct cg_dirty_calls *l, struct cg_dirty_call *c);

@@ -170,10 +170,14 @@ static json_t *status_json(struct cg_dirty_arb *arb)
                 json_array_append_new(wapps, json_string(arb->pool.apps[i].path));
             }
         }
+        const char *gpu = cg_dirty_gpus_for_slot(&arb->gpus, w->slot);
         json_array_append_new(workers,
-                              json_pack("{s:i,s:i,s:o,s:b,s:i,s:b}", "pid", (int)w->pid, "age",
-                                        w->age, "apps", wapps, "booted", w->booted, "busy",
-                                        w->busy, "retiring", w->retiring || w->link_dead));
+                              json_pack("{s:i,s:i,s:o,s:b,s:i,s:b,s:b,s:I,s:i,s:s?}", "pid",
+                                        (int)w->pid, "age", w->age, "apps", wapps, "booted",
+                                        w->booted, "busy", w->busy, "retiring",
+                                        w->retiring || w->link_dead, "recycling", w->recycling,
+                                        "served", (json_int_t)w->served, "slot", w->slot,
+                                        "device", gpu));
     }
     for (size_t i = 0; i < arb->pool.napps; i++) {
         json_array_append_new(apps, json_string(arb->pool.apps[i].path));

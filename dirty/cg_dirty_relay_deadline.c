@@ -42,10 +42,14 @@ static void arm_timer(struct cg_dirty_call *c, double seconds)
 
 /* Arms the call's deadline: dirty_timeout from now (the wait for the
  * worker's next frame; restarted at dispatch and by every chunk), capped by
- * what is left of the caller's timeout for the whole call. */
+ * what is left of the caller's timeout for the whole call. A call still
+ * queued is not bounded by dirty_timeout (no worker is running it: the
+ * pool may be booting, bounded by dirty_boot_timeout), only by the
+ * caller's timeout and dirty_queue_timeout. */
 void cg_dirty_relay_rearm(struct cg_dirty_call *c)
 {
-    double wait = c->idle_sec > 0 ? c->idle_sec : -1;
+    bool queued = c->state == CG_DIRTY_CALL_QUEUED;
+    double wait = c->idle_sec > 0 && !queued ? c->idle_sec : -1;
 
     c->armed_for = CG_DIRTY_DEADLINE_IDLE;
     if (c->total_sec > 0) {

@@ -77,6 +77,7 @@ static void call_complete(struct cg_dirty_arb *arb, struct cg_dirty_call *c)
     cg_dirty_pool_finish(&arb->pool, c);
     cg_dirty_relay_call_free(c);
     if (w != NULL) {
+        cg_dirty_arb_call_served(arb, w); /* dirty_max_requests */
         cg_dirty_relay_pump(arb, w);
     }
     cg_dirty_arb_maybe_stop(arb);
@@ -86,9 +87,11 @@ static void call_complete(struct cg_dirty_arb *arb, struct cg_dirty_call *c)
 /* Worker links                                                        */
 
 /* ERROR with id 0: the worker could not boot; its message carries the
- * traceback. Only the first is logged (every worker would fail the same
- * way), and workers still booting are stopped: the arbiter is going to stop
- * once the failed worker is reaped (cg_dirty_arbiter.c). */
+ * traceback. At start-up (no worker of this arbiter has booted yet) only
+ * the first is logged (every worker would fail the same way), and workers
+ * still booting are stopped: the arbiter is going to stop once the failed
+ * worker is reaped (cg_dirty_arbiter.c). After that, each one is logged:
+ * replacements are respawned with a back-off, so there are few. */
 static void boot_failure(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
                          const struct cg_dirty_header *h)
 {
@@ -98,7 +101,14 @@ static void boot_failure(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
     struct cg_dirty_msg m = { 0 };
     struct cg_err err = { { 0 } };
 
-    if (!arb->boot_error_logged) {
+    if (arb->pool_booted) {
+        const char *text = NULL;
+        if (p != NULL && cg_dirty_msg_parse(p, size, SIZE_MAX, &m, &err) == 0) {
+            text = json_string_value(json_object_get(json_object_get(m.body, "error"),
+                                                     "message"));
+        }
+        cg_log(CG_LOG_ERROR, "%s", text != NULL ? text : "Dirty worker failed to boot");
+    } else if (!arb->boot_error_logged) {
         arb->boot_error_logged = true;
         const char *text = NULL;
         if (p != NULL && cg_dirty_msg_parse(p, size, SIZE_MAX, &m, &err) == 0) {
@@ -143,9 +153,10 @@ static int on_worker_frame(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
     case CG_DIRTY_STATUS: /* the worker booted: its apps are loaded */
         cg_dirty_fds_close(fds, h->nfds);
         evbuffer_drain(in, size);
-        if (h->id == 0) {
+        if (h->id == 0 && !w->booted) {
             w->booted = true;
             cg_sup_booted(&arb->sup, w->pid); /* its boot deadline, if any, is met */
+            cg_dirty_arb_worker_booted(arb, w); /* calls may go to it from now on */
         }
         return 0;
     default:

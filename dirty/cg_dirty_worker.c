@@ -590,6 +590,26 @@ static int call_bool(const char *method)
     return rc;
 }
 
+/* dirty_gpus: CUDA_VISIBLE_DEVICES=gpu in the C environment and in
+ * os.environ, before the hooks run and any app module is imported (CUDA
+ * reads it once, when it initialises). -1 with a Python exception. */
+static int set_device(const char *gpu)
+{
+    PyObject *os = PyImport_ImportModule("os"); /* owned */
+    PyObject *environ = os != NULL ? PyObject_GetAttrString(os, "environ") : NULL;
+    PyObject *v = PyUnicode_FromString(gpu);
+    int rc = -1;
+
+    setenv("CUDA_VISIBLE_DEVICES", gpu, 1);
+    if (environ != NULL && v != NULL) {
+        rc = PyMapping_SetItemString(environ, "CUDA_VISIBLE_DEVICES", v);
+    }
+    Py_XDECREF(v);
+    Py_XDECREF(environ);
+    Py_XDECREF(os);
+    return rc;
+}
+
 void cg_dirty_worker_main(const struct cg_dirty_worker_spec *spec)
 {
     struct cg_err err = { { 0 } };
@@ -614,6 +634,11 @@ void cg_dirty_worker_main(const struct cg_dirty_worker_spec *spec)
     if (cg_sig_open_role(CG_ROLE_DIRTY_WORKER, &err) < 0) {
         cg_log(CG_LOG_ERROR, "dirty worker: %s", err.msg);
         _exit(1);
+    }
+    if (spec->gpu != NULL && set_device(spec->gpu) < 0) {
+        cg_py_log_exception("dirty worker: cannot set CUDA_VISIBLE_DEVICES");
+        cg_py_flush_stdio();
+        _exit(CG_DIRTY_EXIT_BOOT_ERROR);
     }
     py_worker = make_worker(spec);
     if (py_worker == NULL) {

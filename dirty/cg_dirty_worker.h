@@ -34,6 +34,7 @@ struct cg_dirty_worker_spec {
     size_t napps;
     PyObject *pyarb;               /* the hooks' arbiter object (borrowed) */
     size_t max_message;
+    const char *gpu;               /* dirty_gpus: its CUDA_VISIBLE_DEVICES, or NULL */
 };
 
 /* The worker process body, called in the child right after

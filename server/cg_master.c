@@ -338,6 +338,31 @@ static void murder_workers(struct cg_master *m)
     }
 }
 
+/* max_worker_memory (MB of RSS; cgunicorn extension): a worker above it is
+ * replaced; the new one is forked first, then the old one gets TERM and
+ * finishes its current requests (connections meanwhile wait in the
+ * listeners' queue, so none fails, even with one worker). */
+static void check_memory(struct cg_master *m)
+{
+    int limit = m->conf->max_worker_memory;
+
+    for (int i = 0; limit > 0 && i < m->nkids; i++) {
+        if (m->kids[i].stopping) {
+            continue;
+        }
+        pid_t pid = m->kids[i].pid;
+        long mb = cg_sup_rss_mb(pid);
+        if (mb <= limit) {
+            continue;
+        }
+        cg_log(CG_LOG_INFO, "Worker (pid:%d) uses %ld MB, over max_worker_memory (%d MB); "
+               "replacing it", (int)pid, mb, limit);
+        m->kids[i].stopping = true;
+        cg_master_manage_workers(m); /* its replacement first */
+        cg_sup_stop_one(&m->sup, pid, SIGTERM);
+    }
+}
+
 /* An INT or QUIT during a graceful stop makes it quick: QUIT to every
  * child, and at most 2 s more before KILL. */
 static bool on_stop_wake(struct cg_sup *sup, void *arg)
@@ -675,6 +700,7 @@ int cg_master_run(struct cg_conf *conf, struct cg_err *err)
             break;
         }
         murder_workers(m);
+        check_memory(m);
         cg_master_manage_workers(m);
         if (m->dirty_on && m->dirty_pid == 0) {
             spawn_dirty(m);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -165,6 +166,37 @@ void cg_sup_log_exit(enum cg_role role, pid_t pid, int status)
     }
 }
 
+uint64_t cg_sup_backoff_ms(unsigned failures, uint64_t base_ms, uint64_t max_ms)
+{
+    uint64_t d = base_ms;
+
+    if (failures == 0) {
+        return 0;
+    }
+    for (unsigned i = 1; i < failures && d < max_ms; i++) {
+        d *= 2;
+    }
+    return d < max_ms ? d : max_ms;
+}
+
+long cg_sup_rss_mb(pid_t pid)
+{
+    char path[64];
+    unsigned long size = 0, resident = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return -1;
+    }
+    int n = fscanf(f, "%lu %lu", &size, &resident);
+    fclose(f);
+    if (n != 2) {
+        return -1;
+    }
+    return (long)(resident * (unsigned long)sysconf(_SC_PAGESIZE) / (1024u * 1024u));
+}
+
 /* Removes kids[i] and reports its exit with `status`. */
 static void exited(struct cg_sup *sup, size_t i, int status)
 {
@@ -184,7 +216,9 @@ static void exited(struct cg_sup *sup, size_t i, int status)
                        (c.spec.boot_error_code != 0 && ex.code == c.spec.boot_error_code);
     ex.respawn = c.spec.respawn == CG_SUP_RESPAWN_ON_CRASH && !c.stopping && !boot_failed;
     sup->kids[i] = sup->kids[--sup->n]; /* before the callback, which may spawn */
-    cg_sup_log_exit(ex.role, ex.pid, status);
+    if (!c.boot_timed_out) { /* else reported once, when it was killed */
+        cg_sup_log_exit(ex.role, ex.pid, status);
+    }
     if (sup->on_exit != NULL) {
         sup->on_exit(sup, &ex, sup->arg);
     }
@@ -301,8 +335,14 @@ int cg_sup_tick(struct cg_sup *sup, uint64_t now)
         }
         if (now >= c->boot_deadline) {
             const char *what = role_name(c->spec.role);
-            cg_log(CG_LOG_ERROR, "%s (pid:%d) did not boot within %llu ms; killing it",
-                   what ? what : "Child", (int)c->pid, (unsigned long long)c->spec.boot_ms);
+            unsigned long long ms = (unsigned long long)c->spec.boot_ms;
+            if (ms % 1000u == 0) {
+                cg_log(CG_LOG_ERROR, "%s (pid:%d) did not boot within %llu s; killing it",
+                       what ? what : "Child", (int)c->pid, ms / 1000u);
+            } else {
+                cg_log(CG_LOG_ERROR, "%s (pid:%d) did not boot within %llu ms; killing it",
+                       what ? what : "Child", (int)c->pid, ms);
+            }
             c->boot_deadline = 0;
             c->boot_timed_out = true;
             cg_sup_kill(sup, c->pid, SIGKILL);

@@ -129,7 +129,7 @@ void cg_sup_stop_start(struct cg_sup *sup, unsigned roles, int signo, uint64_t d
 void cg_sup_stop_hasten(struct cg_sup *sup, uint64_t deadline_ms);
 
 /* Enforces the deadlines at `now` (cg_monotonic_ms): a child past its boot
- * deadline is killed (logged once), and past a stop's deadline the children
+ * deadline is killed (logged once: its exit is not logged again), and past a stop's deadline the children
  * still there get SIGKILL (again every 5 s while any is left). Returns the
  * ms until the next deadline, or -1 when none is armed. */
 int cg_sup_tick(struct cg_sup *sup, uint64_t now);
@@ -153,6 +153,16 @@ int cg_sup_stop(struct cg_sup *sup, unsigned roles, int signo, uint64_t deadline
  * signal is sent. Returns 0 when done, -1 at the deadline. */
 int cg_sup_wait(struct cg_sup *sup, unsigned roles, uint64_t deadline_ms, cg_sup_wake_fn wake,
                 void *arg);
+
+/* The respawn back-off after `failures` boot failures in a row (the owner
+ * counts them and resets the count once a child boots): 0 for none, then
+ * base_ms, doubling, capped at max_ms (1 s, 2 s, 4 s ... 60 s). Pure. */
+uint64_t cg_sup_backoff_ms(unsigned failures, uint64_t base_ms, uint64_t max_ms);
+
+/* The resident set of process `pid` in MB (/proc/PID/statm), or -1 when it
+ * cannot be read (gone). For the memory bounds (max_worker_memory,
+ * dirty_max_worker_memory). */
+long cg_sup_rss_mb(pid_t pid);
 
 /* Logs one child's exit in gunicorn's words, under the name of `role`
  * ("Worker", "Dirty arbiter", "Dirty worker"; a re-executed master is not

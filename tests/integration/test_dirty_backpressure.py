@@ -20,6 +20,8 @@ def test_calls_beyond_the_queue_limit_fail_at_once(server_factory, tmp_path):
     srv = start(server_factory, [COUNTER], workers=1, dirty_workers=1,
                 extra=["-k", "gthread", "--threads", "10", "--dirty-threads", "1",
                        "--dirty-queue-limit", "2"])
+    # booted (a booting worker takes no call: calls for it count as queued)
+    assert call(srv, COUNTER, "echo", "up") == {"result": "up"}
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
         futs = [ex.submit(call, srv, COUNTER, "wait_for", release) for _ in range(8)]
         # One call runs (held until `release` exists), two wait: the other

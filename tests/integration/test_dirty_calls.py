@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from dirty_support import COUNTER, call, post, start, stream
+from dirty_support import COUNTER, booted_workers, call, post, start, stream, wait_until
 
 # The seed example is tested where users find it: examples/dirty_app.py,
 # imported through --pythonpath (the test apps' directory stays the cwd).
@@ -145,7 +145,11 @@ def test_http_concurrency_no_mixed_replies(srv):
 
 def test_two_dirty_workers_share_load(server_factory):
     srv = start(server_factory, [COUNTER], workers=2, dirty_workers=2)
-    pids = collections.Counter(call(srv, COUNTER, "pid")["result"] for _ in range(20))
+    # both take calls once booted (a booting worker gets none)
+    wait_until(lambda: booted_workers(srv) == 2, 30, "two booted workers")
+    pids = collections.Counter()
+    wait_until(lambda: pids.update([call(srv, COUNTER, "pid")["result"]]) or len(pids) == 2,
+               30, "calls on both workers")
     assert len(pids) == 2, pids
     # and concurrent slow calls run in parallel on different workers
     with concurrent.futures.ThreadPoolExecutor(2) as ex:

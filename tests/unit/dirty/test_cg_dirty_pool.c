@@ -11,6 +11,7 @@ static struct cg_dirty_wk *add_worker(struct cg_dirty_pool *p, pid_t pid, uint64
     w->pid = pid;
     w->age = (int)pid;
     w->apps = apps;
+    w->booted = true;
     cg_dirty_pool_worker_add(p, w);
     return w;
 }
@@ -225,6 +226,10 @@ static void test_retry_after_estimate(void)
     CG_CHECK(cg_dirty_pool_retry_after(&p, 0) == 8.0); /* 4 slots: 2 waves */
     cg_dirty_pool_note_service(&p, 0, -1.0); /* a clock oddity counts as 0 */
     CG_CHECK(p.apps[0].service_avg >= 3.19 && p.apps[0].service_avg <= 3.21);
+    for (int i = 0; i < 40; i++) {
+        cg_dirty_pool_note_service(&p, 0, 0.0001); /* very fast calls */
+    }
+    CG_CHECK(cg_dirty_pool_retry_after(&p, 0) == CG_DIRTY_RETRY_AFTER_MIN); /* not ~0 */
     for (int i = 0; i < 5; i++) {
         cg_dirty_pool_dequeue(&p, &q[i]);
     }
@@ -232,9 +237,48 @@ static void test_retry_after_estimate(void)
     cg_dirty_pool_deinit(&p);
 }
 
+static void test_booting_worker_gets_no_calls_and_slots_are_reused(void)
+{
+    struct cg_dirty_pool p;
+    struct cg_err err = { { 0 } };
+
+    cg_dirty_pool_init(&p, 1);
+    CG_CHECK_INT(cg_dirty_pool_add_app(&p, "a:A", &err), 0);
+    struct cg_dirty_wk *w1 = add_worker(&p, 1, 1);
+    w1->booted = false; /* still in init() */
+    CG_CHECK(cg_dirty_pool_pick(&p, 0) == NULL);
+    CG_CHECK_INT(cg_dirty_pool_app_workers(&p, 0), 1); /* calls wait for it */
+    w1->booted = true;
+    CG_CHECK(cg_dirty_pool_pick(&p, 0) == w1);
+
+    struct cg_dirty_wk *spare = add_worker(&p, 3, 1);
+    spare->slot = 7;
+    w1->recycling = true; /* the other worker is preferred, even if given a call later */
+    spare->last_given = w1->last_given + 10;
+    CG_CHECK(cg_dirty_pool_pick(&p, 0) == spare);
+    spare->busy = 1; /* no free slot elsewhere: the recycling one still serves */
+    CG_CHECK(cg_dirty_pool_pick(&p, 0) == w1);
+    w1->recycling = false;
+    cg_dirty_pool_worker_remove(&p, spare);
+    free(spare);
+
+    CG_CHECK_INT(cg_dirty_pool_free_slot(&p), 1); /* w1 holds slot 0 */
+    struct cg_dirty_wk *w2 = add_worker(&p, 2, 1);
+    w2->slot = 1;
+    CG_CHECK_INT(cg_dirty_pool_free_slot(&p), 2);
+    w1->recycling = true; /* its replacement takes its slot */
+    CG_CHECK_INT(cg_dirty_pool_free_slot(&p), 0);
+    w1->recycling = false;
+    w2->link_dead = true; /* died: its replacement takes slot 1 */
+    CG_CHECK_INT(cg_dirty_pool_free_slot(&p), 1);
+    free_workers(&p);
+    cg_dirty_pool_deinit(&p);
+}
+
 int main(void)
 {
     static const struct cg_test_case cases[] = {
+        CG_TEST(test_booting_worker_gets_no_calls_and_slots_are_reused),
         CG_TEST(test_app_specs),
         CG_TEST(test_apps_for_new_worker),
         CG_TEST(test_pick_least_busy_and_spread),
