@@ -4,11 +4,13 @@
  * relaxed loads when it renders /metrics (a scrape may see a request counted
  * and its histogram observation not yet: Prometheus tolerates that skew). */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 
+#include "cg_log.h"
 #include "cg_metrics.h"
 
 struct cg_metrics_region *cg_metrics;
@@ -246,10 +248,10 @@ void cg_metrics_retire_slot(int index, int cause)
     atomic_store(&s->booted, 0);
     /* User series: counters and histograms fold into the retired row;
      * gauges of a dead worker are dropped. */
+    uint32_t used = atomic_load(&cg_metrics->user_next);
     for (int u = 0; u < CG_METRICS_USER_SERIES; u++) {
         int64_t v = atomic_exchange(&cg_metrics->user_val[index][u], 0);
-        if (v != 0 && atomic_load(&cg_metrics->user[u].state) == 2 &&
-            cg_metrics->user[u].kind != 'g') {
+        if (v != 0 && (uint32_t)u < used && cg_metrics->user[u].kind != 'g') {
             atomic_fetch_add_explicit(&cg_metrics->user_val[CG_METRICS_SLOTS][u], v, RELAXED);
         }
     }
@@ -302,4 +304,93 @@ void cg_metrics_dirty_call(const char *app, const char *action, enum cg_metrics_
     struct cg_metrics_dirty_series *s = dirty_series(app ? app : "", action ? action : "");
     atomic_fetch_add_explicit(&s->calls[o], 1, RELAXED);
     cg_metrics_hist_observe(&cg_metrics->dirty.duration, dur_us);
+}
+
+/* The row a process writes user values into: its worker slot, or the
+ * shared last row (master hooks, dirty workers), where adds still sum. */
+static _Atomic int64_t *user_row(void)
+{
+    int row = cg_metrics_mine != NULL ? cg_metrics_my_index : CG_METRICS_SLOTS;
+    return cg_metrics->user_val[row];
+}
+
+int cg_metrics_user_register(char kind, const char *name, const char *labels, const char *help)
+{
+    static bool warned; /* per process: "logs once" */
+    struct cg_metrics_region *r = cg_metrics;
+    uint32_t cells = kind == 'h' ? CG_METRICS_USER_HCELLS : 1;
+
+    if (r == NULL) {
+        return -1;
+    }
+    uint32_t n = atomic_load(&r->user_next);
+    for (uint32_t i = 0; i < n && i < CG_METRICS_USER_SERIES; i++) {
+        struct cg_metrics_user_series *s = &r->user[i];
+        if (atomic_load(&s->state) == 2 && s->kind == kind && strcmp(s->name, name) == 0 &&
+            strcmp(s->labels, labels) == 0) {
+            return (int)i;
+        }
+    }
+    if (strlen(name) >= sizeof(r->user[0].name) || strlen(labels) >= sizeof(r->user[0].labels)) {
+        if (!warned) {
+            warned = true;
+            cg_log(CG_LOG_WARNING, "cgunicorn.metrics: %s{%s}: name or labels too long "
+                   "(%zu/%zu bytes at most); the series is dropped", name, labels,
+                   sizeof(r->user[0].name) - 1, sizeof(r->user[0].labels) - 1);
+        }
+        return -1;
+    }
+    /* Two workers registering the same series at once may both claim
+     * cells; the endpoint merges series with the same name and labels. */
+    uint32_t idx = atomic_fetch_add(&r->user_next, cells);
+    if (idx + cells > CG_METRICS_USER_SERIES) {
+        atomic_store(&r->user_dropped, 1);
+        if (!warned) {
+            warned = true;
+            cg_log(CG_LOG_WARNING, "cgunicorn.metrics: %s{%s}: the table of %d user series "
+                   "cells is full; this and further new series are dropped", name, labels,
+                   CG_METRICS_USER_SERIES);
+        }
+        return -1;
+    }
+    struct cg_metrics_user_series *s = &r->user[idx];
+    s->kind = (uint8_t)kind;
+    snprintf(s->name, sizeof(s->name), "%s", name);
+    snprintf(s->labels, sizeof(s->labels), "%s", labels);
+    snprintf(s->help, sizeof(s->help), "%s", help ? help : "");
+    for (uint32_t c = 1; c < cells; c++) {
+        r->user[idx + c].kind = 0; /* a histogram's other cells */
+    }
+    atomic_store(&s->state, 2); /* published after the text */
+    return (int)idx;
+}
+
+void cg_metrics_user_add(int idx, int64_t v)
+{
+    if (cg_metrics != NULL && idx >= 0 && idx < CG_METRICS_USER_SERIES) {
+        atomic_fetch_add_explicit(&user_row()[idx], v, RELAXED);
+    }
+}
+
+void cg_metrics_user_set(int idx, int64_t v)
+{
+    if (cg_metrics != NULL && idx >= 0 && idx < CG_METRICS_USER_SERIES) {
+        atomic_store_explicit(&user_row()[idx], v, RELAXED);
+    }
+}
+
+void cg_metrics_user_observe(int idx, int64_t v)
+{
+    if (cg_metrics == NULL || idx < 0 || idx + CG_METRICS_USER_HCELLS > CG_METRICS_USER_SERIES) {
+        return;
+    }
+    _Atomic int64_t *row = user_row();
+    uint64_t us = v > 0 ? (uint64_t)v : 0; /* fixed point 1e-6 s == µs */
+    int b = 0;
+    while (b < CG_METRICS_NBUCKETS && us > cg_metrics_bucket_us[b]) {
+        b++;
+    }
+    atomic_fetch_add_explicit(&row[idx + b], 1, RELAXED);
+    atomic_fetch_add_explicit(&row[idx + CG_METRICS_NBUCKETS + 1], v, RELAXED);
+    atomic_fetch_add_explicit(&row[idx + CG_METRICS_NBUCKETS + 2], 1, RELAXED);
 }

@@ -105,17 +105,24 @@ struct cg_metrics_dirty {
 #define CG_METRICS_USER_KEY 240
 
 struct cg_metrics_user_series {
-    _Atomic uint32_t state;          /* 0 free, 1 being written, 2 ready */
-    uint8_t kind;                    /* 'c' counter, 'g' gauge, 'h' histogram bucket set */
-    char key[CG_METRICS_USER_KEY];   /* "name\0labels" e.g. "app_hits\0path=\"/a\"" */
+    _Atomic uint32_t state;          /* 0 free, 2 ready (claimed by user_next first) */
+    uint8_t kind;                    /* 'c' counter, 'g' gauge, 'h' histogram (first cell) */
+    char name[80];
+    char labels[CG_METRICS_USER_KEY - 80]; /* 'k="v",...' already escaped, or "" */
     char help[128];
 };
+/* A histogram takes this many consecutive cells: buckets, +Inf, sum, count. */
+#define CG_METRICS_USER_HCELLS (CG_METRICS_NBUCKETS + 3)
+/* User values are fixed-point: units of 1e-6. */
+#define CG_METRICS_USER_SCALE 1000000
 
 struct cg_metrics_region {
     struct cg_metrics_slot slots[CG_METRICS_SLOTS];
     struct cg_metrics_http retired;
     _Atomic uint64_t restarts[CG_METRICS_NRESTART];
     _Atomic uint32_t draining;      /* a graceful shutdown began */
+    _Atomic uint32_t user_next;     /* user series cells claimed */
+    _Atomic uint32_t user_dropped;  /* a registration did not fit (logged once) */
     struct cg_metrics_dirty dirty;
     struct cg_metrics_user_series user[CG_METRICS_USER_SERIES];
     /* user values: per slot, per series; histograms use NBUCKETS+3 cells
@@ -195,6 +202,19 @@ void cg_metrics_retire_slot(int index, int cause);
 
 /* Master: graceful shutdown began (readyz says 503 from now on). */
 void cg_metrics_set_draining(void);
+
+/* User metrics (the `cgunicorn.metrics` Python API; any process). Registers
+ * a series of `kind` ('c', 'g', 'h') named `name` with `labels` (the
+ * rendered 'k="v",...' text) and returns its cell index, or -1 when metrics
+ * are off or the table is full (logged once per process). Names and labels
+ * too long for the table are refused the same way. */
+int cg_metrics_user_register(char kind, const char *name, const char *labels, const char *help);
+/* Adds `v` (fixed-point, CG_METRICS_USER_SCALE) to this process's cell. */
+void cg_metrics_user_add(int idx, int64_t v);
+/* Sets this process's cell (gauges). */
+void cg_metrics_user_set(int idx, int64_t v);
+/* Observes `v` seconds... in fixed point, into a histogram registered at `idx`. */
+void cg_metrics_user_observe(int idx, int64_t v);
 
 /* Dirty arbiter: one finished call of `app`/`action`. */
 void cg_metrics_dirty_call(const char *app, const char *action, enum cg_metrics_dirty_outcome o,

@@ -372,11 +372,106 @@ static void render_dirty(struct out *o)
          (unsigned long long)ld(&d->stream_chunks));
 }
 
+/* Sum of a user cell over the live workers and the shared row. */
+static int64_t user_sum(int cell)
+{
+    int64_t v = atomic_load_explicit(&cg_metrics->user_val[CG_METRICS_SLOTS][cell],
+                                     memory_order_relaxed);
+    for (int k = 0; k < st.nkids; k++) {
+        v += atomic_load_explicit(&cg_metrics->user_val[st.kids[k].slot][cell],
+                                  memory_order_relaxed);
+    }
+    return v;
+}
+
+/* A fixed-point user value (1e-6 units) as a decimal. */
+static void put_fixed(struct out *o, int64_t v)
+{
+    uint64_t a = v < 0 ? (uint64_t)(-(v + 1)) + 1 : (uint64_t)v;
+    outf(o, "%s%llu", v < 0 ? "-" : "", (unsigned long long)(a / CG_METRICS_USER_SCALE));
+    if (a % CG_METRICS_USER_SCALE != 0) {
+        char frac[16];
+        snprintf(frac, sizeof(frac), "%06llu", (unsigned long long)(a % CG_METRICS_USER_SCALE));
+        for (int i = 5; i > 0 && frac[i] == '0'; i--) {
+            frac[i] = '\0';
+        }
+        outf(o, ".%s", frac);
+    }
+}
+
+static int cmp_user(const void *a, const void *b)
+{
+    const struct cg_metrics_user_series *x = &cg_metrics->user[*(const int *)a];
+    const struct cg_metrics_user_series *y = &cg_metrics->user[*(const int *)b];
+    int c = strcmp(x->name, y->name);
+    return c != 0 ? c : strcmp(x->labels, y->labels);
+}
+
+/* The user series of `cgunicorn.metrics`, summed over workers, one family
+ * per name (series registered twice by racing workers merged). */
+static void render_user(struct out *o)
+{
+    static int order[CG_METRICS_USER_SERIES];
+    int n = 0;
+    uint32_t used = atomic_load(&cg_metrics->user_next);
+
+    for (uint32_t i = 0; i < used && i < CG_METRICS_USER_SERIES; i++) {
+        if (atomic_load(&cg_metrics->user[i].state) == 2) {
+            order[n++] = (int)i;
+        }
+    }
+    qsort(order, (size_t)n, sizeof(order[0]), cmp_user);
+    for (int i = 0; i < n;) {
+        const struct cg_metrics_user_series *s = &cg_metrics->user[order[i]];
+        const char *type = s->kind == 'c' ? "counter" : s->kind == 'g' ? "gauge" : "histogram";
+        size_t nl = strlen(s->name);
+        bool total = s->kind == 'c' && nl > 6 && strcmp(s->name + nl - 6, "_total") == 0;
+        outf(o, "# HELP %.*s %s\n# TYPE %.*s %s\n", (int)(total ? nl - 6 : nl), s->name,
+             s->help[0] ? s->help : "cgunicorn.metrics series", (int)(total ? nl - 6 : nl),
+             s->name, type);
+        int j = i;
+        while (j < n && strcmp(cg_metrics->user[order[j]].name, s->name) == 0) {
+            const struct cg_metrics_user_series *t = &cg_metrics->user[order[j]];
+            int64_t cells[CG_METRICS_USER_HCELLS] = { 0 };
+            int ncell = t->kind == 'h' ? CG_METRICS_USER_HCELLS : 1;
+            int k = j;
+            for (; k < n && cmp_user(&order[j], &order[k]) == 0; k++) {
+                for (int c = 0; c < ncell; c++) {
+                    cells[c] += user_sum(order[k] + c);
+                }
+            }
+            const char *sep = t->labels[0] ? "," : "";
+            if (t->kind != 'h') {
+                outf(o, "%s%s%s%s%s ", t->name, t->kind == 'c' && !total ? "_total" : "",
+                     t->labels[0] ? "{" : "", t->labels, t->labels[0] ? "}" : "");
+                put_fixed(o, cells[0]);
+                outf(o, "\n");
+            } else {
+                int64_t cum = 0;
+                for (int b = 0; b <= CG_METRICS_NBUCKETS; b++) {
+                    cum += cells[b];
+                    outf(o, "%s_bucket{%s%sle=\"%s\"} %lld\n", t->name, t->labels, sep,
+                         b < CG_METRICS_NBUCKETS ? cg_metrics_bucket_le[b] : "+Inf",
+                         (long long)cum);
+                }
+                outf(o, "%s_sum%s%s%s ", t->name, t->labels[0] ? "{" : "", t->labels,
+                     t->labels[0] ? "}" : "");
+                put_fixed(o, cells[CG_METRICS_NBUCKETS + 1]);
+                outf(o, "\n%s_count%s%s%s %lld\n", t->name, t->labels[0] ? "{" : "", t->labels,
+                     t->labels[0] ? "}" : "", (long long)cum);
+            }
+            j = k;
+        }
+        i = j;
+    }
+}
+
 static void render_metrics(struct out *o)
 {
     render_requests(o);
     render_workers(o);
     render_dirty(o);
+    render_user(o);
 }
 
 /* Why the server is not ready, or NULL when it is. */

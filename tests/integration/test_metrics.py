@@ -324,3 +324,63 @@ def test_readyz_503_while_draining_on_term(server_factory, appdir):
     t.join(30)
     assert result.get("status") == 200
     srv.proc.wait(30)
+
+
+USER_APP = r'''
+import os
+from cgunicorn import metrics
+
+HITS = metrics.counter("app_hits_total", "Pages served", ["page"])
+UP = metrics.gauge("app_workers_up", "Workers that imported the app")
+WORK = metrics.histogram("app_work_seconds", "Work per request")
+PLAIN = metrics.counter("app_plain", "No _total suffix given")
+UP.set(1)
+
+def app(environ, start_response):
+    HITS.labels(page=environ["PATH_INFO"]).inc()
+    HITS.labels(environ["PATH_INFO"] + '"q\\').inc(0.5)
+    WORK.observe(0.002)
+    PLAIN.inc()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("X-Pid", str(os.getpid()))])
+    return [b"ok"]
+'''
+
+
+def test_python_api_summed_over_two_workers(server_factory, appdir):
+    with open(os.path.join(appdir, "userapp.py"), "w") as f:
+        f.write(USER_APP)
+    srv = start(server_factory, appdir, app="userapp:app")
+    pids = set()
+    for i in range(100):
+        r = requests.get(srv.url + ("/a" if i % 4 else "/b"), timeout=10)
+        pids.add(r.headers["X-Pid"])
+    m = scrape(srv)
+    assert m.get("app_hits_total", page="/a") == 75
+    assert m.get("app_hits_total", page="/b") == 25
+    assert m.get("app_hits_total", page='/a\\"q\\\\') == 37.5
+    assert m.get("app_plain_total") == 100
+    assert m.get("app_workers_up") == 2
+    assert m.get("app_work_seconds_count") == 100
+    assert m.get("app_work_seconds_bucket", le="0.0025") == 100
+    assert m.get("app_work_seconds_bucket", le="0.001") == 0
+    assert abs(m.get("app_work_seconds_sum") - 0.2) < 1e-6
+    if text_string_to_metric_families is not None:
+        fams = m.families
+        assert fams["app_hits"].type == "counter"
+        assert fams["app_work_seconds"].type == "histogram"
+        assert fams["app_workers_up"].type == "gauge"
+    # A worker that dies keeps its counts; its gauge goes with it.
+    os.kill(int(sorted(pids)[0]), signal.SIGKILL)
+    wait_until(lambda: scrape(srv).get("cgunicorn_worker_restarts_total", cause="crash") == 1
+               and get(metrics_url(srv), "/readyz")[0] == 200, 20, "replacement")
+    m = scrape(srv)
+    assert m.get("app_hits_total", page="/a") == 75
+    assert m.get("app_workers_up") == 2  # the replacement imported the app too
+
+
+def test_python_api_without_metrics_bind_is_a_noop(server_factory, appdir):
+    with open(os.path.join(appdir, "userapp.py"), "w") as f:
+        f.write(USER_APP)
+    srv = server_factory(["--workers", "1", "userapp:app"], cwd=appdir)
+    assert requests.get(srv.url + "/a", timeout=10).status_code == 200
