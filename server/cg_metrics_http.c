@@ -481,16 +481,16 @@ static const char *not_ready(void)
     if (atomic_load(&cg_metrics->draining)) {
         return "shutting down";
     }
+    /* A worker a HUP is replacing still serves until it exits: booted
+     * workers count whether stopping or not, so a reload does not flap. */
     for (int k = 0; k < st.nkids; k++) {
-        if (!st.kids[k].stopping) {
-            live++;
-            booted += atomic_load(&cg_metrics->slots[st.kids[k].slot].booted) != 0;
-        }
+        live += !st.kids[k].stopping;
+        booted += atomic_load(&cg_metrics->slots[st.kids[k].slot].booted) != 0;
     }
     if (live == 0) {
         return "no worker is alive";
     }
-    if (booted < live || booted < st.wanted) {
+    if (booted < st.wanted) {
         return "workers are booting";
     }
     if (st.dirty_on && !atomic_load(&cg_metrics->dirty.apps_ready)) {

@@ -141,10 +141,11 @@ static void log_access(struct cg_asgi_req *r)
     struct cg_asgi_srv *s = r->conn->srv;
     PyObject *res;
 
-    if (r->status > 0) {
-        cg_metrics_request_done(r->metrics_method, r->status, cg_py_asgi_now_us() - r->t0_us);
+    if (r->status > 0 && (cg_metrics_mine || cg_statsd_on())) {
+        uint64_t dur = cg_py_asgi_now_us() - r->t0_us;
+        cg_metrics_request_done(r->metrics_method, r->status, dur);
         if (cg_statsd_on()) {
-            cg_statsd_request(r->status, cg_py_asgi_now_us() - r->t0_us);
+            cg_statsd_request(r->status, dur);
         }
     }
     if (s->wsgi->access_log == NULL || r->log_info == NULL) {

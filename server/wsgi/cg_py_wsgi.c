@@ -55,11 +55,11 @@ static void log_access(struct cg_wsgi *g, PyObject *environ, struct cg_wsgi_resp
 {
     PyObject *hdrs = NULL, *req_hdrs = NULL, *r = NULL;
 
-    if (resp->r.started && resp->r.status_code >= 0) {
-        cg_metrics_request_done(cg_metrics_req_method(req), resp->r.status_code,
-                                cg_py_wsgi_now_us() - t0);
+    if (resp->r.started && resp->r.status_code >= 0 && (cg_metrics_mine || cg_statsd_on())) {
+        uint64_t dur = cg_py_wsgi_now_us() - t0;
+        cg_metrics_request_done(cg_metrics_req_method(req), resp->r.status_code, dur);
         if (cg_statsd_on()) {
-            cg_statsd_request(resp->r.status_code, cg_py_wsgi_now_us() - t0);
+            cg_statsd_request(resp->r.status_code, dur);
         }
     }
     if (g->access_log == NULL || environ == NULL) {
@@ -92,10 +92,11 @@ static void log_error_access(struct cg_wsgi *g, struct cg_wsgi_conn *c,
     char proto[32], ip[64], port[16] = "-1";
     PyObject *env = NULL, *st = NULL, *hdrs = NULL, *r = NULL;
 
-    if (req != NULL) {
-        cg_metrics_request_done(cg_metrics_req_method(req), status, cg_py_wsgi_now_us() - t0);
+    if (req != NULL && (cg_metrics_mine || cg_statsd_on())) {
+        uint64_t dur = cg_py_wsgi_now_us() - t0;
+        cg_metrics_request_done(cg_metrics_req_method(req), status, dur);
         if (cg_statsd_on()) {
-            cg_statsd_request(status, cg_py_wsgi_now_us() - t0);
+            cg_statsd_request(status, dur);
         }
     }
     if (g->access_log == NULL || req == NULL) {

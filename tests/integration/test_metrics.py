@@ -384,3 +384,42 @@ def test_python_api_without_metrics_bind_is_a_noop(server_factory, appdir):
         f.write(USER_APP)
     srv = server_factory(["--workers", "1", "userapp:app"], cwd=appdir)
     assert requests.get(srv.url + "/a", timeout=10).status_code == 200
+
+
+SLOW_BOOT_APP = r'''
+import os, time
+deadline = time.monotonic() + 60
+while not os.path.exists(os.environ["CG_TEST_BOOT_FLAG"]) and time.monotonic() < deadline:
+    time.sleep(0.02)
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"booted"]
+'''
+
+
+def test_readyz_503_until_http_workers_boot(server_factory, appdir):
+    with open(os.path.join(appdir, "slowboot.py"), "w") as f:
+        f.write(SLOW_BOOT_APP)
+    flag = os.path.join(appdir, "boot")
+    srv = server_factory(["--workers", "2", "--metrics-bind", "127.0.0.1:0", "slowboot:app"],
+                         cwd=appdir, env={"CG_TEST_BOOT_FLAG": flag})
+    url = metrics_url(srv)
+    assert get(url, "/readyz") == (503, "workers are booting\n")
+    assert get(url, "/healthz")[0] == 200  # alive, heartbeating, not ready
+    open(flag, "w").close()
+    wait_until(lambda: get(url, "/readyz")[0] == 200, 30, "/readyz 200 once booted")
+
+
+def test_hup_counts_reload_restarts(server_factory, appdir):
+    srv = start(server_factory, appdir)
+    for i in range(10):
+        requests.get(srv.url + "/", timeout=10)
+    srv.signal(signal.SIGHUP)
+    wait_until(lambda: scrape(srv).get("cgunicorn_worker_restarts_total", cause="reload") == 2,
+               20, "two reload restarts")
+    wait_ready(srv)
+    m = scrape(srv)
+    assert m.get("cgunicorn_requests_total") == 10
+    assert m.get("cgunicorn_worker_restarts_total", cause="crash") == 0
+    assert m.get("cgunicorn_worker_restarts_total", cause="max_requests") == 0
