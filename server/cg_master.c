@@ -490,6 +490,8 @@ static int open_listeners(struct cg_master *m, struct cg_err *err)
                               conf->reuse_port, conf->umask, &m->ls, &m->nls, err);
 }
 
+_Static_assert(CG_METRICS_SLOTS == CG_MASTER_MAX_SLOTS, "one metrics slot per worker slot");
+
 /* What /metrics, /healthz and /readyz read of the master (cg_metrics_http.c). */
 static void metrics_state(struct cg_metrics_state *st, void *arg)
 {

@@ -531,6 +531,7 @@ static void respond(struct client *c, int code, const char *ctype, const char *b
             o.p = np;
             memcpy(o.p + o.len, body, len);
             o.len += len;
+            o.p[o.len] = '\0'; /* answer() looks for the end of the head */
         } else {
             o.full = true;
         }
