@@ -423,3 +423,38 @@ def test_hup_counts_reload_restarts(server_factory, appdir):
     assert m.get("cgunicorn_requests_total") == 10
     assert m.get("cgunicorn_worker_restarts_total", cause="crash") == 0
     assert m.get("cgunicorn_worker_restarts_total", cause="max_requests") == 0
+
+
+def test_backlog_and_busy_while_a_sync_worker_is_held(server_factory, appdir):
+    srv = start(server_factory, appdir, workers=1)
+    flag = os.path.join(appdir, "release-backlog")
+    t = threading.Thread(target=lambda: requests.get(
+        srv.url + "/slow", headers={"X-Flag": flag}, timeout=60))
+    t.start()
+    waiting = []
+    try:
+        wait_until(lambda: scrape(srv).get("cgunicorn_worker_busy") == 1, 10, "busy worker")
+        for i in range(3):  # accepted by the kernel, not by the held worker
+            waiting.append(socket.create_connection(("127.0.0.1", srv.port)))
+        wait_until(lambda: scrape(srv).get("cgunicorn_listen_backlog") == 3, 10,
+                   "3 connections in the accept queue")
+        m = scrape(srv)
+        assert m.get("cgunicorn_requests_in_flight") == 1
+        (lab, _), = m.series("cgunicorn_listen_backlog")
+        assert lab["listener"] == srv.url
+    finally:
+        open(flag, "w").close()
+        for s in waiting:
+            s.close()
+        t.join(30)
+    wait_until(lambda: scrape(srv).get("cgunicorn_worker_busy") == 0, 10, "idle worker")
+
+
+def test_head_gives_the_head_only(server_factory, appdir):
+    srv = start(server_factory, appdir, workers=1)
+    host, port = metrics_url(srv)[len("http://"):].rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("HEAD", "/metrics")
+    r = conn.getresponse()
+    assert r.status == 200 and int(r.headers["Content-Length"]) > 0 and r.read() == b""
+    assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
