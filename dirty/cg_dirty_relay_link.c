@@ -66,8 +66,6 @@ void cg_dirty_relay_link_resume(struct cg_dirty_wk *w)
     }
 }
 
-/* A call ended (final frame, or its worker is gone): frees its slot and
- * lets the worker take the next queued call. */
 /* Readiness (/readyz): once as many workers as the pool wants have loaded
  * their apps (each app's init() returned), the dirty pool is ready. */
 static void note_ready(struct cg_dirty_arb *arb)
@@ -85,6 +83,8 @@ static void note_ready(struct cg_dirty_arb *arb)
     }
 }
 
+/* A call ended (final frame, or its worker is gone): frees its slot and
+ * lets the worker take the next queued call. */
 static void call_complete(struct cg_dirty_arb *arb, struct cg_dirty_call *c)
 {
     struct cg_dirty_wk *w = c->worker;
