@@ -295,6 +295,7 @@ static void on_child_exit(struct cg_sup *sup, const struct cg_sup_exit *ex, void
         break;
     case CG_ROLE_DIRTY_ARBITER:
         m->dirty_pid = 0;
+        cg_metrics_dirty_arbiter_gone();
         if (ex->code == CG_DIRTY_ARBITER_EXIT_BOOT_ERROR) {
             m->exit_status = CG_WORKER_BOOT_ERROR;
             m->halt_reason = "Dirty arbiter failed to boot.";

@@ -267,6 +267,15 @@ void cg_metrics_set_draining(void)
     }
 }
 
+void cg_metrics_dirty_arbiter_gone(void)
+{
+    if (cg_metrics != NULL) {
+        atomic_store(&cg_metrics->dirty.apps_ready, 0);
+        atomic_store(&cg_metrics->dirty.queue_depth, 0);
+        atomic_store(&cg_metrics->dirty.busy_workers, 0);
+    }
+}
+
 static struct cg_metrics_dirty_series *dirty_series(const char *app, const char *action)
 {
     struct cg_metrics_dirty *d = &cg_metrics->dirty;

@@ -216,6 +216,10 @@ void cg_metrics_user_set(int idx, int64_t v);
 /* Observes `v` seconds... in fixed point, into a histogram registered at `idx`. */
 void cg_metrics_user_observe(int idx, int64_t v);
 
+/* Master: the dirty arbiter exited; until its successor's workers have
+ * loaded their apps, /readyz waits again, and its gauges read 0. */
+void cg_metrics_dirty_arbiter_gone(void);
+
 /* Dirty arbiter: one finished call of `app`/`action`. */
 void cg_metrics_dirty_call(const char *app, const char *action, enum cg_metrics_dirty_outcome o,
                            uint64_t dur_us);

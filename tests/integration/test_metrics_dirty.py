@@ -78,3 +78,19 @@ def test_readyz_waits_for_dirty_init(server_factory):
         open(flag, "w").close()
         wait_until(lambda: get(url, "/readyz")[0] == 200, 30, "/readyz 200 after init")
         assert call(srv, "slow_init_app:SlowInit", "ping") == {"result": "pong"}
+
+
+def test_readyz_waits_again_after_the_arbiter_dies(server_factory):
+    import signal
+    from dirty_support import arbiter_pid
+    srv = start(server_factory, [COUNTER], workers=1, dirty_workers=1,
+                extra=["--metrics-bind", "127.0.0.1:0"])
+    url = metrics_url(srv)
+    wait_until(lambda: get(url, "/readyz")[0] == 200, 30, "ready")
+    assert call(srv, COUNTER, "incr")["result"]["n"] == 1
+    os.kill(arbiter_pid(srv), signal.SIGKILL)
+    wait_until(lambda: len(__import__("re").findall(r"Spawned dirty arbiter", srv.log())) >= 2,
+               30, "a new arbiter")
+    wait_until(lambda: get(url, "/readyz")[0] == 200, 30, "ready again")
+    m = scrape(srv)
+    assert m.get("cgunicorn_dirty_calls_total", app=COUNTER, action="incr", outcome="ok") == 1
