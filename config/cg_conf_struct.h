@@ -150,6 +150,7 @@ struct cg_conf {
     char *dogstatsd_tags;
     char *statsd_prefix;
     bool enable_backlog_metric;
+    char *metrics_bind; /* NULL: no metrics listener */
 
     /* Process Naming */
     char *proc_name;

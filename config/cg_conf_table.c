@@ -357,6 +357,12 @@ const struct cg_conf_setting cg_conf_settings[] = {
       .check = cg_conf_check_bool, .offset = OFF(enable_backlog_metric),
       .flags = CG_CONF_IMPLEMENTED,
       .help = "Report the listen backlog length as a StatsD metric." },
+    { .name = "metrics_bind", .cli = { "--metrics-bind" }, .meta = "ADDRESS",
+      .section = CG_SECTION_LOGGING, .type = CG_CONF_STR, .action = CG_ACT_STORE,
+      .check = cg_conf_check_string, .offset = OFF(metrics_bind),
+      .flags = CG_CONF_IMPLEMENTED | CG_CONF_EXTENSION,
+      .help = "HOST:PORT or unix:PATH on which the master serves Prometheus /metrics, "
+              "/healthz and /readyz; off when unset (cgunicorn extension)." },
     { .name = "proc_name", .cli = { "-n", "--name" }, .meta = "STRING",
       .section = CG_SECTION_PROCESS_NAMING, .type = CG_CONF_STR, .action = CG_ACT_STORE,
       .check = cg_conf_check_string, .offset = OFF(proc_name), .flags = CG_CONF_IMPLEMENTED,

@@ -133,6 +133,13 @@ int cg_dirty_relay_link_open(struct cg_dirty_arb *arb, struct cg_dirty_wk *w);
  * closed. `why` ends the error message. Idempotent. */
 void cg_dirty_relay_link_lost(struct cg_dirty_arb *arb, struct cg_dirty_wk *w, const char *why);
 
+/* Counts a finished call in the shared metrics region (cg_metrics.h) with
+ * its outcome and duration, and refreshes the queue and busy gauges. */
+void cg_dirty_relay_count(struct cg_dirty_arb *arb, const struct cg_dirty_call *c, int outcome);
+
+/* Refreshes the queue-depth and busy-workers gauges. */
+void cg_dirty_relay_gauges(struct cg_dirty_arb *arb);
+
 /* Gives `w` queued calls while it has free slots. */
 void cg_dirty_relay_pump(struct cg_dirty_arb *arb, struct cg_dirty_wk *w);
 

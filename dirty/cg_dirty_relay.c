@@ -32,6 +32,7 @@
 #include "cg_dirty_arbiter_int.h"
 #include "cg_dirty_codec.h"
 #include "cg_log.h"
+#include "cg_metrics.h"
 
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
@@ -285,6 +286,34 @@ void cg_dirty_relay_dispatch(struct cg_dirty_arb *arb, struct cg_dirty_call *c,
     }
 }
 
+void cg_dirty_relay_gauges(struct cg_dirty_arb *arb)
+{
+    int64_t queued = 0, busy = 0;
+
+    if (cg_metrics == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < arb->pool.napps; i++) {
+        queued += (int64_t)arb->pool.apps[i].queue.n;
+    }
+    for (struct cg_dirty_wk *w = arb->pool.workers; w != NULL; w = w->next) {
+        busy += w->busy > 0;
+    }
+    atomic_store(&cg_metrics->dirty.queue_depth, queued);
+    atomic_store(&cg_metrics->dirty.busy_workers, busy);
+}
+
+void cg_dirty_relay_count(struct cg_dirty_arb *arb, const struct cg_dirty_call *c, int outcome)
+{
+    if (cg_metrics == NULL) {
+        return;
+    }
+    double sec = cg_dirty_now() - c->started;
+    cg_metrics_dirty_call(arb->pool.apps[c->app].path, c->action,
+                          (enum cg_metrics_dirty_outcome)outcome,
+                          sec > 0 ? (uint64_t)(sec * 1e6) : 0);
+}
+
 void cg_dirty_relay_pump(struct cg_dirty_arb *arb, struct cg_dirty_wk *w)
 {
     struct cg_dirty_call *c;
@@ -296,5 +325,6 @@ void cg_dirty_relay_pump(struct cg_dirty_arb *arb, struct cg_dirty_wk *w)
         cg_dirty_pool_dequeue(&arb->pool, c);
         cg_dirty_relay_dispatch(arb, c, w);
     }
+    cg_dirty_relay_gauges(arb);
 }
 

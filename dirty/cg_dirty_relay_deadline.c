@@ -21,6 +21,7 @@
 #include "cg_dirty_arbiter_int.h"
 #include "cg_dirty_codec.h"
 #include "cg_log.h"
+#include "cg_metrics.h"
 
 /* ------------------------------------------------------------------ */
 /* Deadlines                                                           */
@@ -115,6 +116,7 @@ void cg_dirty_relay_on_call_timer(evutil_socket_t fd, short what, void *arg)
         }
         c->timed_out = true;
         if (c->client != NULL) {
+            cg_dirty_relay_count(arb, c, CG_METRICS_DIRTY_TIMEOUT);
             double t = total ? c->total_sec : c->idle_sec;
             cg_dirty_relay_send_error(c->client, c->cid, "DirtyTimeoutError",
                                       json_pack("{s:f}", "timeout", t),

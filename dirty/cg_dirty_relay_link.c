@@ -20,6 +20,7 @@
 #include "cg_dirty_arbiter_int.h"
 #include "cg_dirty_codec.h"
 #include "cg_log.h"
+#include "cg_metrics.h"
 
 static void on_link_write(struct bufferevent *bev, void *arg)
 {
@@ -65,6 +66,23 @@ void cg_dirty_relay_link_resume(struct cg_dirty_wk *w)
     }
 }
 
+/* Readiness (/readyz): once as many workers as the pool wants have loaded
+ * their apps (each app's init() returned), the dirty pool is ready. */
+static void note_ready(struct cg_dirty_arb *arb)
+{
+    int booted = 0;
+
+    if (cg_metrics == NULL || atomic_load(&cg_metrics->dirty.apps_ready)) {
+        return;
+    }
+    for (struct cg_dirty_wk *w = arb->pool.workers; w != NULL; w = w->next) {
+        booted += w->booted;
+    }
+    if (booted >= arb->num_workers) {
+        atomic_store(&cg_metrics->dirty.apps_ready, 1);
+    }
+}
+
 /* A call ended (final frame, or its worker is gone): frees its slot and
  * lets the worker take the next queued call. */
 static void call_complete(struct cg_dirty_arb *arb, struct cg_dirty_call *c)
@@ -80,6 +98,7 @@ static void call_complete(struct cg_dirty_arb *arb, struct cg_dirty_call *c)
         cg_dirty_arb_call_served(arb, w); /* dirty_max_requests */
         cg_dirty_relay_pump(arb, w);
     }
+    cg_dirty_relay_gauges(arb);
     cg_dirty_arb_maybe_stop(arb);
 }
 
@@ -157,6 +176,7 @@ static int on_worker_frame(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
             w->booted = true;
             cg_sup_booted(&arb->sup, w->pid); /* its boot deadline, if any, is met */
             cg_dirty_arb_worker_booted(arb, w); /* calls may go to it from now on */
+            note_ready(arb);
         }
         return 0;
     default:
@@ -187,6 +207,12 @@ static int on_worker_frame(struct cg_dirty_arb *arb, struct cg_dirty_wk *w,
         if (zc_full || evbuffer_get_length(out) > CG_DIRTY_CLIENT_HIGH_WATER) {
             /* a big backlog: write now, pause below if it stays */
             cg_dirty_relay_flush_out(cl->bev, &cl->fdio);
+        }
+        if (h->type == CG_DIRTY_CHUNK && cg_metrics != NULL) {
+            atomic_fetch_add_explicit(&cg_metrics->dirty.stream_chunks, 1, memory_order_relaxed);
+        } else if (h->type != CG_DIRTY_CHUNK && !c->timed_out) {
+            cg_dirty_relay_count(arb, c, h->type == CG_DIRTY_ERROR ? CG_METRICS_DIRTY_APP_ERROR
+                                                                   : CG_METRICS_DIRTY_OK);
         }
         if (h->type == CG_DIRTY_CHUNK && c->timer != NULL && !c->timed_out) {
             cg_dirty_relay_rearm(c); /* dirty_timeout counts from the last chunk */
@@ -319,6 +345,9 @@ void cg_dirty_relay_link_lost(struct cg_dirty_arb *arb, struct cg_dirty_wk *w, c
     }
     while (w->inflight.head != NULL) {
         struct cg_dirty_call *c = w->inflight.head;
+        if (c->client != NULL && !c->timed_out) {
+            cg_dirty_relay_count(arb, c, CG_METRICS_DIRTY_WORKER_DIED);
+        }
         if (c->client != NULL) {
             cg_dirty_relay_send_error(c->client, c->cid, "DirtyWorkerError",
                                       json_pack("{s:i,s:s,s:s}", "worker_id", (int)w->pid,

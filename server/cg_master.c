@@ -30,6 +30,8 @@
 #include "cg_log.h"
 #include "cg_master.h"
 #include "cg_master_int.h"
+#include "cg_metrics.h"
+#include "cg_metrics_http.h"
 #include "cg_py.h"
 #include "cg_py_app.h"
 #include "cg_sig.h"
@@ -141,6 +143,7 @@ int cg_master_spawn_worker(struct cg_master *m)
             .py_worker = pyw,
         };
         atomic_store(&w.slot->pid, (int32_t)getpid());
+        cg_metrics_attach(slot);
         cg_worker_main(&w, m->preloaded_app);
     }
     atomic_store(&m->slots[slot].pid, (int32_t)pid);
@@ -249,8 +252,15 @@ static void spawn_dirty(struct cg_master *m)
 }
 
 /* One worker exited: gunicorn's reap_workers body. Returns -1 to halt. */
-static int worker_exited(struct cg_master *m, int idx, pid_t pid, int status)
+static int worker_exited(struct cg_master *m, int idx, pid_t pid, int status, bool asked)
 {
+    const struct cg_master_child *k = &m->kids[idx];
+    int cause = k->aborted ? CG_METRICS_RESTART_TIMEOUT
+              : k->reloading ? CG_METRICS_RESTART_RELOAD
+              : (asked || k->stopping) ? -1 /* culled or shutting down: not replaced */
+              : (WIFEXITED(status) && WEXITSTATUS(status) == 0) ? CG_METRICS_RESTART_MAX_REQUESTS
+              : CG_METRICS_RESTART_CRASH;
+    cg_metrics_retire_slot(k->slot, cause); /* before the slot can be reused */
     atomic_store(&m->slots[m->kids[idx].slot].pid, 0);
     m->kids[idx] = m->kids[--m->nkids];
     PyObject *pyw = cg_py_hooks_worker_pop(&m->hooks, pid); /* owned */
@@ -285,6 +295,7 @@ static void on_child_exit(struct cg_sup *sup, const struct cg_sup_exit *ex, void
         break;
     case CG_ROLE_DIRTY_ARBITER:
         m->dirty_pid = 0;
+        cg_metrics_dirty_arbiter_gone();
         if (ex->code == CG_DIRTY_ARBITER_EXIT_BOOT_ERROR) {
             m->exit_status = CG_WORKER_BOOT_ERROR;
             m->halt_reason = "Dirty arbiter failed to boot.";
@@ -294,7 +305,7 @@ static void on_child_exit(struct cg_sup *sup, const struct cg_sup_exit *ex, void
     case CG_ROLE_WORKER:
         for (int i = 0; i < m->nkids; i++) {
             if (m->kids[i].pid == ex->pid) {
-                if (worker_exited(m, i, ex->pid, ex->status) < 0) {
+                if (worker_exited(m, i, ex->pid, ex->status, ex->stopping) < 0) {
                     m->reap_rc = -1;
                 }
                 break;
@@ -389,6 +400,7 @@ static void stop_all(struct cg_master *m, bool graceful)
     bool unlink_unix = m->reexec_pid == 0 && m->master_pid == 0 && !m->systemd &&
                        !m->conf->reuse_port;
 
+    cg_metrics_set_draining(); /* /readyz says 503 before the listeners close */
     if (graceful && unlink_unix) { /* unshared: the workers drain the queues */
         cg_listen_stop_queueing(m->ls, m->nls);
     }
@@ -504,6 +516,53 @@ static int open_listeners(struct cg_master *m, struct cg_err *err)
                               conf->reuse_port, conf->umask, &m->ls, &m->nls, err);
 }
 
+_Static_assert(CG_METRICS_SLOTS == CG_MASTER_MAX_SLOTS, "one metrics slot per worker slot");
+
+/* What /metrics, /healthz and /readyz read of the master (cg_metrics_http.c). */
+static void metrics_state(struct cg_metrics_state *st, void *arg)
+{
+    const struct cg_master *m = arg;
+    for (int i = 0; i < m->nkids && i < CG_METRICS_SLOTS; i++) {
+        const struct cg_master_child *c = &m->kids[i];
+        st->kids[i] = (struct cg_metrics_kid){ .slot = c->slot, .pid = (int)c->pid,
+                                               .stopping = c->stopping,
+                                               .beat_ms = atomic_load(&m->slots[c->slot].beat_ms) };
+        st->nkids = i + 1;
+    }
+    st->wanted = m->num_workers;
+    st->timeout_s = m->conf->timeout;
+    st->dirty_on = m->dirty_on;
+    st->ls = m->ls;
+    st->nls = m->nls;
+}
+
+/* The shared metrics region and the metrics listener, before any fork.
+ * A USR2 master cannot bind the old one's address: it serves no metrics
+ * (logged) rather than failing the upgrade. */
+static int open_metrics(struct cg_master *m, struct cg_err *err)
+{
+    static const struct cg_sup_poller poller = {
+        .fill = cg_metrics_http_pollfds,
+        .service = cg_metrics_http_service,
+        .atfork_child = cg_metrics_http_atfork_child,
+    };
+    if (m->conf->metrics_bind == NULL || m->conf->metrics_bind[0] == '\0') {
+        return 0;
+    }
+    if (cg_metrics_open(true, err) < 0) {
+        return -1;
+    }
+    if (cg_metrics_http_open(m->conf->metrics_bind, m->conf->umask, metrics_state, m, err) < 0) {
+        if (m->master_pid == 0) {
+            return -1;
+        }
+        cg_log(CG_LOG_ERROR, "%s", err->msg);
+        return 0;
+    }
+    cg_sup_set_poller(&poller);
+    return 0;
+}
+
 static int map_slots(struct cg_master *m, struct cg_err *err)
 {
     m->slots = mmap(NULL, sizeof(struct cg_worker_slot) * CG_MASTER_MAX_SLOTS,
@@ -577,7 +636,8 @@ static int start(struct cg_master *m, struct cg_err *err)
         cg_err_set(err, "the on_starting hook raised (traceback in the error log)");
         return -1;
     }
-    if (cg_sig_open_role(CG_ROLE_MASTER, err) < 0 || open_listeners(m, err) < 0) {
+    if (cg_sig_open_role(CG_ROLE_MASTER, err) < 0 || open_listeners(m, err) < 0 ||
+        open_metrics(m, err) < 0) {
         return -1;
     }
     cg_listen_describe(m->ls, m->nls, names, sizeof(names));
@@ -634,6 +694,9 @@ void cg_master_init_early(int argc, char **argv)
 
 static void free_master(struct cg_master *m)
 {
+    cg_sup_set_poller(NULL);
+    cg_metrics_http_close(m->reexec_pid == 0 && m->master_pid == 0);
+    cg_metrics_close();
     cg_sup_deinit(&m->sup);
     cg_py_hooks_deinit(&m->hooks);
     Py_CLEAR(m->preloaded_app);
@@ -684,11 +747,11 @@ int cg_master_run(struct cg_conf *conf, struct cg_err *err)
     cg_master_set_title(m);
     cg_master_manage_workers(m);
     while (!stop && !m->fatal) {
-        struct pollfd pfd = { .fd = cg_sig_fd(), .events = POLLIN };
+        struct pollfd pfd[CG_SUP_POLL_MAX];
         cg_master_maybe_promote(m);
         if (!cg_sig_any_pending()) { /* HUP's wait may have emptied the pipe */
             Py_BEGIN_ALLOW_THREADS
-            poll(&pfd, 1, 1000);
+            cg_sup_poll(pfd, CG_SUP_POLL_MAX, 1000); /* also serves metrics_bind */
             Py_END_ALLOW_THREADS
         }
         stop = handle_signals(m);

@@ -24,6 +24,7 @@ struct cg_master_child {
     int age;
     bool aborted;
     bool stopping; /* sent TERM (HUP/TTOU/cull) */
+    bool reloading; /* stopped by HUP: its replacement counts as a reload restart */
 };
 
 /* The children the master stops and waits for at shutdown (a USR2 master

@@ -184,6 +184,7 @@ void cg_master_reload(struct cg_master *m)
     for (int i = 0; i < m->nkids; i++) {
         if (m->kids[i].age <= last_age && !m->kids[i].stopping) {
             m->kids[i].stopping = true;
+            m->kids[i].reloading = true;
             cg_sup_stop_one(&m->sup, m->kids[i].pid, SIGTERM);
         }
     }

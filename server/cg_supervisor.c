@@ -40,6 +40,27 @@ static bool have_python(void)
     return Py_IsInitialized() && PyGILState_Check();
 }
 
+static struct cg_sup_poller poller; /* this process's extra fds; empty in a child */
+
+void cg_sup_set_poller(const struct cg_sup_poller *p)
+{
+    poller = p != NULL ? *p : (struct cg_sup_poller){ 0 };
+}
+
+int cg_sup_poll(struct pollfd *p, int max, int ms)
+{
+    int n = 1;
+    p[0] = (struct pollfd){ .fd = cg_sig_fd(), .events = POLLIN };
+    if (poller.fill != NULL) {
+        n += poller.fill(p + 1, max - 1);
+    }
+    int rc = poll(p, (nfds_t)n, ms);
+    if (poller.service != NULL && n > 1) { /* also on timeout: client deadlines */
+        poller.service(p + 1, n - 1);
+    }
+    return rc;
+}
+
 pid_t cg_sup_fork(enum cg_role role)
 {
     bool py = have_python();
@@ -70,6 +91,10 @@ pid_t cg_sup_fork(enum cg_role role)
         PyOS_AfterFork_Child(); /* first Python call in the child */
     }
     cg_sig_reset_child(); /* default handlers, then the mask emptied */
+    if (poller.atfork_child != NULL) {
+        poller.atfork_child(); /* the parent's extra fds are not the child's */
+    }
+    poller = (struct cg_sup_poller){ 0 };
     if (role == CG_ROLE_DIRTY_ARBITER || role == CG_ROLE_DIRTY_WORKER) {
         cg_listen_close_inherited(); /* only HTTP workers keep the listeners */
     }
@@ -371,15 +396,19 @@ int cg_sup_tick(struct cg_sup *sup, uint64_t now)
  * the GIL released; empties it. Flags stay pending for their takers. */
 static void wait_pipe(int ms)
 {
-    struct pollfd pfd = { .fd = cg_sig_fd(), .events = POLLIN };
+    struct pollfd pfd[CG_SUP_POLL_MAX];
     bool py = have_python();
     PyThreadState *ts = py ? PyEval_SaveThread() : NULL;
 
-    poll(&pfd, pfd.fd >= 0 ? 1 : 0, ms);
+    if (cg_sig_fd() >= 0) {
+        cg_sup_poll(pfd, CG_SUP_POLL_MAX, ms);
+    } else {
+        poll(pfd, 0, ms);
+    }
     if (py) {
         PyEval_RestoreThread(ts);
     }
-    if (pfd.fd >= 0) {
+    if (cg_sig_fd() >= 0) {
         cg_sig_drain();
     }
 }

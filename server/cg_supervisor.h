@@ -164,6 +164,27 @@ uint64_t cg_sup_backoff_ms(unsigned failures, uint64_t base_ms, uint64_t max_ms)
  * dirty_max_worker_memory). */
 long cg_sup_rss_mb(pid_t pid);
 
+/* Other fds the waits on the self-pipe also watch and service: the
+ * master's metrics listener and its clients, so they are answered while a
+ * stop or a HUP drains the workers. `fill` writes up to `max` pollfds and
+ * returns how many; `service` handles them after poll() returns, also on a timeout (never
+ * blocks);
+ * `atfork_child` runs in every forked child, where the poller is then
+ * cleared. NULL clears it. */
+struct pollfd;
+struct cg_sup_poller {
+    int (*fill)(struct pollfd *p, int max);
+    void (*service)(const struct pollfd *p, int n);
+    void (*atfork_child)(void);
+};
+#define CG_SUP_POLL_MAX 32
+void cg_sup_set_poller(const struct cg_sup_poller *p);
+
+/* poll() on the self-pipe (p[0]) and the poller's fds for up to `ms`, then
+ * services the poller's; the caller drains the pipe. `p` has room for
+ * `max` (CG_SUP_POLL_MAX) entries. Returns poll()'s result. */
+int cg_sup_poll(struct pollfd *p, int max, int ms);
+
 /* Logs one child's exit in gunicorn's words, under the name of `role`
  * ("Worker", "Dirty arbiter", "Dirty worker"; a re-executed master is not
  * logged): nothing for exit code 0; "<Name> (pid:N) exited with code C."

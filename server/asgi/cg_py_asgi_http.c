@@ -20,13 +20,24 @@
 #include <sys/uio.h>
 
 #include "cg_log.h"
+#include "cg_metrics.h"
 #include "cg_py.h"
 #include "cg_http_date.h"
 #include "cg_py_asgi_int.h"
 #include "cg_statsd.h"
 
+/* The request is no longer in flight (once, whichever comes first). */
+static void metrics_end(struct cg_asgi_req *r)
+{
+    if (r->metrics_started) {
+        r->metrics_started = false;
+        cg_metrics_request_end();
+    }
+}
+
 static void req_dealloc(struct cg_asgi_req *r)
 {
+    metrics_end(r);
     Py_XDECREF((PyObject *)r->conn);
     Py_XDECREF(r->task);
     Py_XDECREF(r->deadline_timer);
@@ -130,8 +141,12 @@ static void log_access(struct cg_asgi_req *r)
     struct cg_asgi_srv *s = r->conn->srv;
     PyObject *res;
 
-    if (cg_statsd_on() && r->status > 0) {
-        cg_statsd_request(r->status, cg_py_asgi_now_us() - r->t0_us);
+    if (r->status > 0 && (cg_metrics_mine || cg_statsd_on())) {
+        uint64_t dur = cg_py_asgi_now_us() - r->t0_us;
+        cg_metrics_request_done(r->metrics_method, r->status, dur);
+        if (cg_statsd_on()) {
+            cg_statsd_request(r->status, dur);
+        }
     }
     if (s->wsgi->access_log == NULL || r->log_info == NULL) {
         return;
@@ -211,6 +226,7 @@ void cg_py_asgi_http_finish(struct cg_asgi_req *r, bool keep_alive)
     }
     r->detached = true;
     log_access(r);
+    metrics_end(r);
     count_request(s);
     if (r->receive_waiter != NULL) {
         PyObject *m = cg_py_asgi_http_disconnect_msg(s);
@@ -434,6 +450,9 @@ int cg_py_asgi_http_start(struct cg_asgi_conn *c, const struct cg_http_request *
     memset((char *)r + sizeof(PyObject), 0, sizeof(*r) - sizeof(PyObject));
     r->conn = (struct cg_asgi_conn *)Py_NewRef(c);
     r->t0_us = cg_py_asgi_now_us();
+    r->metrics_method = cg_metrics_req_method(req);
+    r->metrics_started = cg_metrics_mine != NULL;
+    cg_metrics_request_start(req);
     r->ver_major = req->version_major;
     r->ver_minor = req->version_minor;
     r->is_head = req->method.len == 4 && memcmp(req->method.ptr, "HEAD", 4) == 0;

@@ -154,6 +154,8 @@ struct cg_asgi_req {
     int64_t length;                  /* Content-Length the app gave, or -1 */
     uint64_t sent;
     uint64_t t0_us;
+    int metrics_method;              /* cg_metrics_method_index() of the request */
+    bool metrics_started;            /* counted in flight: req_dealloc ends it */
     char *head;                      /* formatted head not yet written; owned */
     size_t head_len;
 };

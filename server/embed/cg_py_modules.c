@@ -7,6 +7,7 @@
 
 #include "cg_dirty_module.h"
 #include "cg_log.h"
+#include "cg_metrics.h"
 #include "cg_py_hooks.h"
 #include "cg_py_modules.h"
 #include "cg_statsd.h"
@@ -90,7 +91,69 @@ static PyObject *core_statsd(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* metric_register(kind, name, labels, help) -> cell index, or -1 (metrics
+ * off, or the shared table full: logged once). */
+static PyObject *core_metric_register(PyObject *self, PyObject *args)
+{
+    int kind;
+    const char *name, *labels, *help;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Csss:metric_register", &kind, &name, &labels, &help)) {
+        return NULL;
+    }
+    if (kind != 'c' && kind != 'g' && kind != 'h') {
+        PyErr_Format(PyExc_ValueError, "metric kind %c: expected 'c', 'g' or 'h'", kind);
+        return NULL;
+    }
+    return PyLong_FromLong(cg_metrics_user_register((char)kind, name, labels, help));
+}
+
+/* The fixed-point value of a float (units of 1e-6), saturating. */
+static int fixed(PyObject *arg, int64_t *out)
+{
+    double v = PyFloat_AsDouble(arg);
+    if (v == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    v *= CG_METRICS_USER_SCALE;
+    *out = v >= 9.2e18 ? INT64_MAX : v <= -9.2e18 ? INT64_MIN : (int64_t)(v < 0 ? v - 0.5 : v + 0.5);
+    return 0;
+}
+
+/* metric_update(op, idx, value): op 0 add, 1 set, 2 observe. No GIL
+ * release: three relaxed atomic operations at most. */
+static PyObject *core_metric_update(PyObject *self, PyObject *const *args, Py_ssize_t n)
+{
+    int64_t v;
+
+    (void)self;
+    if (n != 3) {
+        PyErr_SetString(PyExc_TypeError, "metric_update(op, idx, value)");
+        return NULL;
+    }
+    long op = PyLong_AsLong(args[0]), idx = PyLong_AsLong(args[1]);
+    if ((op == -1 || idx == -1) && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (fixed(args[2], &v) < 0) {
+        return NULL;
+    }
+    if (op == 0) {
+        cg_metrics_user_add((int)idx, v);
+    } else if (op == 1) {
+        cg_metrics_user_set((int)idx, v);
+    } else {
+        cg_metrics_user_observe((int)idx, v);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef core_methods[] = {
+    { "metric_register", core_metric_register, METH_VARARGS,
+      "metric_register(kind, name, labels, help) -> index, or -1 (dropped)" },
+    { "metric_update", (PyCFunction)(void (*)(void))core_metric_update, METH_FASTCALL,
+      "metric_update(op, index, value): 0 add, 1 set, 2 observe" },
     { "log", core_log, METH_VARARGS,
       "log(level, message): write to the server's error log (level 5: an exception, written at "
       "ERROR)" },

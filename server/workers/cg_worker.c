@@ -20,6 +20,7 @@
 #include "cg_sig.h"
 #include "cg_sig_table.h"
 #include "cg_transport_tls.h"
+#include "cg_metrics.h"
 #include "cg_worker.h"
 #include "cg_worker_class.h"
 
@@ -210,6 +211,7 @@ static int boot(struct cg_worker *w, PyObject *preloaded_app)
         return CG_WORKER_BOOT_ERROR;
     }
     w->booted = true;
+    cg_metrics_worker_booted();
     cg_py_hooks_worker_sync(w);
     return 0;
 }

@@ -15,6 +15,7 @@
 
 #include "cg_http_date.h"
 #include "cg_log.h"
+#include "cg_metrics.h"
 #include "cg_py_deadline.h"
 #include "cg_py.h"
 #include "cg_py_hooks.h"
@@ -54,8 +55,12 @@ static void log_access(struct cg_wsgi *g, PyObject *environ, struct cg_wsgi_resp
 {
     PyObject *hdrs = NULL, *req_hdrs = NULL, *r = NULL;
 
-    if (cg_statsd_on() && resp->r.started && resp->r.status_code >= 0) {
-        cg_statsd_request(resp->r.status_code, cg_py_wsgi_now_us() - t0);
+    if (resp->r.started && resp->r.status_code >= 0 && (cg_metrics_mine || cg_statsd_on())) {
+        uint64_t dur = cg_py_wsgi_now_us() - t0;
+        cg_metrics_request_done(cg_metrics_req_method(req), resp->r.status_code, dur);
+        if (cg_statsd_on()) {
+            cg_statsd_request(resp->r.status_code, dur);
+        }
     }
     if (g->access_log == NULL || environ == NULL) {
         return;
@@ -87,8 +92,12 @@ static void log_error_access(struct cg_wsgi *g, struct cg_wsgi_conn *c,
     char proto[32], ip[64], port[16] = "-1";
     PyObject *env = NULL, *st = NULL, *hdrs = NULL, *r = NULL;
 
-    if (cg_statsd_on() && req != NULL) {
-        cg_statsd_request(status, cg_py_wsgi_now_us() - t0);
+    if (req != NULL && (cg_metrics_mine || cg_statsd_on())) {
+        uint64_t dur = cg_py_wsgi_now_us() - t0;
+        cg_metrics_request_done(cg_metrics_req_method(req), status, dur);
+        if (cg_statsd_on()) {
+            cg_statsd_request(status, dur);
+        }
     }
     if (g->access_log == NULL || req == NULL) {
         return;
@@ -332,6 +341,7 @@ bool cg_py_wsgi_handle_sock(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keep
     struct cg_body_src src = { cg_wsgi_conn_body_read, c };
     bool reuse = false;
 
+    cg_metrics_request_start(req);
     cg_py_wsgi_resp_init(g, &resp, c, req);
     if (!keepalive) {
         cg_http_response_force_close(&resp.r); /* the sync worker closes, as gunicorn's */
@@ -409,6 +419,7 @@ bool cg_py_wsgi_handle_sock(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keep
     cg_py_wsgi_start_response_unbind(sr);
     Py_DECREF(sr);
 cleanup:
+    cg_metrics_request_end();
     if (input != NULL) {
         cg_py_input_detach(input);
     }
