@@ -92,8 +92,9 @@ SOCKET_IO = re.compile(
 # response files); the worker loops use them on their own pipes and eventfds.
 FD_IO = re.compile(r"(?<![\w.>])(read|write)\s*\(")
 TRANSPORT = {"cg_transport.c", "cg_transport_tls.c"}
-# server/ files whose sockets are not clients: sd_notify, statsd over UDP.
-NOT_CLIENT_SOCKETS = {"cg_daemon.c", "cg_statsd.c"}
+# server/ files whose sockets are not clients: sd_notify, statsd over UDP,
+# the master's control socket (gunicornc, a local peer of the same uid).
+NOT_CLIENT_SOCKETS = {"cg_daemon.c", "cg_statsd.c", "cg_control.c"}
 CONN_FILES = ("cg_conn.c", "cg_py_wsgi_conn.c", "cg_py_wsgi_resp.c", "cg_py_wsgi.c",
               "cg_py_asgi_conn.c", "cg_py_asgi_http.c", "cg_py_asgi_http_send.c",
               "cg_py_asgi_http_receive.c", "cg_py_asgi_ws.c", "cg_py_input.c")
