@@ -251,7 +251,8 @@ static void accept_clients(void)
             }
         }
         if (c == NULL) {
-            cg_log(CG_LOG_WARNING, "control socket: %d clients already connected; closing a new one",
+            cg_log(CG_LOG_WARNING,
+                   "control socket: %d clients already connected; closing a new one",
                    CG_CONTROL_MAX_CLIENTS);
             close(fd);
             continue;

@@ -42,12 +42,12 @@ def test_unbuilt_setting_is_named_in_a_warning_and_the_server_serves():
     """A setting the server does not honour yet is never silently ignored:
     start-up names it in one warning; a setting left at its default is not
     named."""
-    with Server(["--log-syslog", "app:app"], cwd=CONFIGS) as srv:
-        srv.wait_for_log(r"setting syslog is not implemented yet")
+    with Server(["--spew", "app:app"], cwd=CONFIGS) as srv:
+        srv.wait_for_log(r"setting spew is not implemented yet")
         with urllib.request.urlopen(srv.url + "/") as r:
             assert r.status == 200
         log = srv.log()
-    assert log.count("syslog is not implemented") == 1
+    assert log.count("spew is not implemented") == 1
     assert "setting logconfig is not" not in log
 
 
