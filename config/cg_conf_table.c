@@ -299,7 +299,7 @@ const struct cg_conf_setting cg_conf_settings[] = {
     { .name = "logger_class", .cli = { "--logger-class" }, .meta = "STRING",
       .section = CG_SECTION_LOGGING, .type = CG_CONF_CLASS, .action = CG_ACT_STORE,
       .dflt = "gunicorn.glogging.Logger", .check = cg_conf_check_class,
-      .offset = OFF(logger_class), .flags = 0,
+      .offset = OFF(logger_class), .flags = CG_CONF_IMPLEMENTED,
       .help = "Python class implementing logging." },
     { .name = "logconfig", .cli = { "--log-config" }, .meta = "FILE",
       .section = CG_SECTION_LOGGING, .type = CG_CONF_STR, .action = CG_ACT_STORE,

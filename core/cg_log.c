@@ -150,7 +150,17 @@ static void log_va(enum cg_log_level level, int errnum, bool exception, const ch
     time_t now = time(NULL);
     size_t n = 0;
 
-    if (cg_syslog_on()) { /* gunicorn's syslog handler sits beside the file's */
+    if (sink != NULL) {
+        va_list copy;
+        va_copy(copy, ap);
+        int rc = to_sink(level, exception, errnum, fmt, copy);
+        va_end(copy);
+        if (rc == 0) {
+            return;
+        }
+    }
+    if (cg_syslog_on()) { /* gunicorn's syslog handler beside the file's; a
+                          * Python sink (logconfig, logger_class) has its own */
         char text[8192];
         va_list copy;
         va_copy(copy, ap);
@@ -162,15 +172,6 @@ static void log_va(enum cg_log_level level, int errnum, bool exception, const ch
             tn = k < 0 ? tn : (tn + (size_t)k < sizeof(text) ? tn + (size_t)k : sizeof(text) - 1);
         }
         cg_syslog_send(CG_SYSLOG_ERROR, level, text, tn);
-    }
-    if (sink != NULL) {
-        va_list copy;
-        va_copy(copy, ap);
-        int rc = to_sink(level, exception, errnum, fmt, copy);
-        va_end(copy);
-        if (rc == 0) {
-            return;
-        }
     }
     localtime_r(&now, &tm);
     n = strftime(line, sizeof(line), "[%Y-%m-%d %H:%M:%S %z]", &tm);

@@ -134,3 +134,25 @@ def test_bad_facility_and_address_fail_start():
     r = run_cmd(["--chdir", APPS, "-b", "127.0.0.1:0", "--log-syslog", "--log-syslog-to",
                  "ftp://x", "app:app"], timeout=30)
     assert r.returncode != 0 and "invalid syslog address" in r.stderr
+
+
+def test_python_logging_paths_send_once(sink, tmp_path):
+    """With a logger_class, the syslog handler is the one its setup() adds
+    (Python's SysLogHandler): each line arrives once. (With logconfig_dict,
+    gunicorn's dictConfig replaces that handler, so nothing is sent.)"""
+    (tmp_path / "mylog.py").write_text(
+        "from gunicorn.glogging import Logger\n\nclass L(Logger):\n    pass\n")
+    for extra in (["--pythonpath", str(tmp_path), "--logger-class", "mylog.L"],):
+        sink.got.clear()
+        srv = start(sink, extra)
+        try:
+            boot = sink.wait_for(r"Booting worker with pid")
+            assert re.match(r"<14>gunicorn\.app\.app\.error: \[\d+\] Booting worker", boot)
+            assert get(srv.port, "/")[0] == 200
+            sink.wait_for(r"\.access: ")
+            srv.signal(1)
+            sink.wait_for(r"Hang up")
+            assert len([g for g in sink.got if "Booting worker" in g]) == 1, sink.got
+            assert len([g for g in sink.got if ".access: " in g]) == 1, sink.got
+        finally:
+            srv.stop()
