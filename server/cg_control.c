@@ -391,6 +391,7 @@ void cg_control_service(struct cg_master *m, const struct pollfd *pfd, size_t n)
     if (ctl.fd < 0) {
         return;
     }
+    cg_control_cmd_tick(m);
     for (size_t i = 0; i < n; i++) {
         if (pfd[i].revents == 0) {
             continue;

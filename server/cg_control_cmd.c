@@ -328,6 +328,25 @@ static json_t *worker_cmd(struct cg_master *m, int nw, char **w, struct cmd_err 
     return fail(e, "Unknown worker action: %s", w[0]);
 }
 
+/* Dirty workers still to add (> 0) or remove (< 0). Signals of one kind
+ * sent together may merge into one delivery, so the arbiter gets one
+ * TTIN/TTOU per tick of the master's loop (at least every second). */
+static long dirty_pending;
+static pid_t dirty_pending_pid;
+
+void cg_control_cmd_tick(struct cg_master *m)
+{
+    if (dirty_pending == 0) {
+        return;
+    }
+    if (m->dirty_pid <= 0 || m->dirty_pid != dirty_pending_pid) {
+        dirty_pending = 0; /* the arbiter went away: its replacement starts afresh */
+        return;
+    }
+    cg_sup_kill(&m->sup, m->dirty_pid, dirty_pending > 0 ? SIGTTIN : SIGTTOU);
+    dirty_pending += dirty_pending > 0 ? -1 : 1;
+}
+
 static json_t *dirty_cmd(struct cg_master *m, int nw, char **w, struct cmd_err *e)
 {
     long n;
@@ -346,9 +365,12 @@ static json_t *dirty_cmd(struct cg_master *m, int nw, char **w, struct cmd_err *
         return json_pack("{s:b,s:s}", "success", 0, "error", "Dirty arbiter not running");
     }
     /* The arbiter's TTIN/TTOU: one worker each, its limits applied there. */
-    for (long i = 0; i < n && i < CG_MASTER_MAX_SLOTS; i++) {
-        cg_sup_kill(&m->sup, m->dirty_pid, add ? SIGTTIN : SIGTTOU);
+    if (n > CG_MASTER_MAX_SLOTS) {
+        n = CG_MASTER_MAX_SLOTS;
     }
+    dirty_pending = add ? n : -n; /* a newer request replaces what is left of an older one */
+    dirty_pending_pid = m->dirty_pid;
+    cg_control_cmd_tick(m);
     return json_pack("{s:b,s:s,s:i}", "success", 1, "operation", add ? "add" : "remove",
                      "requested", (int)n);
 }

@@ -15,4 +15,8 @@ struct cg_master;
 json_t *cg_control_run(struct cg_master *m, const char *command, const json_t *args, char *err,
                        size_t errsize);
 
+/* Sends the next TTIN/TTOU a "dirty add|remove N" still owes the dirty
+ * arbiter (one per call). Called on every turn of the master's loop. */
+void cg_control_cmd_tick(struct cg_master *m);
+
 #endif

@@ -304,9 +304,12 @@ def test_dirty_commands():
             "pid": apid, "type": "dirty_arbiter", "role": "dirty master"}
         assert ctl(srv, "show stats")[1]["dirty_arbiter_pid"] == apid
         r = ctl(srv, "dirty add")[1]
-        assert r["success"] is True and r["operation"] == "add"
+        assert r["success"] is True and r["operation"] == "add" and r["requested"] == 1
         wait_dirty_workers(srv, 2)
-        r = ctl(srv, "dirty remove")[1]
+        r = ctl(srv, "dirty add 2")[1]
+        assert r["success"] is True and r["requested"] == 2
+        wait_dirty_workers(srv, 4)
+        r = ctl(srv, "dirty remove 3")[1]
         assert r["success"] is True and r["operation"] == "remove"
         wait_dirty_workers(srv, 1)
     finally:
