@@ -303,11 +303,10 @@ static void answer(struct cg_master *m, struct ctl_client *c, const unsigned cha
     char err[512] = "";
     json_t *data = cg_control_run(m, command ? command : "", json_object_get(req, "args"), err,
                                   sizeof(err));
+    json_t *idv = id != NULL ? json_incref(id) : json_integer(0); /* gunicorn: id or 0 */
     json_t *resp = data != NULL
-                       ? json_pack("{s:O,s:s,s:o}", "id", id ? id : json_integer(0), "status",
-                                   "ok", "data", data)
-                       : json_pack("{s:O,s:s,s:s}", "id", id ? id : json_integer(0), "status",
-                                   "error", "error", err);
+                       ? json_pack("{s:o,s:s,s:o}", "id", idv, "status", "ok", "data", data)
+                       : json_pack("{s:o,s:s,s:s}", "id", idv, "status", "error", "error", err);
     char *text = resp ? json_dumps(resp, JSON_COMPACT) : NULL;
     if (text != NULL) {
         queue_frame(c, text, strlen(text));

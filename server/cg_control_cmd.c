@@ -186,7 +186,7 @@ static json_t *show_config(struct cg_master *m)
     json_t *o = json_object();
 
     json_object_set_new(o, "bind", strlist(&c->bind));
-    json_object_set_new(o, "workers", json_integer(m->num_workers));
+    json_object_set_new(o, "workers", json_integer(c->workers)); /* the setting, as gunicorn */
     json_object_set_new(o, "worker_class", worker_class_repr(c->worker_class));
     json_object_set_new(o, "threads", json_integer(c->threads));
     json_object_set_new(o, "timeout", json_integer(c->timeout));

@@ -110,6 +110,8 @@ def test_worker_add_remove_kill_side_by_side(pair):
         wait_until(lambda: ctl(srv, "show workers")[1]["count"] == 4, what="4 workers")
         assert ctl(srv, "worker remove")[1] == {"removed": 1, "previous": 4, "total": 3}
         wait_until(lambda: ctl(srv, "show workers")[1]["count"] == 3, what="3 workers")
+        assert ctl(srv, "show config")[1]["workers"] == 2  # the setting, not the target
+        assert ctl(srv, "show stats")[1]["workers_target"] == 3
         assert ctl(srv, "worker remove 10")[1] == {"removed": 2, "previous": 3, "total": 1}
         wait_until(lambda: ctl(srv, "show workers")[1]["count"] == 1, what="1 worker")
         victim = ctl(srv, "show workers")[1]["workers"][0]["pid"]
@@ -252,6 +254,9 @@ def test_silent_and_slow_clients_do_not_hold_the_master():
         # A second request on the same connection is answered too.
         slow.sendall(frame({"id": 8, "command": "help"}))
         assert read_frame(slow)["id"] == 8
+        slow.sendall(frame({"command": "show"}))  # no id: 0, as upstream
+        assert read_frame(slow) == {"id": 0, "status": "error", "error": "Invalid argument: "
+                                    "Missing show target (all|workers|dirty|config|stats|listeners)"}
         # An oversized frame header closes that client only.
         bad = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         bad.connect(srv.control_socket)
