@@ -115,15 +115,54 @@ static json_t *show_workers(struct cg_master *m)
     return json_pack("{s:o,s:i}", "workers", workers_list(m, false), "count", m->nkids);
 }
 
+/* The arbiter's workers as gunicorn's status handler lists them: pid, age,
+ * apps, booted, last_heartbeat (the arbiter keeps no heartbeat age: null),
+ * oldest first. An arbiter that does not answer in time gives []. */
+static json_t *dirty_workers(void)
+{
+    json_t *status = cg_control_dirty_status(250);
+    json_t *list = json_array();
+    size_t i;
+    json_t *w;
+
+    json_array_foreach(json_object_get(status, "workers"), i, w)
+    {
+        json_t *apps = json_object_get(w, "apps");
+        json_array_append_new(
+            list, json_pack("{s:O,s:O,s:o,s:b,s:n}", "pid", json_object_get(w, "pid"), "age",
+                            json_object_get(w, "age"), "apps",
+                            apps ? json_incref(apps) : json_array(),
+                            "booted", json_is_true(json_object_get(w, "booted")),
+                            "last_heartbeat"));
+    }
+    json_decref(status);
+    /* gunicorn sorts by age */
+    size_t n = json_array_size(list);
+    for (size_t a = 1; a < n; a++) {
+        for (size_t b = a; b > 0; b--) {
+            json_t *x = json_array_get(list, b - 1), *y = json_array_get(list, b);
+            if (json_integer_value(json_object_get(x, "age")) <=
+                json_integer_value(json_object_get(y, "age"))) {
+                break;
+            }
+            json_incref(x);
+            json_array_set(list, b - 1, y);
+            json_array_set_new(list, b, x);
+        }
+    }
+    return list;
+}
+
 static json_t *show_all(struct cg_master *m)
 {
     json_t *dirty = m->dirty_pid > 0 ? json_pack("{s:i,s:s,s:s}", "pid", (int)m->dirty_pid,
                                                  "type", "dirty_arbiter", "role", "dirty master")
                                      : json_null();
-    return json_pack("{s:{s:i,s:s,s:s},s:o,s:i,s:o,s:[],s:i}", "arbiter", "pid", (int)getpid(),
+    json_t *dw = m->dirty_pid > 0 ? dirty_workers() : json_array();
+    return json_pack("{s:{s:i,s:s,s:s},s:o,s:i,s:o,s:o,s:i}", "arbiter", "pid", (int)getpid(),
                      "type", "arbiter", "role", "master", "web_workers", workers_list(m, true),
-                     "web_worker_count", m->nkids, "dirty_arbiter", dirty, "dirty_workers",
-                     "dirty_worker_count", 0);
+                     "web_worker_count", m->nkids, "dirty_arbiter", dirty, "dirty_workers", dw,
+                     "dirty_worker_count", (int)json_array_size(dw));
 }
 
 /* "module:Class:N" -> import_path "module:Class", worker_count N. */

@@ -4,6 +4,7 @@
 #define CG_CONTROL_INT_H
 
 #include <jansson.h>
+#include <stdint.h>
 
 struct cg_master;
 
@@ -14,6 +15,11 @@ struct cg_master;
  * command"). Master loop, GIL held. */
 json_t *cg_control_run(struct cg_master *m, const char *command, const json_t *args, char *err,
                        size_t errsize);
+
+/* The dirty arbiter's status reply ("result": arbiter_pid, workers, ...)
+ * asked over GUNICORN_DIRTY_SOCKET within `budget_ms`; NULL when there is
+ * no arbiter or it did not answer in time. New reference. Master loop. */
+json_t *cg_control_dirty_status(uint64_t budget_ms);
 
 /* Sends the next TTIN/TTOU a "dirty add|remove N" still owes the dirty
  * arbiter (one per call). Called on every turn of the master's loop. */

@@ -305,8 +305,13 @@ def test_dirty_commands():
         d = ctl(srv, "show dirty")[1]
         assert d["enabled"] is True and d["pid"] == apid
         assert d["apps"][0]["import_path"] == COUNTER
-        assert ctl(srv, "show all")[1]["dirty_arbiter"] == {
+        every = ctl(srv, "show all")[1]
+        assert every["dirty_arbiter"] == {
             "pid": apid, "type": "dirty_arbiter", "role": "dirty master"}
+        assert every["dirty_worker_count"] == 1
+        (dw,) = every["dirty_workers"]
+        assert set(dw) == {"pid", "age", "apps", "booted", "last_heartbeat"}
+        assert dw["apps"] == [COUNTER] and dw["booted"] is True
         assert ctl(srv, "show stats")[1]["dirty_arbiter_pid"] == apid
         r = ctl(srv, "dirty add")[1]
         assert r["success"] is True and r["operation"] == "add" and r["requested"] == 1
@@ -317,5 +322,6 @@ def test_dirty_commands():
         r = ctl(srv, "dirty remove 3")[1]
         assert r["success"] is True and r["operation"] == "remove"
         wait_dirty_workers(srv, 1)
+        wait_until(lambda: ctl(srv, "show all")[1]["dirty_worker_count"] == 1, what="status")
     finally:
         srv.stop()
