@@ -325,3 +325,27 @@ def test_dirty_commands():
         wait_until(lambda: ctl(srv, "show all")[1]["dirty_worker_count"] == 1, what="status")
     finally:
         srv.stop()
+
+
+def test_dirty_shows_side_by_side():
+    def run(binary):
+        srv = Server(["--chdir", DIRTY_APPS, "-w", "1", "--dirty-workers", "1", "--dirty-app",
+                      COUNTER, "dirty_wsgi:app"], cwd=DIRTY_APPS, binary=binary)
+        try:
+            wait_socket(srv)
+            wait_until(lambda: ctl(srv, "show all")[1]["dirty_worker_count"] == 1,
+                       what="dirty worker listed")
+            return {c: ctl(srv, c)[1] for c in ("show all", "show dirty", "show stats")}
+        finally:
+            srv.stop()
+
+    ours, theirs = run(None), run(GUNICORN)
+    assert ours["show dirty"]["apps"] == theirs["show dirty"]["apps"]
+    assert shape(ours["show dirty"]) == shape(theirs["show dirty"])
+    for got, want in ((ours["show all"], theirs["show all"]),
+                      (ours["show stats"], theirs["show stats"])):
+        for w in got.get("dirty_workers", []) + want.get("dirty_workers", []):
+            w.pop("last_heartbeat")  # the arbiter keeps no heartbeat age (compatibility.md)
+            w.pop("booted")  # upstream reports false even for a worker that serves
+        assert shape(got) == shape(want)
+    assert ours["show all"]["dirty_workers"][0]["apps"] == [COUNTER]
