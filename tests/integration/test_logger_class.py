@@ -96,10 +96,11 @@ def test_json_access_logger(loggers):
         recs = [json.loads(l) for l in lines]
         for r in recs:
             assert r.pop("ms") >= 0
+            assert r.pop("bytes") > 0  # the body names the worker's pid: lengths may differ
         out[binary] = recs
     assert out[None] == out[GUNICORN]
     assert out[None][0]["path"] == "/a" and out[None][0]["query"] == "x=1"
-    assert out[None][0]["status"] == 200 and out[None][0]["bytes"] > 0
+    assert out[None][0]["status"] == 200
 
 
 def test_atoms_override(loggers):
