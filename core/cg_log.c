@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cg_log.h"
+#include "cg_syslog.h"
 
 static const char *const level_names[] = { "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL" };
 
@@ -157,6 +158,20 @@ static void log_va(enum cg_log_level level, int errnum, bool exception, const ch
         if (rc == 0) {
             return;
         }
+    }
+    if (cg_syslog_on()) { /* gunicorn's syslog handler beside the file's; a
+                          * Python sink (logconfig, logger_class) has its own */
+        char text[8192];
+        va_list copy;
+        va_copy(copy, ap);
+        int k = vsnprintf(text, sizeof(text), fmt, copy);
+        va_end(copy);
+        size_t tn = k < 0 ? 0 : ((size_t)k < sizeof(text) ? (size_t)k : sizeof(text) - 1);
+        if (errnum != 0 && tn < sizeof(text) - 1) {
+            k = snprintf(text + tn, sizeof(text) - tn, ": %s", strerror(errnum));
+            tn = k < 0 ? tn : (tn + (size_t)k < sizeof(text) ? tn + (size_t)k : sizeof(text) - 1);
+        }
+        cg_syslog_send(CG_SYSLOG_ERROR, level, text, tn);
     }
     localtime_r(&now, &tm);
     n = strftime(line, sizeof(line), "[%Y-%m-%d %H:%M:%S %z]", &tm);

@@ -40,9 +40,12 @@ int cg_daemon_start(bool keep_stdio, struct cg_err *err)
         return -1;
     }
     dup2(null, 0);
-    if (!keep_stdio) {
-        dup2(null, 1);
-        dup2(null, 2);
+    /* enable_stdio_inheritance keeps stdout/stderr where a shell redirection
+     * sent them; a terminal is still let go of (gunicorn's daemonize). */
+    for (int fd = 1; fd <= 2; fd++) {
+        if (!keep_stdio || isatty(fd)) {
+            dup2(null, fd);
+        }
     }
     if (null > 2) {
         close(null);

@@ -19,6 +19,7 @@
 #include "cg_py_logconfig.h"
 #include "cg_py_ssl_context.h"
 #include "cg_statsd.h"
+#include "cg_syslog.h"
 #include "cg_transport_tls.h"
 
 static void print_usage_error(const char *msg)
@@ -27,6 +28,24 @@ static void print_usage_error(const char *msg)
 }
 
 /* --check-config / --print-config: load the application and exit, as gunicorn. */
+/* gunicorn's _set_syslog_handler: the prefix is syslog_prefix, else
+ * proc_name with ':' made '.'. */
+static int open_syslog(const struct cg_conf *conf, struct cg_err *err)
+{
+    char prefix[256];
+
+    snprintf(prefix, sizeof(prefix), "%s",
+             conf->syslog_prefix ? conf->syslog_prefix
+                                 : (conf->proc_name ? conf->proc_name : conf->default_proc_name));
+    for (char *p = prefix; *p != '\0'; p++) {
+        if (*p == ':') {
+            *p = '.';
+        }
+    }
+    return cg_syslog_open(conf->syslog_addr, prefix, conf->syslog_facility,
+                          !conf->disable_redirect_access_to_syslog, err);
+}
+
 static int check_app(const struct cg_conf *conf)
 {
     struct cg_err err = { { 0 } };
@@ -93,6 +112,10 @@ int main(int argc, char **argv)
         cg_conf_apply_env(&conf, &err) < 0 ||
         cg_log_level_parse(conf.loglevel, &level, &err) < 0 ||
         cg_log_open(conf.errorlog, level, &err) < 0) {
+        fprintf(stderr, "\nError: %s\n", err.msg);
+        exit(1);
+    }
+    if (conf.syslog && open_syslog(&conf, &err) < 0) {
         fprintf(stderr, "\nError: %s\n", err.msg);
         exit(1);
     }

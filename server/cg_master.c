@@ -25,6 +25,7 @@
 
 #include "cg_clock.h"
 #include "cg_conf_worker_class.h"
+#include "cg_control.h"
 #include "cg_daemon.h"
 #include "cg_dirty_arbiter.h"
 #include "cg_log.h"
@@ -148,6 +149,7 @@ int cg_master_spawn_worker(struct cg_master *m)
     }
     atomic_store(&m->slots[slot].pid, (int32_t)pid);
     m->kids[m->nkids++] = (struct cg_master_child){ .pid = pid, .slot = slot, .age = m->age };
+    m->stats.spawned++;
     cg_py_hooks_worker_forked(&m->hooks, pyw, pid);
     Py_DECREF(pyw);
     return 0;
@@ -176,6 +178,7 @@ static void cull_workers(struct cg_master *m)
             return;
         }
         oldest->stopping = true;
+        m->stats.killed++;
         cg_sup_stop_one(&m->sup, oldest->pid, SIGTERM);
     }
 }
@@ -600,6 +603,9 @@ static int start(struct cg_master *m, struct cg_err *err)
     const char *oldpid = getenv("GUNICORN_PID");
     char names[4096];
 
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    m->stats.start_time = (double)wall.tv_sec + (double)wall.tv_nsec / 1e9;
     snprintf(m->proc_name, sizeof(m->proc_name), "%s",
              conf->proc_name ? conf->proc_name : conf->default_proc_name);
     m->master_name = "Master";
@@ -746,14 +752,26 @@ int cg_master_run(struct cg_conf *conf, struct cg_err *err)
     }
     cg_master_set_title(m);
     cg_master_manage_workers(m);
+    cg_control_open(m); /* as gunicorn: once the first workers are spawned */
     while (!stop && !m->fatal) {
-        struct pollfd pfd[CG_SUP_POLL_MAX];
+        /* the self-pipe, the control socket's fds, then metrics_bind's */
+        struct pollfd pfd[1 + CG_CONTROL_MAX_POLLFDS + CG_SUP_POLL_MAX] = {
+            { .fd = cg_sig_fd(), .events = POLLIN }
+        };
+        size_t nctl = cg_control_pollfds(pfd + 1);
+        int nmet = cg_metrics_http_on()
+                       ? cg_metrics_http_pollfds(pfd + 1 + nctl, CG_SUP_POLL_MAX - 1)
+                       : 0;
         cg_master_maybe_promote(m);
         if (!cg_sig_any_pending()) { /* HUP's wait may have emptied the pipe */
             Py_BEGIN_ALLOW_THREADS
-            cg_sup_poll(pfd, CG_SUP_POLL_MAX, 1000); /* also serves metrics_bind */
+            poll(pfd, 1 + nctl + (size_t)nmet, 1000);
             Py_END_ALLOW_THREADS
         }
+        if (nmet > 0) { /* also on a timeout: its clients' deadlines */
+            cg_metrics_http_service(pfd + 1 + nctl, nmet);
+        }
+        cg_control_service(m, pfd + 1, nctl);
         stop = handle_signals(m);
         if (stop || m->fatal) {
             break;
@@ -769,6 +787,7 @@ int cg_master_run(struct cg_conf *conf, struct cg_err *err)
             spawn_dirty(m);
         }
     }
+    cg_control_close(); /* gunicorn stops the control server first */
     if (m->fatal) {
         /* A hook raised in the loop (logged with its traceback): gunicorn
          * stops the workers quickly and exits -1. */

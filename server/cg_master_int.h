@@ -60,6 +60,12 @@ struct cg_master {
     int exit_status;
     const char *halt_reason;
     bool fatal; /* a hook raised in the loop: gunicorn's "Unhandled exception" */
+    struct {     /* what the control socket's "show stats" reports (gunicorn's _stats) */
+        double start_time;      /* wall clock at start, seconds */
+        unsigned long spawned;  /* workers forked */
+        unsigned long killed;   /* workers sent TERM or KILL to stop them */
+        unsigned long reloads;  /* HUP reloads */
+    } stats;
 };
 
 /* cg_master.c */

@@ -156,6 +156,7 @@ void cg_master_reload(struct cg_master *m)
     struct cg_err err = { { 0 } };
     int last_age = m->age;
 
+    m->stats.reloads++;
     cg_log(CG_LOG_INFO, "Hang up: %s", m->master_name);
     if (load_again(m, &next) == 0) {
         apply(m, &next);
@@ -185,6 +186,7 @@ void cg_master_reload(struct cg_master *m)
         if (m->kids[i].age <= last_age && !m->kids[i].stopping) {
             m->kids[i].stopping = true;
             m->kids[i].reloading = true;
+            m->stats.killed++;
             cg_sup_stop_one(&m->sup, m->kids[i].pid, SIGTERM);
         }
     }

@@ -11,6 +11,7 @@
 #include "cg_py_hooks.h"
 #include "cg_py_modules.h"
 #include "cg_statsd.h"
+#include "cg_syslog.h"
 
 /* Logs `msg` at `level` (0 debug .. 4 critical) into the error log. */
 static PyObject *core_log(PyObject *self, PyObject *args)
@@ -149,11 +150,32 @@ static PyObject *core_metric_update(PyObject *self, PyObject *const *args, Py_ss
     Py_RETURN_NONE;
 }
 
+/* syslog_access(line): one access log line to syslog (the `syslog`
+ * setting, unless disable_redirect_access_to_syslog). */
+static PyObject *core_syslog_access(PyObject *self, PyObject *args)
+{
+    PyObject *line;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "U:syslog_access", &line)) {
+        return NULL;
+    }
+    Py_ssize_t n;
+    const char *text = PyUnicode_AsUTF8AndSize(line, &n);
+    if (text == NULL) {
+        return NULL;
+    }
+    cg_syslog_send(CG_SYSLOG_ACCESS, CG_LOG_INFO, text, (size_t)n);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef core_methods[] = {
     { "metric_register", core_metric_register, METH_VARARGS,
       "metric_register(kind, name, labels, help) -> index, or -1 (dropped)" },
     { "metric_update", (PyCFunction)(void (*)(void))core_metric_update, METH_FASTCALL,
       "metric_update(op, index, value): 0 add, 1 set, 2 observe" },
+    { "syslog_access", core_syslog_access, METH_VARARGS,
+      "syslog_access(line): send one access log line to syslog" },
     { "log", core_log, METH_VARARGS,
       "log(level, message): write to the server's error log (level 5: an exception, written at "
       "ERROR)" },

@@ -10,6 +10,7 @@
 #include "cg_py_input.h"
 #include "cg_py_logconfig.h"
 #include "cg_py_wsgi_int.h"
+#include "cg_syslog.h"
 #include "cg_transport_tls.h"
 
 /* Interns every environ key (owned references in g->k). */
@@ -201,15 +202,17 @@ static int setup_access_log(struct cg_wsgi *g)
         g->access_log = cg_py_logconfig_access_log(conf->access_log_format);
         return g->access_log ? 0 : -1;
     }
-    if (conf->accesslog == NULL) {
+    /* gunicorn logs access lines to syslog even without an accesslog. */
+    bool to_syslog = cg_syslog_access_on();
+    if (conf->accesslog == NULL && !to_syslog) {
         return 0;
     }
     mod = PyImport_ImportModule("cgunicorn.accesslog");
     if (mod == NULL) {
         return -1;
     }
-    g->access_log = PyObject_CallMethod(mod, "AccessLog", "ss", conf->access_log_format,
-                                        conf->accesslog);
+    g->access_log = PyObject_CallMethod(mod, "AccessLog", "szO", conf->access_log_format,
+                                        conf->accesslog, to_syslog ? Py_True : Py_False);
     Py_DECREF(mod);
     return g->access_log ? 0 : -1;
 }

@@ -1,8 +1,10 @@
 """Shared harness for black-box tests: start the real cgunicorn binary (or
 upstream gunicorn, for side-by-side runs), wait for it with a deadline, and
 always kill its process group afterwards."""
+import atexit
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +18,16 @@ CGUNICORN = os.environ.get("CGUNICORN", os.path.join(ROOT, "build", "cgunicorn")
 VENV = os.path.join(ROOT, ".venv")
 GUNICORN = os.path.join(VENV, "bin", "gunicorn")
 LISTEN_RE = re.compile(r"Listening at: (\S+)")
+
+# The control socket is on by default (as upstream's): its default path is
+# $XDG_RUNTIME_DIR/gunicorn.ctl, else ~/.gunicorn/gunicorn.ctl. Every server a
+# test starts gets a runtime directory under tmp, so nothing is written in
+# $HOME and servers running side by side do not take each other's path.
+if os.environ.get("CG_TEST_XDG_RUNTIME_DIR") is None:
+    _xdg = tempfile.mkdtemp(prefix="cgtest-xdg-")
+    atexit.register(shutil.rmtree, _xdg, True)
+    os.environ["CG_TEST_XDG_RUNTIME_DIR"] = _xdg
+    os.environ["XDG_RUNTIME_DIR"] = _xdg
 
 
 def _is_asan_build(path):
@@ -83,6 +95,9 @@ class Server:
         if bind.startswith("unix:"):
             self.unix_path = bind[5:]
         exe = binary or CGUNICORN
+        env = dict(env or {})
+        env.setdefault("XDG_RUNTIME_DIR", self.tmp.name)
+        self.control_socket = os.path.join(env["XDG_RUNTIME_DIR"], "gunicorn.ctl")
         cmd = [exe, "--bind", bind, "--error-logfile", self.log_path] + list(args)
         self.log_file = open(self.log_path + ".out", "wb")
         self.proc = subprocess.Popen(

@@ -42,12 +42,12 @@ def test_unbuilt_setting_is_named_in_a_warning_and_the_server_serves():
     """A setting the server does not honour yet is never silently ignored:
     start-up names it in one warning; a setting left at its default is not
     named."""
-    with Server(["--log-syslog", "app:app"], cwd=CONFIGS) as srv:
-        srv.wait_for_log(r"setting syslog is not implemented yet")
+    with Server(["--spew", "app:app"], cwd=CONFIGS) as srv:
+        srv.wait_for_log(r"setting spew is not implemented yet")
         with urllib.request.urlopen(srv.url + "/") as r:
             assert r.status == 200
         log = srv.log()
-    assert log.count("syslog is not implemented") == 1
+    assert log.count("spew is not implemented") == 1
     assert "setting logconfig is not" not in log
 
 
@@ -69,9 +69,9 @@ def test_tls_with_missing_files_fails_start_up_naming_the_file():
 
 
 def test_no_control_socket_is_not_warned_about(tmp_path):
-    """Disabling the control socket cgunicorn does not open yet is exactly
-    what happens: no 'not implemented' warning (from the CLI or a config
-    file), while setting control_socket itself is still named."""
+    """The control socket settings are implemented: no 'not implemented'
+    warning for disabling it (from the CLI or a config file) or for a path,
+    and a disabled socket is not opened."""
     from conftest import Server
     conf = tmp_path / "conf.py"
     conf.write_text("control_socket_disable = True\n")
@@ -81,10 +81,12 @@ def test_no_control_socket_is_not_warned_about(tmp_path):
         try:
             assert "control_socket_disable" not in srv.log()
             assert "not implemented" not in srv.log()
+            assert "Control socket listening" not in srv.log()
         finally:
             srv.stop()
     srv = Server(["--chdir", apps, "--control-socket", str(tmp_path / "ctl.sock"), "envapp:app"])
     try:
-        srv.wait_for_log(r"setting control_socket is not implemented yet")
+        srv.wait_for_log(r"Control socket listening at " + str(tmp_path / "ctl.sock"))
+        assert "not implemented" not in srv.log()
     finally:
         srv.stop()

@@ -93,8 +93,11 @@ SOCKET_IO = re.compile(
 FD_IO = re.compile(r"(?<![\w.>])(read|write)\s*\(")
 TRANSPORT = {"cg_transport.c", "cg_transport_tls.c"}
 # server/ files whose sockets are not clients: sd_notify, statsd over UDP,
-# the master's metrics listener (scrapers and probes, not the app's clients).
-NOT_CLIENT_SOCKETS = {"cg_daemon.c", "cg_statsd.c", "cg_metrics_http.c"}
+# the master's metrics listener (scrapers and probes, not the app's clients),
+# the master's control socket (gunicornc, a local peer of the same uid) and
+# its status query to the dirty arbiter.
+NOT_CLIENT_SOCKETS = {"cg_daemon.c", "cg_statsd.c", "cg_metrics_http.c", "cg_control.c",
+                      "cg_control_dirty.c"}
 CONN_FILES = ("cg_conn.c", "cg_py_wsgi_conn.c", "cg_py_wsgi_resp.c", "cg_py_wsgi.c",
               "cg_py_asgi_conn.c", "cg_py_asgi_http.c", "cg_py_asgi_http_send.c",
               "cg_py_asgi_http_receive.c", "cg_py_asgi_ws.c", "cg_py_input.c")

@@ -39,13 +39,19 @@ def _basic_user(environ):
 
 
 class AccessLog:
-    def __init__(self, fmt, path):
+    """path: the accesslog file, "-" for stdout, or None (syslog only);
+    syslog: also send each line to syslog (gunicorn's `syslog` setting)."""
+
+    def __init__(self, fmt, path, syslog=False):
         self.fmt = fmt
         self.path = path
         self.stream = None
+        self.syslog = syslog
         self.reopen()
 
     def reopen(self):
+        if self.path is None:
+            return
         if self.path == "-":
             self.stream = sys.stdout
             return
@@ -94,6 +100,11 @@ class AccessLog:
         except Exception as exc:  # a bad format must not break serving
             import _cgunicorn
             _cgunicorn.log(3, "access log format %r failed: %r" % (self.fmt, exc))
+            return
+        if self.syslog:
+            import _cgunicorn
+            _cgunicorn.syslog_access(line)
+        if self.stream is None:
             return
         self.stream.write(line + "\n")
         if self.stream is sys.stdout:

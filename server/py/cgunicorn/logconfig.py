@@ -17,7 +17,7 @@ import logging.config
 import os
 import sys
 
-from cgunicorn import accesslog
+from cgunicorn import accesslog, loggerclass
 
 # The C side's levels (cg_log.h), then one for an exception's traceback.
 _LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
@@ -55,11 +55,12 @@ def _defaults():
 error_log = logging.getLogger("gunicorn.error")
 access_log = logging.getLogger("gunicorn.access")
 _active = False
+_custom = False  # logger_class names a user's Logger: cgunicorn.loggerclass serves
 
 
 def wanted(values):
     return bool(values.get("logconfig") or values.get("logconfig_dict")
-                or values.get("logconfig_json"))
+                or values.get("logconfig_json") or loggerclass.wanted(values))
 
 
 def _own_handler(log, output, fmt, stream):
@@ -85,7 +86,11 @@ def setup(values):
     """Sets the loggers up from the resolved settings (a dict). Raises
     RuntimeError naming the problem when the configuration is bad. Returns
     the effective level of "gunicorn.error" (logging's number)."""
-    global _active
+    global _active, _custom
+    _custom = loggerclass.wanted(values)
+    if _custom:
+        _active = True
+        return loggerclass.setup(values)
     error_log.propagate = False
     access_log.propagate = False
     error_log.setLevel(_NAMED.get(str(values.get("loglevel") or "info").lower(), logging.INFO))
@@ -93,6 +98,16 @@ def setup(values):
     _own_handler(error_log, values.get("errorlog") or "-", logging.Formatter(ERROR_FMT, DATEFMT),
                  sys.stderr)
     _own_handler(access_log, values.get("accesslog"), logging.Formatter(ACCESS_FMT), sys.stdout)
+    if values.get("syslog"):  # gunicorn adds its syslog handlers before the user's config
+        from gunicorn import glogging
+        log = glogging.Logger.__new__(glogging.Logger)
+        cfg = loggerclass.Cfg(values)
+        for target, name in ((error_log, "error"), (access_log, "access")):
+            if name == "access" and values.get("disable_redirect_access_to_syslog"):
+                continue
+            glogging.Logger._set_syslog_handler(log, target, cfg, glogging.Logger.syslog_fmt,
+                                                name)
+            target.handlers[-1]._cgunicorn = True
     if values.get("logconfig_dict"):
         config = _defaults()
         config.update(values["logconfig_dict"])
@@ -137,6 +152,8 @@ def emit(level, text):
 
 def reopen():
     """USR1: reopen the file handlers, as gunicorn's reopen_files does."""
+    if _custom:
+        return loggerclass.reopen()
     for name in [None] + list(logging.root.manager.loggerDict):
         log = logging.getLogger(name)
         for h in getattr(log, "handlers", ()):
@@ -153,6 +170,11 @@ def reopen():
 class AccessLog(accesslog.AccessLog):
     """The access log through the "gunicorn.access" logger: the format
     string with the atoms mapping as its argument, as gunicorn logs it."""
+
+    def __new__(cls, fmt):
+        if _custom:  # the user's Logger.access() serves each request
+            return loggerclass.AccessLog(fmt)
+        return super().__new__(cls)
 
     def __init__(self, fmt):
         self.fmt = fmt
