@@ -271,6 +271,32 @@ def test_dirty_calls_from_greenlets_overlap(server_factory):
     assert stats["peak"] >= 2, stats
 
 
+def test_fifty_greenlets_make_dirty_calls_at_once(server_factory):
+    """50 greenlets of one worker each make a dirty call once all 50 are in
+    flight: every call is answered, by the dirty workers, and the worker
+    served the 50 requests at once."""
+    srv = start(server_factory, "--dirty-workers", "2", "--dirty-threads", "5",
+                "--dirty-app", "dirty_testapps:Counter", env={"PYTHONPATH": DIRTY_APPS})
+    srv.wait_for_log(r"Dirty arbiter listening on")
+    wait_until(lambda: srv.log().count("Initialized dirty app") >= 2, 30, "2 dirty workers")
+    out = [None] * 50
+
+    def one(i):
+        status, _, body = get(srv, "/dirty?s=0.2&n=50", timeout=90)
+        out[i] = (status, json.loads(body) if status == 200 else body)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(o is not None and o[0] == 200 for o in out), out
+    assert {o[1]["result"]["slept"] for o in out} == {0.2}
+    assert len({o[1]["pid"] for o in out}) == 1  # one HTTP worker
+    assert len({o[1]["result"]["pid"] for o in out}) == 2  # both dirty workers
+    assert get_json(srv, "/stats")["peak"] >= 50
+
+
 @pytest.mark.parametrize("preload", [False, True], ids=["", "preload"])
 def test_a_dirty_call_runs_while_another_greenlets_call_waits(server_factory, tmp_path,
                                                               preload):

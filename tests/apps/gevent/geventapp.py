@@ -9,7 +9,8 @@ GET  /env          the environ facts the tests check (JSON)
 GET  /chunked      a response without Content-Length, as 3 pieces
 GET  /file         this file through wsgi.file_wrapper
 POST /echo         the request body
-GET  /dirty?s=0.5  a dirty call (Counter.sleep) counted like /slow
+GET  /dirty?s=0.5  a dirty call (Counter.sleep) counted like /slow; with &n=N
+                   the call is made once N requests are in flight (as /slow)
 GET  /block?s=30   blocks the whole process (the unpatched time.sleep)
 GET  /dirty_wait?p=PATH  Counter.wait_for(PATH): returns once PATH exists
 GET  /dirty_mark?p=PATH  Counter.sleep_marked(PATH, 0): creates PATH
@@ -104,7 +105,14 @@ def app(environ, start_response):
         return _json(start_response, r)
     if path == "/dirty":
         s = _seconds(environ)
-        r = _counted(lambda: get_dirty_client().execute("dirty_testapps:Counter", "sleep", s))
+
+        def call():
+            want = _seconds(environ, "n", 0)
+            deadline = time.monotonic() + 30
+            while _stats["inflight"] < want and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return get_dirty_client().execute("dirty_testapps:Counter", "sleep", s)
+        r = _counted(call)
         return _json(start_response, {"result": r, "pid": os.getpid()})
     start_response("404 Not Found", [("Content-Length", "0")])
     return [b""]
