@@ -110,6 +110,7 @@ struct stream {
     bool notified;        /* on hc->notify */
     struct stream *nnext;
     struct stream *aprev, *anext; /* hc->all (loop) */
+    struct stream *wnext;         /* hc->wait_head (loop) */
 
     /* response: written by the pool thread, sent by the loop */
     struct buf rhead;     /* HTTP/1 head until its blank line */
@@ -145,7 +146,9 @@ struct cg_h2_conn {
     bool dead;              /* socket failed or peer closed: no more I/O */
     bool goaway;
     int header_abuse;
-    size_t njobs;           /* streams queued or running on the pool */
+    size_t njobs;           /* streams queued here or on the pool, or running */
+    size_t running;         /* of which submitted to the pool */
+    struct stream *wait_head, *wait_tail; /* queued here, beyond the pool share */
     size_t nstreams;
 };
 
@@ -434,6 +437,27 @@ static int build_head(struct stream *s, bool end_stream)
     return 0;
 }
 
+/* Hands waiting streams to the pool while the connection holds less than
+ * its share of the threads (half of them, at least one): one connection's
+ * streams, even ones that wait for bodies that never come, cannot take
+ * every thread from the others. Loop thread. */
+static void pump(struct cg_h2_conn *hc)
+{
+    int threads = hc->hub->conf->threads > 1 ? hc->hub->conf->threads : 1;
+    size_t share = threads / 2 > 0 ? (size_t)(threads / 2) : 1;
+
+    while (hc->wait_head != NULL && hc->running < share) {
+        struct stream *s = hc->wait_head;
+        hc->wait_head = s->wnext;
+        if (hc->wait_head == NULL) {
+            hc->wait_tail = NULL;
+        }
+        s->wnext = NULL;
+        hc->running++;
+        hc->hub->submit(hc->hub->submit_arg, &s->job);
+    }
+}
+
 static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *frame, void *ud)
 {
     struct cg_h2_conn *hc = ud;
@@ -456,7 +480,13 @@ static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *frame, void 
         s->queued = true;
         pthread_mutex_unlock(&hc->mu);
         hc->njobs++;
-        hc->hub->submit(hc->hub->submit_arg, &s->job);
+        if (hc->wait_tail != NULL) {
+            hc->wait_tail->wnext = s;
+        } else {
+            hc->wait_head = s;
+        }
+        hc->wait_tail = s;
+        pump(hc);
         return 0;
     }
     if (end) {
@@ -592,6 +622,9 @@ static void service(struct cg_h2_conn *hc)
         bool job_done = s->job_done;
         pthread_mutex_unlock(&hc->mu);
 
+        if (job_done) {
+            hc->running--;
+        }
         if (closed) {
             if (job_done) {
                 hc->njobs--;
@@ -622,6 +655,7 @@ static void service(struct cg_h2_conn *hc)
             nghttp2_session_resume_data(hc->ses, s->id);
         }
     }
+    pump(hc);
 }
 
 /* ---- the connection (loop side) ------------------------------------------ */
@@ -1218,6 +1252,7 @@ void cg_h2_job_run(struct cg_wsgi *g, struct cg_h2_job *job, void (*count)(void 
         c.peer = hc->peer;
         c.peer_len = hc->peer_len;
         c.io_timeout_ms = stream_timeout_ms(s);
+        c.http2 = true;
         cg_http_parser_init(&c.parser, &hc->hub->limits, (const struct sockaddr *)&c.peer);
         enum cg_wsgi_head h;
         Py_BEGIN_ALLOW_THREADS
