@@ -848,6 +848,13 @@ enum cg_h2_next cg_h2_conn_io(struct cg_h2_conn *hc)
     return hc->t->want == POLLOUT ? CG_H2_WRITE : CG_H2_READ;
 }
 
+void cg_h2_conn_kill(struct cg_h2_conn *hc)
+{
+    hc->dead = true;
+    hc->pend_len = 0;
+    abort_streams(hc);
+}
+
 void cg_h2_conn_goaway(struct cg_h2_conn *hc)
 {
     if (hc->goaway || hc->dead) {

@@ -113,6 +113,10 @@ struct cg_h2_conn *cg_h2_conn_next_ready(struct cg_h2_conn *hc);
  * ones are refused (TERM, HUP, max_requests, keepalive). Loop thread. */
 void cg_h2_conn_goaway(struct cg_h2_conn *hc);
 
+/* Gives up on a connection whose peer stopped reading (its writes blocked
+ * past the deadline): no more I/O, running streams fail. Loop thread. */
+void cg_h2_conn_kill(struct cg_h2_conn *hc);
+
 /* Streams open or still run by a pool thread. */
 size_t cg_h2_conn_active(const struct cg_h2_conn *hc);
 

@@ -323,7 +323,11 @@ static void h2_next(struct cg_gthread *gt, struct cg_gthread_conn *k, enum cg_h2
 
 static void h2_event(struct cg_gthread *gt, struct cg_gthread_conn *k, short what)
 {
-    if (what & EV_TIMEOUT) {
+    if ((what & EV_TIMEOUT) && (event_get_events(k->ev) & EV_WRITE)) {
+        /* a peer that has not read for a whole deadline (PING or SETTINGS
+         * floods without reading, a stalled client): give up on it */
+        cg_h2_conn_kill(k->h2);
+    } else if (what & EV_TIMEOUT) {
         if (cg_h2_conn_active(k->h2) == 0 || gt->stopping) {
             if (gt->stopping && cg_monotonic_ms() >= gt->stop_deadline_ms) {
                 conn_free(gt, k);

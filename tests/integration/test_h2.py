@@ -215,6 +215,40 @@ def test_refused_at_startup(cls, extra, needle):
     assert needle in p.stderr + p.stdout, p.stderr
 
 
+def test_max_requests_goaway_then_served_by_the_next_worker():
+    srv = start(None, H2C + ["--max-requests", "5"])
+    try:
+        with h2c_client() as c:
+            codes = [c.get("http://127.0.0.1:%d/n%d" % (srv.port, i)).status_code
+                     for i in range(12)]
+        assert codes == [200] * 12
+        srv.wait_for_log(r"Autorestarting worker after current request")
+    finally:
+        srv.stop()
+
+
+@pytest.mark.skipif(shutil.which("nghttp") is None, reason="needs nghttp2-client")
+def test_term_lets_the_stream_in_flight_finish():
+    import signal as _signal
+    srv = start(None, H2C)
+    try:
+        out = {}
+
+        def run():
+            # nghttp: httpx fails its streams on any GOAWAY, even graceful
+            p = subprocess.run(["nghttp", "-s", "http://127.0.0.1:%d/sleep" % srv.port],
+                               capture_output=True, text=True, timeout=30)
+            out["r"] = (p.returncode, p.stdout.startswith("slept"))
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(0.3)
+        srv.signal(_signal.SIGTERM)
+        t.join(30)
+        assert out["r"] == (0, True), out
+    finally:
+        srv.stop()
+
+
 # ---- attacks: the attacker's connection ends, another client is served ----
 
 def raw_h2(port):
