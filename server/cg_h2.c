@@ -107,8 +107,10 @@ struct stream {
     bool closed;          /* nghttp2 closed the stream (RST or done) */
     bool queued;          /* a job was submitted */
     bool job_done;
+    bool done_seen;       /* the loop acted on job_done (loop only) */
     bool notified;        /* on hc->notify */
     struct stream *nnext;
+    struct stream *lnext;         /* a list service() took (loop only) */
     struct stream *aprev, *anext; /* hc->all (loop) */
     struct stream *wnext;         /* hc->wait_head (loop) */
 
@@ -139,12 +141,14 @@ struct cg_h2_conn {
     pthread_mutex_t mu;
     struct stream *all;     /* every stream not yet freed (loop) */
     struct stream *notify;  /* streams with work for the loop (mu) */
-    bool ready;             /* on the hub's list (mu) */
-    struct cg_h2_conn *rnext;
+    bool queued;            /* on the hub's ready list (hub->mu) */
+    struct cg_h2_conn *rnext; /* the hub's ready list (hub->mu) */
+    struct cg_h2_conn *tnext; /* a list cg_h2_hub_take returned (loop) */
     const uint8_t *pend;    /* mem_send output not written yet */
     size_t pend_len;
     bool dead;              /* socket failed or peer closed: no more I/O */
-    bool goaway;
+    bool goaway;            /* stopping: new streams are refused */
+    bool goaway_sent;
     int header_abuse;
     size_t njobs;           /* streams queued here or on the pool, or running */
     size_t running;         /* of which submitted to the pool */
@@ -213,18 +217,19 @@ static void notify_locked(struct stream *s)
         s->nnext = hc->notify;
         hc->notify = s;
     }
-    if (!hc->ready) {
-        hc->ready = true;
-        pthread_mutex_lock(hc->hub->mu);
-        bool was_empty = hc->hub->ready == NULL;
+    pthread_mutex_lock(hc->hub->mu);
+    bool wake = false;
+    if (!hc->queued) {
+        hc->queued = true;
+        wake = hc->hub->ready == NULL;
         hc->rnext = hc->hub->ready;
         hc->hub->ready = hc;
-        pthread_mutex_unlock(hc->hub->mu);
-        if (was_empty) {
-            uint64_t one = 1;
-            ssize_t w = write(hc->hub->efd, &one, sizeof(one));
-            (void)w;
-        }
+    }
+    pthread_mutex_unlock(hc->hub->mu);
+    if (wake) {
+        uint64_t one = 1;
+        ssize_t w = write(hc->hub->efd, &one, sizeof(one));
+        (void)w;
     }
 }
 
@@ -236,13 +241,19 @@ struct cg_h2_conn *cg_h2_hub_take(struct cg_h2_hub *hub)
     pthread_mutex_lock(hub->mu);
     struct cg_h2_conn *list = hub->ready;
     hub->ready = NULL;
+    /* Off the ready list: a pool thread may queue each again at once, so
+     * the loop walks its own link. */
+    for (struct cg_h2_conn *hc = list; hc != NULL; hc = hc->rnext) {
+        hc->queued = false;
+        hc->tnext = hc->rnext;
+    }
     pthread_mutex_unlock(hub->mu);
     return list;
 }
 
 struct cg_h2_conn *cg_h2_conn_next_ready(struct cg_h2_conn *hc)
 {
-    return hc->rnext;
+    return hc->tnext;
 }
 
 /* ---- detection ---------------------------------------------------------- */
@@ -319,11 +330,6 @@ static void stream_free(struct stream *s)
     free(s);
 }
 
-/* The stream may go once nghttp2 closed it and no pool thread holds it. */
-static bool stream_gone(const struct stream *s)
-{
-    return s->closed && (!s->queued || s->job_done);
-}
 
 static char *dup_n(const uint8_t *p, size_t n)
 {
@@ -547,7 +553,8 @@ static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t code, void
     pthread_mutex_lock(&hc->mu);
     s->closed = true;
     pthread_cond_broadcast(&s->cv);
-    bool gone = stream_gone(s) && !s->notified;
+    /* not queued: never given to the pool, or its job's end was seen */
+    bool gone = !s->queued && !s->notified;
     pthread_mutex_unlock(&hc->mu);
     if (gone) {
         stream_free(s);
@@ -594,16 +601,18 @@ static void service(struct cg_h2_conn *hc)
     struct stream *list;
 
     pthread_mutex_lock(&hc->mu);
-    hc->ready = false;
     list = hc->notify;
     hc->notify = NULL;
+    /* Off the list: a pool thread may list each again at once (through
+     * nnext), so this walk follows its own link. */
     for (struct stream *s = list; s != NULL; s = s->nnext) {
         s->notified = false;
+        s->lnext = s->nnext;
     }
     pthread_mutex_unlock(&hc->mu);
 
     for (struct stream *s = list, *next; s != NULL; s = next) {
-        next = s->nnext;
+        next = s->lnext;
         pthread_mutex_lock(&hc->mu);
         bool closed = s->closed, ready = s->resp_ready && !s->resp_submitted;
         bool resume = s->deferred && (buf_avail(&s->out) > 0 || s->out_eof);
@@ -619,26 +628,30 @@ static void service(struct cg_h2_conn *hc)
         if (ready) {
             s->resp_submitted = true;
         }
-        bool job_done = s->job_done;
+        /* A stream may be on the list again already (the pool notified it
+         * after the list was taken): its job's end is acted on once, and
+         * it is not freed while listed. */
+        bool done_now = s->job_done && !s->done_seen;
+        s->done_seen = s->done_seen || done_now;
+        bool listed = s->notified;
         pthread_mutex_unlock(&hc->mu);
 
-        if (job_done) {
+        if (done_now) {
             hc->running--;
+            hc->njobs--;
         }
         if (closed) {
-            if (job_done) {
-                hc->njobs--;
+            if (s->done_seen && !listed) {
                 stream_free(s);
             }
             continue;
         }
-        if (job_done && !s->resp_ready) {
+        if (done_now && !s->resp_ready) {
             /* the app's response never began (a client gone, a head that
              * was not answered): reset rather than leave it hanging */
             nghttp2_submit_rst_stream(hc->ses, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
         }
-        if (job_done) {
-            hc->njobs--;
+        if (done_now) {
             s->queued = false; /* freed by on_stream_close from now on */
         }
         if (ack > 0) {
@@ -805,11 +818,14 @@ static void abort_streams(struct cg_h2_conn *hc)
     pthread_mutex_unlock(&hc->mu);
 }
 
+static void goaway_send(struct cg_h2_conn *hc);
+
 enum cg_h2_next cg_h2_conn_io(struct cg_h2_conn *hc)
 {
     char buf[32768];
 
     service(hc);
+    goaway_send(hc);
     /* Reads only while our output drains: a peer that does not read what
      * it asks for stops being read. */
     while (!hc->dead && hc->pend_len == 0 && nghttp2_session_want_read(hc->ses)) {
@@ -833,6 +849,7 @@ enum cg_h2_next cg_h2_conn_io(struct cg_h2_conn *hc)
             break;
         }
     }
+    goaway_send(hc);
     bool drained = hc->dead || flush(hc);
     if (hc->dead) {
         abort_streams(hc);
@@ -855,15 +872,23 @@ void cg_h2_conn_kill(struct cg_h2_conn *hc)
     abort_streams(hc);
 }
 
+/* The GOAWAY itself goes once the streams begun are done: some clients
+ * (python-h2) drop a stream's DATA that follows a GOAWAY. Meanwhile new
+ * streams are refused (REFUSED_STREAM: safe to retry elsewhere). */
+static void goaway_send(struct cg_h2_conn *hc)
+{
+    if (hc->goaway && !hc->goaway_sent && !hc->dead && hc->nstreams == 0 && hc->njobs == 0) {
+        hc->goaway_sent = true;
+        nghttp2_submit_goaway(hc->ses, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(hc->ses),
+                              NGHTTP2_NO_ERROR, NULL, 0);
+    }
+}
+
 void cg_h2_conn_goaway(struct cg_h2_conn *hc)
 {
-    if (hc->goaway || hc->dead) {
-        return;
-    }
     hc->goaway = true;
-    nghttp2_submit_goaway(hc->ses, NGHTTP2_FLAG_NONE,
-                          nghttp2_session_get_last_proc_stream_id(hc->ses), NGHTTP2_NO_ERROR,
-                          NULL, 0);
+    goaway_send(hc);
 }
 
 size_t cg_h2_conn_active(const struct cg_h2_conn *hc)
@@ -898,20 +923,18 @@ void cg_h2_conn_free(struct cg_h2_conn *hc)
     if (hc == NULL) {
         return;
     }
-    /* Remove it from the hub's list if a pool thread put it there. */
-    pthread_mutex_lock(&hc->mu);
-    bool ready = hc->ready;
-    pthread_mutex_unlock(&hc->mu);
-    if (ready) {
-        pthread_mutex_lock(hc->hub->mu);
+    /* Off the hub's list if a pool thread put it there. A list the loop
+     * took is walked before any connection of it is released. */
+    pthread_mutex_lock(hc->hub->mu);
+    if (hc->queued) {
         for (struct cg_h2_conn **pp = &hc->hub->ready; *pp != NULL; pp = &(*pp)->rnext) {
             if (*pp == hc) {
                 *pp = hc->rnext;
                 break;
             }
         }
-        pthread_mutex_unlock(hc->hub->mu);
     }
+    pthread_mutex_unlock(hc->hub->mu);
     /* nghttp2 frees its streams without calling on_stream_close: ours go
      * here (no pool thread uses them any more). */
     nghttp2_session_del(hc->ses);
@@ -1125,8 +1148,13 @@ static int out_body(struct stream *s, const char *p, size_t n)
     return 0;
 }
 
-/* Takes n response bytes. Returns how many, or -1 with errno. */
-static ssize_t st_take(struct stream *s, const char *p, size_t n)
+/* Takes up to n response bytes: the head whole, the body while the stream
+ * holds less than CG_H2_OUT_HIGH, waiting for the peer to take some
+ * unless `flags` has CG_TRANSPORT_NOWAIT (a first try with the GIL held:
+ * it must never wait, or the loop, which takes the GIL for signals, could
+ * not drain the stream). Returns how many (maybe short),
+ * CG_TRANSPORT_AGAIN, or -1 with errno. */
+static ssize_t st_take(struct stream *s, const char *p, size_t n, int flags)
 {
     struct cg_h2_conn *hc = s->hc;
     size_t used = 0;
@@ -1175,6 +1203,10 @@ static ssize_t st_take(struct stream *s, const char *p, size_t n)
             rc = (ssize_t)n;
             break;
         }
+        if (flags & CG_TRANSPORT_NOWAIT) {
+            rc = used > 0 ? (ssize_t)used : CG_TRANSPORT_AGAIN;
+            break;
+        }
         if (stream_wait(s, stream_timeout_ms(s)) < 0) {
             break; /* a peer that keeps its window shut: the request ends */
         }
@@ -1187,16 +1219,22 @@ static ssize_t st_sendv(struct cg_transport *t, const struct iovec *iov, int n, 
 {
     struct stream *s = t_stream(t);
     size_t total = 0;
-    (void)flags;
 
     for (int i = 0; i < n; i++) {
         if (iov[i].iov_len == 0) {
             continue;
         }
-        if (st_take(s, iov[i].iov_base, iov[i].iov_len) < 0) {
-            return total > 0 ? (ssize_t)total : -1;
+        ssize_t r = st_take(s, iov[i].iov_base, iov[i].iov_len, flags);
+        if (r < 0) {
+            if (r == CG_TRANSPORT_AGAIN) {
+                t->want = POLLOUT;
+            }
+            return total > 0 ? (ssize_t)total : r;
         }
-        total += iov[i].iov_len;
+        total += (size_t)r;
+        if ((size_t)r < iov[i].iov_len) {
+            break;
+        }
     }
     return (ssize_t)total;
 }
