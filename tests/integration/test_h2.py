@@ -399,3 +399,38 @@ def test_too_many_streams(h2c_server):
     # the extra streams are refused (RST_STREAM) or the connection ends
     assert closed or b"\x00\x00\x04\x03" in data or goaway_in(data)
     assert served(h2c_server)
+
+
+def frames(data):
+    i = 0
+    while i + 9 <= len(data):
+        ln = int.from_bytes(data[i:i + 3], "big")
+        yield data[i + 3], int.from_bytes(data[i + 5:i + 9], "big") & 0x7fffffff
+        i += 9 + ln
+
+
+def test_zero_window_stall_is_reset_after_timeout():
+    srv = start(None, H2C + ["--timeout", "3"])
+    try:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
+        s.sendall(PREFACE + SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0})
+                  .serialize() + HeadersFrame(1, headers_block("/big"),
+                                              flags=["END_HEADERS", "END_STREAM"]).serialize())
+        assert served(srv)  # the stalled stream holds no one else up
+        data = b""
+        deadline = time.monotonic() + 20
+        reset = False
+        while time.monotonic() < deadline and not reset:
+            try:
+                b = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not b:
+                break
+            data += b
+            reset = any(t == 3 and sid == 1 for t, sid in frames(data))
+        s.close()
+        assert reset or goaway_in(data), data[-200:]
+        assert served(srv)
+    finally:
+        srv.stop()
