@@ -313,6 +313,49 @@ static int resolve_worker_class(struct cg_conf *conf, struct cg_err *err)
     return conf->worker_class != NULL ? 0 : -1;
 }
 
+/* HTTP/2 (http_protocols with h2) is served by the gthread worker
+ * (server/cg_h2.c). gunicorn offers it in gthread, gevent and asgi only,
+ * so sync refuses it here, naming the classes; asgi refuses it until its
+ * HTTP/2 is built (TODO(#18)), never a silent HTTP/1-only start. As
+ * upstream's Config.validate(), h2 with neither TLS nor h2c is a warning:
+ * HTTP/2 can then never be negotiated. */
+static int check_http2(const struct cg_conf *conf, struct cg_err *err)
+{
+    bool h2 = false;
+
+    for (size_t i = 0; i < conf->http_protocols.n; i++) {
+        h2 = h2 || strcmp(conf->http_protocols.v[i], "h2") == 0;
+    }
+    if (!h2) {
+        return 0;
+    }
+    if (strcmp(conf->worker_class, "gthread") != 0) {
+        cg_err_set(err, "http_protocols includes h2 but the %s worker does not serve HTTP/2%s; "
+                   "use --worker-class gthread (or --threads N > 1), or drop h2 from "
+                   "http_protocols", conf->worker_class,
+                   strcmp(conf->worker_class, "sync") == 0 ? " (as in gunicorn)"
+                                                           : " in cgunicorn yet");
+        return -1;
+    }
+    /* HTTP/1.1 "Upgrade: h2c" is not built (TODO(#18)): prior knowledge is. */
+    if (strcmp(conf->http2_cleartext, "upgrade") == 0) {
+        cg_err_set(err, "http2_cleartext 'upgrade' (HTTP/1.1 Upgrade: h2c) is not implemented by "
+                   "cgunicorn yet; use http2_cleartext = 'prior-knowledge'");
+        return -1;
+    }
+    if (strcmp(conf->http2_cleartext, "both") == 0) {
+        fprintf(stderr, "Warning: http2_cleartext 'both': cgunicorn serves prior-knowledge h2c; "
+                        "HTTP/1.1 requests with Upgrade: h2c are served as HTTP/1.1 (the "
+                        "upgrade is not implemented yet).\n");
+    }
+    if ((conf->certfile == NULL || conf->certfile[0] == '\0') &&
+        strcmp(conf->http2_cleartext, "off") == 0) {
+        fprintf(stderr, "Warning: http_protocols includes h2 but there is no TLS and "
+                        "http2_cleartext is off, so HTTP/2 will never be negotiated.\n");
+    }
+    return 0;
+}
+
 /* sendfile: False when set to False, else the SENDFILE environment variable
  * (y, 1, yes, true), else on — gunicorn's rule. */
 static void resolve_sendfile(struct cg_conf *conf)
@@ -551,7 +594,8 @@ int cg_conf_load(struct cg_conf *conf, int argc, char **argv, enum cg_conf_mode 
             goto cleanup;
         }
     }
-    if (store_all(conf, err) < 0 || resolve_worker_class(conf, err) < 0) {
+    if (store_all(conf, err) < 0 || resolve_worker_class(conf, err) < 0 ||
+        check_http2(conf, err) < 0) {
         goto cleanup;
     }
     resolve_sendfile(conf);

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages the build needs, only when one is missing.
 set -eu
-pkgs="gcc make pkg-config autoconf automake libevent-dev libjansson-dev node-llhttp libssl-dev clang libclang-rt-14-dev openssl curl"
+pkgs="gcc make pkg-config autoconf automake libevent-dev libjansson-dev node-llhttp libssl-dev libnghttp2-dev nghttp2-client clang libclang-rt-14-dev openssl curl"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

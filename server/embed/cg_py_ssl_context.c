@@ -577,6 +577,44 @@ static PyTypeObject ctx_type = {
 
 /* ---- the factory and the hook call ---- */
 
+/* gunicorn's default_ssl_context_factory offers ALPN when http_protocols
+ * names h2: its protocols in their order of preference (h1 as
+ * "http/1.1"), the first the client also offers being chosen. Returns 0,
+ * or -1 with err (out of memory). */
+static int default_alpn(SSL_CTX *ctx, const struct cg_conf *conf, struct cg_err *err)
+{
+    unsigned char wire[32];
+    size_t n = 0;
+    bool h2 = false;
+
+    for (size_t i = 0; i < conf->http_protocols.n; i++) {
+        const char *p = conf->http_protocols.v[i];
+        const char *id = strcmp(p, "h2") == 0 ? "h2" : strcmp(p, "h1") == 0 ? "http/1.1" : NULL;
+        size_t len = id != NULL ? strlen(id) : 0;
+        h2 = h2 || strcmp(p, "h2") == 0;
+        if (id != NULL && n + 1 + len <= sizeof(wire)) {
+            wire[n++] = (unsigned char)len;
+            memcpy(wire + n, id, len);
+            n += len;
+        }
+    }
+    if (!h2) {
+        return 0;
+    }
+    struct ctx_extra *x = extra_of(ctx, true);
+    unsigned char *copy = OPENSSL_memdup(wire, n);
+    if (x == NULL || copy == NULL) {
+        OPENSSL_free(copy);
+        cg_err_set(err, "out of memory setting the ALPN protocols");
+        return -1;
+    }
+    OPENSSL_free(x->alpn);
+    x->alpn = copy;
+    x->alpn_len = (unsigned int)n;
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+    return 0;
+}
+
 static PyObject *factory_call(PyObject *self, PyObject *unused)
 {
     const struct cg_conf *conf = PyCapsule_GetPointer(self, "cgunicorn.conf");
@@ -586,6 +624,10 @@ static PyObject *factory_call(PyObject *self, PyObject *unused)
         return NULL;
     }
     SSL_CTX *ctx = cg_transport_tls_ctx_new(conf, &err);
+    if (ctx != NULL && default_alpn(ctx, conf, &err) < 0) {
+        SSL_CTX_free(ctx);
+        ctx = NULL;
+    }
     if (ctx == NULL) {
         PyErr_SetString(PyExc_OSError, err.msg);
         return NULL;
@@ -650,6 +692,10 @@ SSL_CTX *cg_py_ssl_context_build(const struct cg_conf *conf, PyObject *cfg, stru
         ctx = call_hook(conf, hook, cfg, err);
     } else {
         ctx = cg_transport_tls_ctx_new(conf, err);
+        if (ctx != NULL && default_alpn(ctx, conf, err) < 0) {
+            SSL_CTX_free(ctx);
+            ctx = NULL;
+        }
     }
     if (ctx != NULL && cg_transport_tls_ctx_check(ctx, err) < 0) {
         SSL_CTX_free(ctx);

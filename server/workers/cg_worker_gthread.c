@@ -123,6 +123,7 @@ static void set_state(struct cg_gthread *gt, struct cg_gthread_conn *k, enum cg_
 }
 
 static void drain_queues(struct cg_gthread *gt);
+static void check_stop(struct cg_gthread *gt);
 
 /* Frees a closed connection (its memory and its event). */
 static void conn_release(struct cg_conn_release_node *node, void *arg)
@@ -132,6 +133,7 @@ static void conn_release(struct cg_conn_release_node *node, void *arg)
     (void)arg;
 
     event_free(k->ev);
+    cg_h2_conn_free(k->h2);
     cg_wsgi_conn_deinit(&k->c);
     free(k);
 }
@@ -282,11 +284,155 @@ static void head_closed(struct cg_gthread *gt, struct cg_gthread_conn *k)
     }
 }
 
+/* ---- HTTP/2 connections (cg_h2.c) ---------------------------------------- */
+
+/* Acts on what the session asks for after a step: wait for the socket
+ * (with the idle keepalive, the stall check or the stop deadline as its
+ * timeout), wait for the pool, or close. */
+static void h2_next(struct cg_gthread *gt, struct cg_gthread_conn *k, enum cg_h2_next next)
+{
+    uint64_t now = cg_monotonic_ms();
+
+    if (next == CG_H2_CLOSE) {
+        conn_free(gt, k);
+        return;
+    }
+    event_del(k->ev);
+    if (next == CG_H2_WAIT) {
+        return; /* the pool's hand-back wakes it (on_h2_wake) */
+    }
+    short what = next == CG_H2_WRITE ? EV_WRITE : EV_READ;
+    event_assign(k->ev, gt->base, k->c.t.fd, what, on_conn_event, k);
+    uint64_t wait_ms;
+    if (cg_h2_conn_active(k->h2) == 0) {
+        int ka = gt->conf->keepalive > 0 ? gt->conf->keepalive : 1;
+        wait_ms = (uint64_t)ka * 1000u; /* idle: GOAWAY after keepalive */
+    } else {
+        wait_ms = gt->conf->timeout > 0 ? (uint64_t)gt->conf->timeout * 1000u : 0;
+    }
+    if (gt->stopping && (wait_ms == 0 || now + wait_ms > gt->stop_deadline_ms)) {
+        wait_ms = gt->stop_deadline_ms > now ? gt->stop_deadline_ms - now : 0;
+    }
+    if (wait_ms == 0 && !gt->stopping) {
+        event_add(k->ev, NULL);
+        return;
+    }
+    struct timeval tv = ms_tv(wait_ms);
+    event_add(k->ev, &tv);
+}
+
+static void h2_event(struct cg_gthread *gt, struct cg_gthread_conn *k, short what)
+{
+    if ((what & EV_TIMEOUT) && (event_get_events(k->ev) & EV_WRITE)) {
+        /* a peer that has not read for a whole deadline (PING or SETTINGS
+         * floods without reading, a stalled client): give up on it */
+        cg_h2_conn_kill(k->h2);
+    } else if (what & EV_TIMEOUT) {
+        if (cg_h2_conn_active(k->h2) == 0 || gt->stopping) {
+            if (gt->stopping && cg_monotonic_ms() >= gt->stop_deadline_ms) {
+                conn_free(gt, k);
+                return;
+            }
+            cg_h2_conn_goaway(k->h2);
+        } else if (gt->conf->timeout > 0) {
+            cg_h2_conn_reset_stalled(k->h2, cg_monotonic_ms(),
+                                     (uint64_t)gt->conf->timeout * 1000u);
+        }
+    }
+    h2_next(gt, k, cg_h2_conn_io(k->h2));
+}
+
+/* Pool threads moved streams along: let their sessions send. */
+static void on_h2_wake(evutil_socket_t fd, short what, void *arg)
+{
+    struct cg_gthread *gt = arg;
+    (void)fd;
+    (void)what;
+
+    for (struct cg_h2_conn *hc = cg_h2_hub_take(&gt->hub), *next; hc != NULL; hc = next) {
+        next = cg_h2_conn_next_ready(hc);
+        struct cg_gthread_conn *k = cg_h2_conn_owner(hc);
+        if (k->state == CG_GTHREAD_H2) {
+            h2_next(gt, k, cg_h2_conn_io(hc));
+        }
+    }
+    gt->w->nr = atomic_load(&gt->nr);
+    check_stop(gt);
+}
+
+/* A new connection on a worker that serves HTTP/2: whether it speaks it
+ * (ALPN, or the prior-knowledge preface from a trusted peer), decided
+ * before any HTTP/1 parsing. Returns true when the connection was taken
+ * care of (switched to HTTP/2, waiting for more bytes, refused or closed),
+ * false when it is HTTP/1's. */
+static bool h2_check(struct cg_gthread *gt, struct cg_gthread_conn *k)
+{
+    struct cg_wsgi_conn *c = &k->c;
+    struct cg_err err = { { 0 } };
+
+    if (!c->eof && c->in.end - c->in.start < 24) {
+        if (cg_wsgi_conn_fill(c, false) < 0 && c->read_errno != EAGAIN &&
+            c->read_errno != EWOULDBLOCK) {
+            conn_free(gt, k);
+            return true;
+        }
+    }
+    const char *buf = c->in.p != NULL ? c->in.p + c->in.start : "";
+    size_t n = c->in.end - c->in.start;
+    switch (cg_h2_detect(&gt->hub, &c->t, (const struct sockaddr *)&c->peer, buf, n)) {
+    case CG_H2_DETECT_H1:
+        k->h2_checked = true;
+        return false;
+    case CG_H2_DETECT_MORE:
+        if (c->eof) {
+            k->h2_checked = true;
+            return false;
+        }
+        if (n > 0) {
+            k->idle = false;
+        }
+        conn_arm(gt, k);
+        return true;
+    case CG_H2_DETECT_REFUSE: {
+        /* gunicorn: a trusted peer on a prior-knowledge port is expected
+         * to speak HTTP/2; anything else is a 400, never a downgrade */
+        struct cg_http_error e;
+        cg_http_error_set(&e, CG_HTTP_ERR_INVALID_REQUEST_LINE, "%s",
+                          "expected the HTTP/2 connection preface (http2_cleartext)");
+        cg_wsgi_conn_send_error(c, &e);
+        conn_close_graceful(gt, k);
+        return true;
+    }
+    case CG_H2_DETECT_H2:
+        break;
+    }
+    k->h2_checked = true;
+    k->h2 = cg_h2_conn_new(&gt->hub, &c->t, c->l, (const struct sockaddr *)&c->peer,
+                           c->peer_len, k, buf, n, &err);
+    if (k->h2 == NULL) {
+        cg_log(CG_LOG_ERROR, "%s", err.msg);
+        conn_free(gt, k);
+        return true;
+    }
+    c->in.start = c->in.end;
+    set_state(gt, k, CG_GTHREAD_H2);
+    k->idle = false;
+    k->deadline_ms = 0;
+    if (gt->stopping) {
+        cg_h2_conn_goaway(k->h2);
+    }
+    h2_next(gt, k, cg_h2_conn_io(k->h2));
+    return true;
+}
+
 /* Reads and parses what the connection has; dispatches a complete head. */
 static void head_step(struct cg_gthread *gt, struct cg_gthread_conn *k)
 {
     bool was_idle = k->idle;
 
+    if (gt->h2_on && !k->h2_checked && h2_check(gt, k)) {
+        return;
+    }
     switch (cg_worker_gthread_read_head(k)) {
     case CG_WSGI_HEAD_READY:
         dispatch(gt, k, false);
@@ -309,7 +455,9 @@ static void on_conn_event(evutil_socket_t fd, short what, void *arg)
     struct cg_gthread *gt = k->gt;
     (void)fd;
 
-    if (k->state == CG_GTHREAD_CLOSING) {
+    if (k->state == CG_GTHREAD_H2) {
+        h2_event(gt, k, what);
+    } else if (k->state == CG_GTHREAD_CLOSING) {
         closing_step(gt, k, what);
     } else if ((what & EV_TIMEOUT) && k->idle) {
         /* kept alive past keepalive (or a stopping worker's linger): a FIN
@@ -477,9 +625,13 @@ static void begin_stop(struct cg_gthread *gt)
         drain_queues(gt);
     }
     set_accepting(gt);
-    for (struct cg_gthread_conn *k = gt->conns; k != NULL; k = k->next) {
+    for (struct cg_gthread_conn *k = gt->conns, *next; k != NULL; k = next) {
+        next = k->next;
         if (k->state == CG_GTHREAD_WAIT) {
             conn_arm(gt, k); /* caps the deadline */
+        } else if (k->state == CG_GTHREAD_H2) {
+            cg_h2_conn_goaway(k->h2); /* streams begun finish; new ones are refused */
+            h2_next(gt, k, cg_h2_conn_io(k->h2));
         }
     }
     if (gt->nconns == 0 && !gt->queue_open) {
@@ -677,6 +829,13 @@ static int loop_open(struct cg_gthread *gt, struct cg_err *err)
         cg_err_set(err, "cannot register the gthread loop's events");
         return -1;
     }
+    if (gt->h2_on) {
+        gt->h2_ev = event_new(gt->base, gt->hub.efd, EV_READ | EV_PERSIST, on_h2_wake, gt);
+        if (gt->h2_ev == NULL || event_add(gt->h2_ev, NULL) < 0) {
+            cg_err_set(err, "cannot register the gthread loop's events");
+            return -1;
+        }
+    }
     set_accepting(gt);
     return 0;
 }
@@ -687,7 +846,9 @@ static void loop_close(struct cg_gthread *gt)
      * graceful_timeout (or QUIT): left to the process exit. */
     for (struct cg_gthread_conn *k = gt->conns; k != NULL;) {
         struct cg_gthread_conn *next = k->next;
-        if (k->state != CG_GTHREAD_RUN) {
+        if (k->state == CG_GTHREAD_H2 && cg_h2_conn_jobs(k->h2) > 0) {
+            gt->h2_busy = true; /* pool threads still use it: left to the exit */
+        } else if (k->state != CG_GTHREAD_RUN) {
             conn_free(gt, k);
         }
         k = next;
@@ -715,6 +876,10 @@ static void loop_close(struct cg_gthread *gt)
     }
     if (gt->wake_ev != NULL) {
         event_free(gt->wake_ev);
+    }
+    if (gt->h2_ev != NULL) {
+        event_free(gt->h2_ev);
+        gt->h2_ev = NULL;
     }
     gt->sig_ev = gt->done_ev = gt->tick_ev = gt->wake_ev = NULL;
 }
@@ -751,6 +916,18 @@ int cg_worker_gthread_run(struct cg_worker *w)
         free(gt);
         return CG_WORKER_BOOT_ERROR;
     }
+    gt->hub.efd = -1;
+    gt->h2_on = cg_h2_enabled(conf);
+    if (gt->h2_on) {
+        if (cg_h2_hub_init(&gt->hub, conf, &gt->wsgi->limits, &err) < 0) {
+            cg_log(CG_LOG_ERROR, "worker %d cannot start: %s", (int)getpid(), err.msg);
+            cg_py_wsgi_free(gt->wsgi);
+            free(gt);
+            return CG_WORKER_BOOT_ERROR;
+        }
+        gt->hub.submit = cg_worker_gthread_pool_submit_h2;
+        gt->hub.submit_arg = gt;
+    }
     wakeup_open(gt);
     gt->main_ts = PyEval_SaveThread(); /* the loop runs without the GIL */
     if (cg_worker_gthread_pool_start(gt, &err) < 0 || loop_open(gt, &err) < 0) {
@@ -766,7 +943,7 @@ int cg_worker_gthread_run(struct cg_worker *w)
     /* Join the pool only when no thread still runs a request; otherwise the
      * threads, and what they use (gt, the WSGI state, the app), are left to
      * the process exit. */
-    bool joined = gt->nrun == 0;
+    bool joined = gt->nrun == 0 && !gt->h2_busy;
     cg_worker_gthread_pool_stop(gt, joined);
     if (gt->base != NULL) {
         event_base_free(gt->base);
@@ -775,6 +952,9 @@ int cg_worker_gthread_run(struct cg_worker *w)
     PyEval_RestoreThread(gt->main_ts);
     wakeup_close(gt);
     if (joined) {
+        if (gt->h2_on) {
+            cg_h2_hub_deinit(&gt->hub);
+        }
         cg_py_wsgi_free(gt->wsgi);
         pthread_mutex_destroy(&gt->mu);
         pthread_cond_destroy(&gt->cv);

@@ -11,6 +11,7 @@
 
 #include "cg_conn.h"
 #include "cg_err.h"
+#include "cg_h2.h"
 #include "cg_py_wsgi_conn.h"
 #include "cg_worker.h"
 
@@ -23,6 +24,7 @@ enum cg_gthread_state {
     CG_GTHREAD_RUN,     /* queued for, or owned by, a pool thread */
     CG_GTHREAD_CLOSING, /* write side shut; the loop discards what the peer still sends */
     CG_GTHREAD_CLOSED,  /* socket closed; waits in `closed` for its release */
+    CG_GTHREAD_H2,      /* an HTTP/2 session (cg_h2.c) in the loop; its streams are pool jobs */
 };
 
 /* One client connection. The loop owns it in WAIT and CLOSING; in RUN it
@@ -37,6 +39,8 @@ struct cg_gthread_conn {
     bool head_error;       /* job: log the refused request's access line, then close */
     bool reuse;            /* set by the pool: keep the connection for another request */
     bool probed;           /* set by the pool: it already read the socket (nothing complete) */
+    bool h2_checked;       /* HTTP/2 on: whether this connection speaks it is known */
+    struct cg_h2_conn *h2; /* owned: state H2's session */
     uint64_t deadline_ms;  /* WAIT/CLOSING: close at this monotonic time (0: never) */
     uint64_t t0_us;        /* when reading this request's head started */
     size_t drained;        /* CLOSING: bytes discarded so far */
@@ -75,6 +79,10 @@ struct cg_gthread {
     int old_wakeup;            /* the wakeup fd before ours */
     struct event *wake_ev;
     PyThreadState *main_ts;    /* the loop thread's Python state while it runs without the GIL */
+    bool h2_on;                /* http_protocols has h2 */
+    struct cg_h2_hub hub;      /* HTTP/2: settings, limits, the pool's wake-up of the loop */
+    struct event *h2_ev;       /* hub.efd readable */
+    bool h2_busy;              /* at exit: HTTP/2 streams still run on the pool */
 
     /* shared between the loop and the pool */
     _Atomic size_t nwait;      /* connections parked in the loop (keep-alive cap) */
@@ -89,6 +97,7 @@ struct cg_gthread {
     pthread_cond_t cv;
     struct cg_gthread_queue jobs; /* under mu */
     struct cg_gthread_queue done; /* under mu */
+    struct cg_h2_job *h2_head, *h2_tail; /* HTTP/2 streams to run, under mu */
     bool pool_quit;               /* under mu */
     int done_fd;                  /* owned eventfd: the pool wakes the loop */
 };
@@ -100,6 +109,10 @@ int cg_worker_gthread_pool_start(struct cg_gthread *gt, struct cg_err *err);
 
 /* Queues a connection in state RUN for a pool thread (loop thread). */
 void cg_worker_gthread_pool_submit(struct cg_gthread *gt, struct cg_gthread_conn *k);
+
+/* Queues an HTTP/2 stream for a pool thread (loop thread; the hub's
+ * submit). */
+void cg_worker_gthread_pool_submit_h2(void *gt, struct cg_h2_job *job);
 
 /* Takes every connection the pool handed back, as a qnext-linked list, and
  * clears the eventfd (loop thread). */

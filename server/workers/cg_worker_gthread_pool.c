@@ -96,11 +96,18 @@ static bool want_keepalive(struct cg_gthread *gt)
     return (long)atomic_load(&gt->nwait) < max_parked;
 }
 
+/* An HTTP/2 stream's head was read: it counts as a request (max_requests
+ * then asks for a stop, which sends GOAWAY). */
+static void count_request(void *arg)
+{
+    (void)want_keepalive(arg);
+}
+
 static bool jobs_waiting(struct cg_gthread *gt)
 {
     bool any;
     pthread_mutex_lock(&gt->mu);
-    any = gt->jobs.head != NULL;
+    any = gt->jobs.head != NULL || gt->h2_head != NULL;
     pthread_mutex_unlock(&gt->mu);
     return any;
 }
@@ -169,13 +176,28 @@ static void *pool_main(void *arg)
 
     for (;;) {
         struct cg_gthread_conn *k;
+        struct cg_h2_job *job = NULL;
 
         pthread_mutex_lock(&gt->mu);
-        while (gt->jobs.head == NULL && !gt->pool_quit) {
+        while (gt->jobs.head == NULL && gt->h2_head == NULL && !gt->pool_quit) {
             pthread_cond_wait(&gt->cv, &gt->mu);
         }
         k = queue_pop(&gt->jobs);
+        if (k == NULL && gt->h2_head != NULL) {
+            job = gt->h2_head;
+            gt->h2_head = job->next;
+            if (gt->h2_head == NULL) {
+                gt->h2_tail = NULL;
+            }
+            job->next = NULL;
+        }
         pthread_mutex_unlock(&gt->mu);
+        if (job != NULL) {
+            PyGILState_STATE st = PyGILState_Ensure();
+            cg_h2_job_run(gt->wsgi, job, count_request, gt);
+            PyGILState_Release(st);
+            continue;
+        }
         if (k == NULL) {
             break;
         }
@@ -228,6 +250,22 @@ void cg_worker_gthread_pool_submit(struct cg_gthread *gt, struct cg_gthread_conn
 {
     pthread_mutex_lock(&gt->mu);
     queue_push(&gt->jobs, k);
+    pthread_cond_signal(&gt->cv);
+    pthread_mutex_unlock(&gt->mu);
+}
+
+void cg_worker_gthread_pool_submit_h2(void *arg, struct cg_h2_job *job)
+{
+    struct cg_gthread *gt = arg;
+
+    pthread_mutex_lock(&gt->mu);
+    job->next = NULL;
+    if (gt->h2_tail != NULL) {
+        gt->h2_tail->next = job;
+    } else {
+        gt->h2_head = job;
+    }
+    gt->h2_tail = job;
     pthread_cond_signal(&gt->cv);
     pthread_mutex_unlock(&gt->mu);
 }

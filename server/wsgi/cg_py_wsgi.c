@@ -324,6 +324,22 @@ void cg_py_wsgi_socket_release(PyObject *sock)
     }
 }
 
+/* What gunicorn's gthread worker adds for an HTTP/2 stream: HTTP_VERSION
+ * "2" and the stream's priority (RFC 7540 defaults: nghttp2 keeps the
+ * deprecated priority scheme to itself). */
+static int http2_environ(PyObject *environ)
+{
+    PyObject *v = PyUnicode_FromString("2"), *w = PyLong_FromLong(16), *d = PyLong_FromLong(0);
+    int rc = v && w && d && PyDict_SetItemString(environ, "HTTP_VERSION", v) == 0 &&
+                     PyDict_SetItemString(environ, "gunicorn.http2.priority_weight", w) == 0 &&
+                     PyDict_SetItemString(environ, "gunicorn.http2.priority_depends_on", d) == 0
+                 ? 0 : -1;
+    Py_XDECREF(v);
+    Py_XDECREF(w);
+    Py_XDECREF(d);
+    return rc;
+}
+
 bool cg_py_wsgi_handle(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keepalive)
 {
     return cg_py_wsgi_handle_sock(g, c, keepalive, NULL);
@@ -355,6 +371,10 @@ bool cg_py_wsgi_handle_sock(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keep
         } else {
             cg_py_log_exception("Error building the WSGI environ");
         }
+        goto cleanup;
+    }
+    if (c->http2 && http2_environ(environ) < 0) {
+        cg_py_log_exception("Error building the WSGI environ");
         goto cleanup;
     }
     if (req->expect_continue) {

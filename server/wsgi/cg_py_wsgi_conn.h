@@ -37,6 +37,9 @@ struct cg_wsgi_conn {
      * written, so a response that starts after a stop began closes its
      * connection even when the request began before it (gthread). */
     const _Atomic bool *stopping;
+    /* An HTTP/2 stream (server/cg_h2.c): the environ gets upstream's
+     * HTTP/2 keys. */
+    bool http2;
 };
 
 enum cg_wsgi_head {

@@ -1,0 +1,141 @@
+/* HTTP/2 (RFC 9113) over nghttp2 for the gthread worker: one nghttp2
+ * session per connection, driven by the worker's event loop through the
+ * connection's transport (TLS with ALPN "h2", or cleartext with prior
+ * knowledge from a peer in forwarded_allow_ips), and each stream served as
+ * one WSGI request on the thread pool.
+ *
+ * A stream reaches the WSGI code as a connection of its own: a transport
+ * (cg_transport.h) whose recv hands out the request as an HTTP/1 message
+ * (the head built from the HEADERS, so gunicorn's header policy and limits
+ * of http/ apply unchanged; the DATA frames as the body) and whose sendv
+ * takes the HTTP/1 response cg_py_wsgi_handle() writes and turns it into
+ * an HTTP/2 response (status and headers, then DATA). Neither side
+ * buffers more than a window: the request body is acknowledged to the
+ * peer (WINDOW_UPDATE) only as the app reads it, and a response write
+ * blocks its pool thread while the stream holds CG_H2_OUT_HIGH bytes the
+ * peer has not taken yet.
+ *
+ * Threads: the session, the socket and every nghttp2 call belong to the
+ * loop thread; pool threads touch a stream's buffers under its
+ * connection's mutex and wake the loop through the hub's eventfd. Streams
+ * and connections are freed by the loop only, once no pool thread uses
+ * them. Nothing here touches Python except cg_h2_job_run(). */
+#ifndef CG_H2_H
+#define CG_H2_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "cg_conf_struct.h"
+#include "cg_err.h"
+#include "cg_http_limits.h"
+#include "cg_listen.h"
+#include "cg_transport.h"
+
+#define CG_H2_OUT_HIGH (256 * 1024)
+
+struct cg_wsgi;
+struct cg_h2_conn;
+
+/* One stream waiting for, or run by, a pool thread (the pool's queue link). */
+struct cg_h2_job {
+    struct cg_h2_job *next;
+};
+
+/* Per worker: settings, the request limits streams are parsed with, and
+ * the wake-up of the loop by pool threads. */
+struct cg_h2_hub {
+    const struct cg_conf *conf;
+    struct cg_http_limits limits; /* the worker's, with HTTP/2.0 as a version */
+    bool tls;
+    bool prior_knowledge;         /* http2_cleartext prior-knowledge or both */
+    bool prior_only;              /* prior-knowledge alone: a trusted h1 peer gets a 400 */
+    const struct cg_http_iplist *trusted; /* forwarded_allow_ips (borrowed) */
+    int efd;                      /* owned eventfd; readable when `ready` has entries */
+    void (*submit)(void *arg, struct cg_h2_job *job); /* queue a job for the pool */
+    void *submit_arg;
+    /* internal */
+    void *mu;                     /* pthread_mutex_t *, owned */
+    struct cg_h2_conn *ready;     /* connections with work for the loop (under mu) */
+};
+
+/* Whether the settings enable HTTP/2 (h2 in http_protocols). */
+bool cg_h2_enabled(const struct cg_conf *conf);
+
+/* Sets up the hub (loop thread, before the pool runs). Returns 0 or -1 with
+ * err. */
+int cg_h2_hub_init(struct cg_h2_hub *hub, const struct cg_conf *conf,
+                   const struct cg_http_limits *limits, struct cg_err *err);
+void cg_h2_hub_deinit(struct cg_h2_hub *hub);
+
+/* What a new connection speaks, from what it sent so far (buf[0..n)) and
+ * its transport. */
+enum cg_h2_detect {
+    CG_H2_DETECT_H1,     /* serve HTTP/1 */
+    CG_H2_DETECT_H2,     /* ALPN h2, or the prior-knowledge preface */
+    CG_H2_DETECT_MORE,   /* a part of the preface: wait for more */
+    CG_H2_DETECT_REFUSE, /* a trusted peer that does not speak HTTP/2 on a
+                            prior-knowledge port: answer 400, as gunicorn */
+};
+enum cg_h2_detect cg_h2_detect(const struct cg_h2_hub *hub, const struct cg_transport *t,
+                               const struct sockaddr *peer, const char *buf, size_t n);
+
+/* Starts an HTTP/2 session on a connection (its transport t, fd, listener
+ * and peer are borrowed and must outlive it), feeding it the bytes already
+ * received. `owner` is returned by cg_h2_conn_owner(). Returns NULL with
+ * err. Loop thread. */
+struct cg_h2_conn *cg_h2_conn_new(struct cg_h2_hub *hub, struct cg_transport *t,
+                                  const struct cg_listener *l, const struct sockaddr *peer,
+                                  socklen_t peer_len, void *owner, const char *buf, size_t n,
+                                  struct cg_err *err);
+
+void *cg_h2_conn_owner(const struct cg_h2_conn *hc);
+
+/* What the loop should do with a connection after a step. */
+enum cg_h2_next {
+    CG_H2_READ,  /* wait for the socket to be readable */
+    CG_H2_WRITE, /* output is pending: wait for writability */
+    CG_H2_CLOSE, /* the session is over and no pool thread uses it: free it */
+    CG_H2_WAIT,  /* the session is over; streams still run: wait for the hub */
+};
+
+/* The socket is ready (or `stopping` changed): reads, runs the session,
+ * writes. Loop thread. */
+enum cg_h2_next cg_h2_conn_io(struct cg_h2_conn *hc);
+
+/* Takes the connections pool threads woke the loop for, as a list
+ * (cg_h2_conn_next_ready), and clears the eventfd. Loop thread. */
+struct cg_h2_conn *cg_h2_hub_take(struct cg_h2_hub *hub);
+struct cg_h2_conn *cg_h2_conn_next_ready(struct cg_h2_conn *hc);
+
+/* Sends a graceful GOAWAY (NO_ERROR): streams already begun finish, new
+ * ones are refused (TERM, HUP, max_requests, keepalive). Loop thread. */
+void cg_h2_conn_goaway(struct cg_h2_conn *hc);
+
+/* Gives up on a connection whose peer stopped reading (its writes blocked
+ * past the deadline): no more I/O, running streams fail. Loop thread. */
+void cg_h2_conn_kill(struct cg_h2_conn *hc);
+
+/* Streams open or still run by a pool thread. */
+size_t cg_h2_conn_active(const struct cg_h2_conn *hc);
+
+/* Streams queued for or run by a pool thread (the connection cannot be
+ * freed while there are any). */
+size_t cg_h2_conn_jobs(const struct cg_h2_conn *hc);
+
+/* Resets the streams whose response has not moved for timeout_ms (a peer
+ * that keeps a zero window); returns how many. Loop thread. */
+size_t cg_h2_conn_reset_stalled(struct cg_h2_conn *hc, uint64_t now_ms, uint64_t timeout_ms);
+
+/* Frees the session and its streams (no pool thread may use them: only
+ * after CG_H2_CLOSE, or at worker exit). Does not close the socket. */
+void cg_h2_conn_free(struct cg_h2_conn *hc);
+
+/* Runs one stream's request on a pool thread: the WSGI request (needs the
+ * GIL, released around the waits), then hands the stream back to the loop.
+ * `count` is called once the head was read, to count the request
+ * (max_requests). */
+void cg_h2_job_run(struct cg_wsgi *g, struct cg_h2_job *job, void (*count)(void *), void *arg);
+
+#endif
