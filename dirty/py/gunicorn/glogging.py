@@ -13,8 +13,6 @@ logconfig_dict or logconfig_json), access() formats `access_log_format`
 with the atoms() mapping wrapped in SafeAtoms, reopen_files() reopens
 file handlers (USR1).
 """
-import base64
-import binascii
 import fcntl
 import json
 import logging
@@ -26,6 +24,8 @@ import sys
 import threading
 import time
 import traceback
+
+from cgunicorn import accesslog
 
 SYSLOG_FACILITIES = {
     "auth": 4, "authpriv": 10, "cron": 9, "daemon": 3, "ftp": 11, "kern": 0, "lpr": 6,
@@ -214,17 +214,7 @@ class Logger:
     # -- the access log ---------------------------------------------------
 
     def _get_user(self, environ):
-        auth = environ.get("HTTP_AUTHORIZATION")
-        if not auth or not auth.lower().startswith("basic"):
-            return None
-        parts = auth.split(" ", 1)
-        if len(parts) != 2:
-            return None
-        try:
-            raw = base64.b64decode(parts[1].strip().encode("utf-8"))
-            return raw.split(b":", 1)[0].decode("utf-8")
-        except (TypeError, binascii.Error, UnicodeDecodeError):
-            return None
+        return accesslog._basic_user(environ)
 
     def now(self):
         """The time in Apache's Common Log Format."""
@@ -237,40 +227,15 @@ class Logger:
             status = status.split(None, 1)[0]
         sent = getattr(resp, "sent", None)
         secs, usecs = request_time.seconds, request_time.microseconds
-        atoms = {
-            "h": environ.get("REMOTE_ADDR", "-"),
-            "l": "-",
-            "u": self._get_user(environ) or "-",
-            "t": self.now(),
-            "r": "%s %s %s" % (environ["REQUEST_METHOD"], environ["RAW_URI"],
-                               environ["SERVER_PROTOCOL"]),
-            "s": status,
-            "m": environ.get("REQUEST_METHOD"),
-            "U": environ.get("PATH_INFO"),
-            "q": environ.get("QUERY_STRING"),
-            "H": environ.get("SERVER_PROTOCOL"),
-            "b": str(sent) if sent is not None else "-",
-            "B": sent,
-            "f": environ.get("HTTP_REFERER", "-"),
-            "a": environ.get("HTTP_USER_AGENT", "-"),
-            "T": secs,
-            "D": secs * 1000000 + usecs,
-            "M": secs * 1000 + usecs // 1000,
-            "L": "%d.%06d" % (secs, usecs),
-            "p": "<%s>" % os.getpid(),
-        }
         req_headers = req.headers if hasattr(req, "headers") else req
         if hasattr(req_headers, "items"):
             req_headers = req_headers.items()
-        for name, value in req_headers:
-            atoms["{%s}i" % name.lower()] = value
         resp_headers = resp.headers
         if hasattr(resp_headers, "items"):
             resp_headers = resp_headers.items()
-        for name, value in resp_headers:
-            atoms["{%s}o" % name.lower()] = value
-        for name, value in environ.items():
-            atoms["{%s}e" % name.lower()] = value
+        atoms = accesslog.build_atoms(environ, status, sent, secs, usecs,
+                                      self._get_user(environ), self.now(), req_headers,
+                                      resp_headers)
         return atoms
 
     @property

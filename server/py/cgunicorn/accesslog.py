@@ -38,6 +38,42 @@ def _basic_user(environ):
         return None
 
 
+def build_atoms(environ, status, sent, secs, usecs, user, now, req_headers, resp_headers):
+    """The mapping access_log_format is applied to (gunicorn's atoms):
+    status is the code, sent the body bytes or None, user the basic-auth
+    user or None, now the formatted time, the headers (name, value) pairs.
+    Shared by the C access log and gunicorn.glogging.Logger.atoms()."""
+    atoms = {
+        "h": environ.get("REMOTE_ADDR", "-"),
+        "l": "-",
+        "u": user or "-",
+        "t": now,
+        "r": "%s %s %s" % (environ["REQUEST_METHOD"], environ["RAW_URI"],
+                           environ["SERVER_PROTOCOL"]),
+        "s": status,
+        "m": environ.get("REQUEST_METHOD"),
+        "U": environ.get("PATH_INFO"),
+        "q": environ.get("QUERY_STRING"),
+        "H": environ.get("SERVER_PROTOCOL"),
+        "b": str(sent) if sent is not None else "-",
+        "B": sent,
+        "f": environ.get("HTTP_REFERER", "-"),
+        "a": environ.get("HTTP_USER_AGENT", "-"),
+        "T": secs,
+        "D": secs * 1000000 + usecs,
+        "M": secs * 1000 + usecs // 1000,
+        "L": "%d.%06d" % (secs, usecs),
+        "p": "<%s>" % os.getpid(),
+    }
+    for name, value in req_headers:
+        atoms["{%s}i" % name.lower()] = value
+    for name, value in resp_headers:
+        atoms["{%s}o" % name.lower()] = value
+    for name, value in environ.items():
+        atoms["{%s}e" % name.lower()] = value
+    return atoms
+
+
 class AccessLog:
     """path: the accesslog file, "-" for stdout, or None (syslog only);
     syslog: also send each line to syslog (gunicorn's `syslog` setting)."""
@@ -64,34 +100,9 @@ class AccessLog:
         app's (name, value) list; sent: body bytes written, or None;
         req_headers: the request's (NAME, value) list; duration_us: int."""
         secs, usecs = divmod(int(duration_us), 1000000)
-        atoms = {
-            "h": environ.get("REMOTE_ADDR", "-"),
-            "l": "-",
-            "u": _basic_user(environ) or "-",
-            "t": time.strftime("[%d/%b/%Y:%H:%M:%S %z]"),
-            "r": "%s %s %s" % (environ["REQUEST_METHOD"], environ["RAW_URI"],
-                               environ["SERVER_PROTOCOL"]),
-            "s": status.split(None, 1)[0] if isinstance(status, str) else status,
-            "m": environ.get("REQUEST_METHOD"),
-            "U": environ.get("PATH_INFO"),
-            "q": environ.get("QUERY_STRING"),
-            "H": environ.get("SERVER_PROTOCOL"),
-            "b": str(sent) if sent is not None else "-",
-            "B": sent,
-            "f": environ.get("HTTP_REFERER", "-"),
-            "a": environ.get("HTTP_USER_AGENT", "-"),
-            "T": secs,
-            "D": secs * 1000000 + usecs,
-            "M": secs * 1000 + usecs // 1000,
-            "L": "%d.%06d" % (secs, usecs),
-            "p": "<%s>" % os.getpid(),
-        }
-        for name, value in req_headers:
-            atoms["{%s}i" % name.lower()] = value
-        for name, value in resp_headers:
-            atoms["{%s}o" % name.lower()] = value
-        for name, value in environ.items():
-            atoms["{%s}e" % name.lower()] = value
+        status = status.split(None, 1)[0] if isinstance(status, str) else status
+        atoms = build_atoms(environ, status, sent, secs, usecs, _basic_user(environ),
+                            time.strftime("[%d/%b/%Y:%H:%M:%S %z]"), req_headers, resp_headers)
         self.write(_Atoms(atoms))
 
     def write(self, atoms):

@@ -60,6 +60,21 @@ def default_max_payload():
     return _env_int(MAX_PAYLOAD_ENV, codec.DEFAULT_MAX_PAYLOAD, 1)
 
 
+def consume(views, n):
+    """Drops the first `n` bytes a sendmsg() wrote from the list of
+    memoryviews `views` (in place), and any empty views left in front."""
+    while n > 0:
+        k = len(views[0])
+        if n >= k:
+            n -= k
+            views.pop(0)
+        else:
+            views[0] = views[0][n:]
+            n = 0
+    while views and not len(views[0]):
+        views.pop(0)
+
+
 def close_fds(fds):
     for fd in fds:
         try:
@@ -227,16 +242,7 @@ class Channel:
             self.sock.settimeout(self._remaining(deadline))
             n = self.sock.sendmsg(views[:512], anc)
             anc = []  # the descriptors went with the first byte
-            while n > 0:
-                k = len(views[0])
-                if n >= k:
-                    n -= k
-                    views.pop(0)
-                else:
-                    views[0] = views[0][n:]
-                    n = 0
-            while views and not len(views[0]):
-                views.pop(0)
+            consume(views, n)
 
     def cancel(self, request_id):
         """Tells the arbiter the caller gave up on request_id; its later

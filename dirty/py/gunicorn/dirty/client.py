@@ -335,16 +335,7 @@ class _AsyncConnection:
             if fds:  # they went with the first byte
                 _channel.close_fds(fds)
                 item[1] = []
-            while n > 0:
-                k = len(views[0])
-                if n >= k:
-                    n -= k
-                    views.pop(0)
-                else:
-                    views[0] = views[0][n:]
-                    n = 0
-            while views and not len(views[0]):
-                views.pop(0)
+            _channel.consume(views, n)
             if not views:
                 self._out.popleft()
                 if future is not None and not future.done():
