@@ -50,8 +50,12 @@ ASAN_GEVENT_REASON = ("gevent's greenlets copy C stacks, which AddressSanitizer 
 
 def _uses_gevent(item):
     params = getattr(getattr(item, "callspec", None), "params", {})
+    def names_gevent(v):
+        if isinstance(v, (tuple, list)):  # e.g. the (server, worker class) fixtures
+            return any(names_gevent(x) for x in v)
+        return v == "gevent"
     return (os.path.basename(str(item.fspath)).startswith("test_gevent")
-            or "gevent" in params.values())
+            or any(names_gevent(v) for v in params.values()))
 
 
 def pytest_collection_modifyitems(config, items):
