@@ -260,6 +260,31 @@ def write_markdown(path, scenarios, results, meta, png_name, chart_note):
 COLORS = {"cgunicorn": "#d62728", "peer": "#7f9fbf", "ceiling": "#2ca02c"}
 
 
+def chart_bars(scenarios, results):
+    """The chart's rows: (y label, ratio or None, kind, text), None between
+    scenarios. A server that ran where no peer did (skipped by the time
+    budget, say) has no ratio: its rate is shown as text."""
+    bars = []
+    for sc in scenarios:
+        rel = ratios(sc, results)
+        for vid in sc.variants:
+            v = servers.VARIANTS[vid]
+            r = results.get((sc.id, vid))
+            if vid in rel:
+                bars.append(("%s — %s" % (sc.title, v.label), rel[vid], v.kind,
+                             "%.2f×" % rel[vid]))
+            elif r and r["status"] == "ok":
+                bars.append(("%s — %s" % (sc.title, v.label), None, v.kind,
+                             "%s (no peer ran)" % short(r, sc.unit)))
+            else:
+                st = STATUS_TEXT[r["status"]] if r else "not run"
+                bars.append(("%s — %s" % (sc.title, v.label), None, v.kind, st))
+        bars.append(None)
+    if bars and bars[-1] is None:
+        bars.pop()
+    return bars
+
+
 def write_chart(path, scenarios, results, meta):
     """Writes the PNG; returns None, or a sentence saying why there is none."""
     try:
@@ -269,21 +294,7 @@ def write_chart(path, scenarios, results, meta):
         import matplotlib.ticker  # noqa: F401  (used as matplotlib.ticker)
     except ImportError as e:
         return "not drawn (matplotlib missing: %s)" % e
-    bars = []   # (y label, value or None, kind, text)
-    for sc in scenarios:
-        rel = ratios(sc, results)
-        for vid in sc.variants:
-            v = servers.VARIANTS[vid]
-            r = results.get((sc.id, vid))
-            if vid in rel:
-                bars.append(("%s — %s" % (sc.title, v.label), rel[vid], v.kind,
-                             "%.2f×" % rel[vid]))
-            else:
-                st = STATUS_TEXT[r["status"]] if r else "not run"
-                bars.append(("%s — %s" % (sc.title, v.label), None, v.kind, st))
-        bars.append(None)
-    if bars and bars[-1] is None:
-        bars.pop()
+    bars = chart_bars(scenarios, results)
     height = max(3.0, 0.22 * len(bars) + 1.2)
     fig, ax = plt.subplots(figsize=(11, height))
     ys, labels = [], []

@@ -39,7 +39,7 @@ class Mode:
 
 FULL = Mode("full", runs=3, duration=3, warmup=1, budget=13 * 60,
             dirty_n={"trivial": 2000, "bytes": 100, "bytes64": 10, "stream": 40})
-QUICK = Mode("quick", runs=1, duration=2, warmup=0, budget=150,
+QUICK = Mode("quick", runs=1, duration=2, warmup=0, budget=300,
              dirty_n={"trivial": 300, "bytes": 20, "bytes64": 3, "stream": 8})
 
 
