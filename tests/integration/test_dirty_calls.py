@@ -161,8 +161,13 @@ def test_per_app_worker_counts(server_factory):
     # OnlyOne has the class attribute `workers = 1`; Counter goes to every worker.
     srv = start(server_factory, ["dirty_testapps:Counter", "dirty_testapps:OnlyOne"],
                 workers=2, dirty_workers=3)
+    # calls go to booted workers only: wait for all three (slow under ASan):
+    # Counter initialised in each, OnlyOne in one
+    wait_until(lambda: booted_workers(srv) == 4, 30, "three booted workers")
     only = {call(srv, "dirty_testapps:OnlyOne", "pid")["result"] for _ in range(12)}
-    every = {call(srv, COUNTER, "pid")["result"] for _ in range(12)}
+    every = set()
+    wait_until(lambda: every.add(call(srv, COUNTER, "pid")["result"]) or len(every) == 3,
+               30, "Counter calls on all three workers")
     assert len(only) == 1
     assert len(every) == 3
     assert "Spawned dirty worker" in srv.log()
