@@ -260,6 +260,7 @@ static int worker_exited(struct cg_master *m, int idx, pid_t pid, int status, bo
     const struct cg_master_child *k = &m->kids[idx];
     int cause = k->aborted ? CG_METRICS_RESTART_TIMEOUT
               : k->reloading ? CG_METRICS_RESTART_RELOAD
+              : k->over_memory ? CG_METRICS_RESTART_MEMORY
               : (asked || k->stopping) ? -1 /* culled or shutting down: not replaced */
               : (WIFEXITED(status) && WEXITSTATUS(status) == 0) ? CG_METRICS_RESTART_MAX_REQUESTS
               : CG_METRICS_RESTART_CRASH;
@@ -372,6 +373,7 @@ static void check_memory(struct cg_master *m)
         cg_log(CG_LOG_INFO, "Worker (pid:%d) uses %ld MB, over max_worker_memory (%d MB); "
                "replacing it", (int)pid, mb, limit);
         m->kids[i].stopping = true;
+        m->kids[i].over_memory = true;
         cg_master_manage_workers(m); /* its replacement first */
         cg_sup_stop_one(&m->sup, pid, SIGTERM);
     }

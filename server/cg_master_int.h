@@ -25,6 +25,7 @@ struct cg_master_child {
     bool aborted;
     bool stopping; /* sent TERM (HUP/TTOU/cull) */
     bool reloading; /* stopped by HUP: its replacement counts as a reload restart */
+    bool over_memory; /* stopped for max_worker_memory: a memory restart */
 };
 
 /* The children the master stops and waits for at shutdown (a USR2 master

@@ -175,7 +175,8 @@ def test_dirty_max_worker_memory_recycles_without_failed_calls(server_factory, d
 def test_max_worker_memory_recycles_http_workers_without_failed_requests(server_factory,
                                                                         workers):
     srv = server_factory(["--workers", str(workers), "--max-worker-memory", "150",
-                          "dirty_prod_apps:leaky_wsgi"], cwd=APPS_DIR)
+                          "--metrics-bind", "127.0.0.1:0", "dirty_prod_apps:leaky_wsgi"],
+                         cwd=APPS_DIR)
     pids, failed = [], []
     for _ in range(24):
         try:
@@ -187,6 +188,15 @@ def test_max_worker_memory_recycles_http_workers_without_failed_requests(server_
     assert failed == [], failed
     assert len(set(pids)) > workers, pids
     assert re.search(r"uses \d+ MB, over max_worker_memory \(150 MB\); replacing it", srv.log())
+    # and the replacements are counted as memory restarts on /metrics
+    url = srv.wait_for_log(r"Serving metrics at: (\S+)").group(1)
+
+    def memory_restarts():
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+            m = re.search(r'^cgunicorn_worker_restarts_total\{cause="memory"\} (\d+)$',
+                          r.read().decode(), re.M)
+        return int(m.group(1)) if m else 0
+    wait_until(lambda: memory_restarts() >= 1, 30, "a restart counted with cause memory")
 
 
 def _devices(srv, want=1, exclude=()):
