@@ -177,7 +177,12 @@ def test_spec_worker_count(server_factory):
     # "module:Class:N" limits the app to N workers; the other app goes everywhere.
     srv = start(server_factory, ["dirty_testapps:Counter:1", "dirty_testapps:OnlyOne:2"],
                 workers=2, dirty_workers=2)
+    # calls go to booted workers only: wait for both (Counter in one,
+    # OnlyOne in both), then for OnlyOne calls on both
+    wait_until(lambda: booted_workers(srv) == 3, 30, "two booted workers")
     counter = {call(srv, COUNTER, "pid")["result"] for _ in range(10)}
-    only = {call(srv, "dirty_testapps:OnlyOne", "pid")["result"] for _ in range(10)}
+    only = set()
+    wait_until(lambda: only.add(call(srv, "dirty_testapps:OnlyOne", "pid")["result"])
+               or len(only) == 2, 30, "OnlyOne calls on both workers")
     assert len(counter) == 1  # the spec's 1 wins
     assert len(only) == 2     # the spec's 2 overrides the class attribute
