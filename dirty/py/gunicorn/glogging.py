@@ -63,20 +63,7 @@ def loggers():
     return [root] + [logging.getLogger(name) for name in root.manager.loggerDict]
 
 
-class SafeAtoms(dict):
-    """The atoms mapping the access format is applied to: string values
-    have their double quotes escaped, `{...}` keys are looked up
-    case-insensitively and a missing atom prints as "-"."""
-
-    def __init__(self, atoms):
-        dict.__init__(self)
-        for key, value in atoms.items():
-            self[key] = value.replace('"', '\\"') if isinstance(value, str) else value
-
-    def __getitem__(self, key):
-        if key.startswith("{"):
-            key = key.lower()
-        return dict.get(self, key, "-")
+SafeAtoms = accesslog.SafeAtoms
 
 
 def parse_syslog_address(addr):

@@ -13,7 +13,12 @@ import sys
 import time
 
 
-class _Atoms(dict):
+class SafeAtoms(dict):
+    """The atoms mapping the access format is applied to: string values
+    have their double quotes escaped, `{...}` keys are looked up
+    case-insensitively and a missing atom prints as "-" (gunicorn's
+    SafeAtoms; also gunicorn.glogging.SafeAtoms)."""
+
     def __init__(self, atoms):
         dict.__init__(self)
         for key, value in atoms.items():
@@ -103,7 +108,7 @@ class AccessLog:
         status = status.split(None, 1)[0] if isinstance(status, str) else status
         atoms = build_atoms(environ, status, sent, secs, usecs, _basic_user(environ),
                             time.strftime("[%d/%b/%Y:%H:%M:%S %z]"), req_headers, resp_headers)
-        self.write(_Atoms(atoms))
+        self.write(SafeAtoms(atoms))
 
     def write(self, atoms):
         try:

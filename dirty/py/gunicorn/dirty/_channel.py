@@ -75,6 +75,16 @@ def consume(views, n):
         views.pop(0)
 
 
+def take_fds(anc, fdq):
+    """Appends the descriptors of recvmsg()'s SCM_RIGHTS ancillary data
+    `anc` to the list `fdq`, in arrival order."""
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds = array.array("i")
+            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+            fdq.extend(fds)
+
+
 def close_fds(fds):
     for fd in fds:
         try:
@@ -292,11 +302,7 @@ class Channel:
                 raise ConnectionResetError("the dirty arbiter closed the connection")
             return n
         n, anc, flags, _ = self.sock.recvmsg_into([view], ANCBUF, socket.MSG_CMSG_CLOEXEC)
-        for level, kind, data in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds = array.array("i")
-                fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
-                self._fdq.extend(fds)
+        take_fds(anc, self._fdq)
         if flags & socket.MSG_CTRUNC:
             raise ConnectionResetError("descriptors from the dirty arbiter were lost")
         if n == 0:

@@ -349,11 +349,7 @@ class _AsyncConnection:
     def _recv(self, view):
         n, anc, flags, _ = self.sock.recvmsg_into([view], _channel.ANCBUF,
                                                   socket.MSG_CMSG_CLOEXEC)
-        for level, kind, data in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds = array.array("i")
-                fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
-                self._fdq.extend(fds)
+        _channel.take_fds(anc, self._fdq)
         if flags & socket.MSG_CTRUNC:
             raise ConnectionResetError("descriptors from the dirty arbiter were lost")
         if n == 0:
