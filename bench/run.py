@@ -106,7 +106,7 @@ def measure_http(srv, ld, mode, client_cpus):
 def _dirty_call(port, kind, n, timeout):
     status, body = servers.http_get(port, "/dirty?kind=%s&n=%d" % (kind, n), timeout=timeout)
     if status != 200:
-        raise ValueError("/dirty answered HTTP %d: %r" % (status, body[:200]))
+        raise ValueError("/dirty answered HTTP %d: %s" % (status, body[:300].decode("utf-8", "replace")))
     return json.loads(body)
 
 

@@ -144,9 +144,15 @@ def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return (CHUNK for _ in range(1000))
     if path == "/dirty":
-        data = _dirty(environ)
-        start_response("200 OK", [("Content-Type", "application/json"),
-                                  ("Content-Length", str(len(data)))])
+        # a failed call answers 502 with the exception, so the report's note
+        # says why a server could not serve the row (not a bare 500 page)
+        try:
+            status, data = "200 OK", _dirty(environ)
+        except Exception as e:  # noqa: BLE001 - reported, not swallowed
+            status = "502 Bad Gateway"
+            data = json.dumps({"error": "%s: %s" % (type(e).__name__, e)}).encode()
+        start_response(status, [("Content-Type", "application/json"),
+                                ("Content-Length", str(len(data)))])
         return [data]
     start_response("404 Not Found", [("Content-Length", "0")])
     return [b""]
