@@ -482,3 +482,46 @@ def test_term_sends_goaway_to_an_open_connection(cls):
         assert goaway_in(rest), rest
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("cls", sorted(CLASSES))
+def test_idle_connection_gets_goaway_after_keepalive(cls):
+    srv = start(None, H2C + ["--keep-alive", "1"], cls=cls)
+    try:
+        s = raw_h2(srv.port)
+        s.sendall(HeadersFrame(1, headers_block("/ok"), flags=["END_HEADERS", "END_STREAM"]
+                               ).serialize())
+        data, closed = wait_closed(s)
+        s.close()
+        assert any(t == 0 and sid == 1 for t, sid in frames(data)), data[-200:]
+        assert goaway_in(data) and closed, data[-200:]
+    finally:
+        srv.stop()
+
+
+def test_asgi_scope_of_a_stream():
+    # cookie crumbs in separate fields (RFC 9113 8.2.3) come joined;
+    # :authority is the host; http_version "2", scheme http on h2c
+    srv = start(None, H2C, cls="asgi")
+    try:
+        s = raw_h2(srv.port)
+        s.sendall(HeadersFrame(1, headers_block("/scope?q=1", extra=[
+            ("cookie", "a=1"), ("x-mixed", "V"), ("cookie", "b=2")]),
+            flags=["END_HEADERS", "END_STREAM"]).serialize())
+        data, _ = wait_closed(s, timeout=5)
+        s.close()
+        body, i = b"", 0
+        while i + 9 <= len(data):
+            ln = int.from_bytes(data[i:i + 3], "big")
+            sid = int.from_bytes(data[i + 5:i + 9], "big") & 0x7fffffff
+            if data[i + 3] == 0 and sid == 1:
+                body += data[i + 9:i + 9 + ln]
+            i += 9 + ln
+        scope = json.loads(body)
+        assert scope["http_version"] == "2" and scope["scheme"] == "http"
+        assert scope["path"] == "/scope" and scope["query_string"] == "q=1"
+        assert ["host", "x"] in scope["headers"]
+        assert ["cookie", "a=1; b=2"] in scope["headers"]
+        assert ["x-mixed", "V"] in scope["headers"]
+    finally:
+        srv.stop()
