@@ -74,7 +74,7 @@ async def app(scope, receive, send):
             total += len(b)
             if total >> 20 != mark:
                 mark = total >> 20
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.05)
                 peak = max(peak, _rss_kb())
             if not msg.get("more_body", False):
                 break
