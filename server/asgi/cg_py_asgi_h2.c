@@ -83,7 +83,6 @@ static void on_wake(void *arg, struct cg_h2_job *job)
  * pending list runs (never inside the session's own calls). */
 static void on_submit(void *arg, struct cg_h2_job *job)
 {
-    struct cg_asgi_srv *s = arg;
     struct cg_asgi_conn *parent = cg_h2_conn_owner(cg_h2_job_conn(job));
     struct cg_asgi_conn *c = cg_py_asgi_conn_new_stream(parent, job);
 
@@ -92,7 +91,7 @@ static void on_submit(void *arg, struct cg_h2_job *job)
         cg_h2_job_done(job, false);
         return;
     }
-    (void)s;
+    (void)arg;
     job->data = c;
     c->snext = parent->streams; /* the list holds the new reference */
     if (parent->streams != NULL) {
