@@ -313,10 +313,10 @@ static int resolve_worker_class(struct cg_conf *conf, struct cg_err *err)
     return conf->worker_class != NULL ? 0 : -1;
 }
 
-/* HTTP/2 (http_protocols with h2) is served by the gthread worker
- * (server/cg_h2.c). gunicorn offers it in gthread, gevent and asgi only,
- * so sync refuses it here, naming the classes; asgi refuses it until its
- * HTTP/2 is built (TODO(#18)), never a silent HTTP/1-only start. As
+/* HTTP/2 (http_protocols with h2) is served by the gthread and asgi
+ * workers (server/cg_h2.c). gunicorn offers it in gthread, gevent and asgi
+ * only, so sync refuses it here, naming the classes; gevent refuses it
+ * until its HTTP/2 is built (TODO(#18)), never a silent HTTP/1-only start. As
  * upstream's Config.validate(), h2 with neither TLS nor h2c is a warning:
  * HTTP/2 can then never be negotiated. */
 static int check_http2(const struct cg_conf *conf, struct cg_err *err)
@@ -329,9 +329,9 @@ static int check_http2(const struct cg_conf *conf, struct cg_err *err)
     if (!h2) {
         return 0;
     }
-    if (strcmp(conf->worker_class, "gthread") != 0) {
+    if (strcmp(conf->worker_class, "gthread") != 0 && strcmp(conf->worker_class, "asgi") != 0) {
         cg_err_set(err, "http_protocols includes h2 but the %s worker does not serve HTTP/2%s; "
-                   "use --worker-class gthread (or --threads N > 1), or drop h2 from "
+                   "use --worker-class gthread (or --threads N > 1) or asgi, or drop h2 from "
                    "http_protocols", conf->worker_class,
                    strcmp(conf->worker_class, "sync") == 0 ? " (as in gunicorn)"
                                                            : " in cgunicorn yet");

@@ -108,6 +108,7 @@ struct stream {
     bool queued;          /* a job was submitted */
     bool job_done;
     bool done_seen;       /* the loop acted on job_done (loop only) */
+    bool aborted;         /* the runner gave up on its response: reset it */
     bool notified;        /* on hc->notify */
     struct stream *nnext;
     struct stream *lnext;         /* a list service() took (loop only) */
@@ -230,6 +231,19 @@ static void notify_locked(struct stream *s)
         uint64_t one = 1;
         ssize_t w = write(hc->hub->efd, &one, sizeof(one));
         (void)w;
+    }
+}
+
+/* Tells whoever runs s that it has news (body bytes, the body's end, room
+ * for the response, the stream closed): its pool thread waits on s->cv;
+ * an event-driven runner gets hub->wake. Called with hc->mu held. */
+static void stream_wake(struct stream *s)
+{
+    struct cg_h2_hub *hub = s->hc->hub;
+
+    pthread_cond_broadcast(&s->cv);
+    if (hub->wake != NULL && s->queued && !s->job_done) {
+        hub->wake(hub->wake_arg, &s->job);
     }
 }
 
@@ -452,6 +466,10 @@ static void pump(struct cg_h2_conn *hc)
     int threads = hc->hub->conf->threads > 1 ? hc->hub->conf->threads : 1;
     size_t share = threads / 2 > 0 ? (size_t)(threads / 2) : 1;
 
+    if (hc->hub->share > 0) {
+        share = hc->hub->share;
+    }
+
     while (hc->wait_head != NULL && hc->running < share) {
         struct stream *s = hc->wait_head;
         hc->wait_head = s->wnext;
@@ -501,7 +519,7 @@ static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *frame, void 
             buf_add(&s->in, "0\r\n\r\n", 5);
         }
         s->in_eof = true;
-        pthread_cond_broadcast(&s->cv);
+        stream_wake(s);
         pthread_mutex_unlock(&hc->mu);
     }
     return 0;
@@ -535,7 +553,7 @@ static int on_data_chunk(nghttp2_session *ses, uint8_t flags, int32_t id, const 
         rc = buf_add(&s->in, data, len);
     }
     s->payload_in += len;
-    pthread_cond_broadcast(&s->cv);
+    stream_wake(s);
     pthread_mutex_unlock(&hc->mu);
     return rc != 0 ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
 }
@@ -552,7 +570,7 @@ static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t code, void
     nghttp2_session_set_stream_user_data(ses, id, NULL);
     pthread_mutex_lock(&hc->mu);
     s->closed = true;
-    pthread_cond_broadcast(&s->cv);
+    stream_wake(s);
     /* not queued: never given to the pool, or its job's end was seen */
     bool gone = !s->queued && !s->notified;
     pthread_mutex_unlock(&hc->mu);
@@ -579,7 +597,7 @@ static ssize_t read_body(nghttp2_session *ses, int32_t id, uint8_t *out, size_t 
         memcpy(out, s->out.p + s->out.off, (size_t)n);
         s->out.off += (size_t)n;
         s->progress_ms = cg_monotonic_ms();
-        pthread_cond_broadcast(&s->cv); /* room for the writer */
+        stream_wake(s); /* room for the writer */
     }
     if (buf_avail(&s->out) == 0) {
         if (s->out_eof) {
@@ -646,9 +664,10 @@ static void service(struct cg_h2_conn *hc)
             }
             continue;
         }
-        if (done_now && !s->resp_ready) {
+        if (done_now && (!s->resp_ready || s->aborted)) {
             /* the app's response never began (a client gone, a head that
-             * was not answered): reset rather than leave it hanging */
+             * was not answered), or its runner gave up on it midway:
+             * reset rather than leave it hanging or end it as complete */
             nghttp2_submit_rst_stream(hc->ses, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
         }
         if (done_now) {
@@ -813,7 +832,7 @@ static void abort_streams(struct cg_h2_conn *hc)
     pthread_mutex_lock(&hc->mu);
     for (struct stream *s = hc->all; s != NULL; s = s->anext) {
         s->closed = true;
-        pthread_cond_broadcast(&s->cv);
+        stream_wake(s);
     }
     pthread_mutex_unlock(&hc->mu);
 }
@@ -987,6 +1006,10 @@ static ssize_t st_recv(struct cg_transport *t, void *out, size_t n, int flags)
     struct cg_h2_conn *hc = s->hc;
     ssize_t got = -1;
 
+    if (hc->hub->nowait) {
+        flags |= CG_TRANSPORT_NOWAIT;
+    }
+
     if (buf_avail(&s->head) > 0) { /* the head is never changed once queued */
         size_t k = buf_avail(&s->head) < n ? buf_avail(&s->head) : n;
         memcpy(out, s->head.p + s->head.off, k);
@@ -1005,12 +1028,19 @@ static ssize_t st_recv(struct cg_transport *t, void *out, size_t n, int flags)
             got = (ssize_t)k;
             break;
         }
-        if (s->in_eof) {
+        if (s->in_eof && !hc->hub->nowait) {
             got = 0;
             break;
         }
         if (s->closed) {
             errno = ECONNRESET;
+            break;
+        }
+        if (s->in_eof) {
+            /* an event-driven runner reads on past the body only to learn
+             * that the peer went away: the body's end is not that */
+            got = CG_TRANSPORT_AGAIN;
+            t->want = POLLIN;
             break;
         }
         if (flags & CG_TRANSPORT_NOWAIT) {
@@ -1220,6 +1250,10 @@ static ssize_t st_sendv(struct cg_transport *t, const struct iovec *iov, int n, 
     struct stream *s = t_stream(t);
     size_t total = 0;
 
+    if (s->hc->hub->nowait) {
+        flags |= CG_TRANSPORT_NOWAIT;
+    }
+
     for (int i = 0; i < n; i++) {
         if (iov[i].iov_len == 0) {
             continue;
@@ -1276,6 +1310,42 @@ static const struct cg_transport_ops stream_ops = {
     .release = NULL,
 };
 
+void cg_h2_job_transport(struct cg_h2_job *job, struct cg_transport *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->ops = &stream_ops;
+    t->fd = -1;
+    t->impl = job;
+}
+
+struct cg_h2_conn *cg_h2_job_conn(const struct cg_h2_job *job)
+{
+    return ((const struct stream *)job)->hc;
+}
+
+bool cg_h2_job_closed(struct cg_h2_job *job)
+{
+    struct stream *s = (struct stream *)job;
+
+    pthread_mutex_lock(&s->hc->mu);
+    bool closed = s->closed;
+    pthread_mutex_unlock(&s->hc->mu);
+    return closed;
+}
+
+void cg_h2_job_done(struct cg_h2_job *job, bool complete)
+{
+    struct stream *s = (struct stream *)job;
+    struct cg_h2_conn *hc = s->hc;
+
+    pthread_mutex_lock(&hc->mu);
+    s->out_eof = complete; /* an incomplete one is reset, never ended */
+    s->aborted = !complete;
+    s->job_done = true;
+    notify_locked(s);
+    pthread_mutex_unlock(&hc->mu);
+}
+
 void cg_h2_job_run(struct cg_wsgi *g, struct cg_h2_job *job, void (*count)(void *), void *arg)
 {
     struct stream *s = (struct stream *)job;
@@ -1283,16 +1353,12 @@ void cg_h2_job_run(struct cg_wsgi *g, struct cg_h2_job *job, void (*count)(void 
     struct cg_wsgi_conn c;
     uint64_t t0 = cg_py_wsgi_now_us();
 
-    pthread_mutex_lock(&hc->mu);
-    bool closed = s->closed;
-    pthread_mutex_unlock(&hc->mu);
-    if (!closed) {
+    if (!cg_h2_job_closed(job)) {
         /* The stream as a connection of its own (cg_h2.h). The socket's fd
          * is lent for environ["gunicorn.socket"], never closed here. */
         memset(&c, 0, sizeof(c));
-        c.t.ops = &stream_ops;
+        cg_h2_job_transport(job, &c.t);
         c.t.fd = hc->t->fd;
-        c.t.impl = s;
         c.l = hc->l;
         c.peer = hc->peer;
         c.peer_len = hc->peer_len;
@@ -1314,9 +1380,5 @@ void cg_h2_job_run(struct cg_wsgi *g, struct cg_h2_job *job, void (*count)(void 
         c.t.ops = &cg_transport_plain;
         cg_wsgi_conn_deinit(&c);
     }
-    pthread_mutex_lock(&hc->mu);
-    s->out_eof = true;
-    s->job_done = true;
-    notify_locked(s);
-    pthread_mutex_unlock(&hc->mu);
+    cg_h2_job_done(job, true);
 }

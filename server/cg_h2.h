@@ -1,8 +1,18 @@
-/* HTTP/2 (RFC 9113) over nghttp2 for the gthread worker: one nghttp2
- * session per connection, driven by the worker's event loop through the
- * connection's transport (TLS with ALPN "h2", or cleartext with prior
- * knowledge from a peer in forwarded_allow_ips), and each stream served as
- * one WSGI request on the thread pool.
+/* HTTP/2 (RFC 9113) over nghttp2 for the gthread and asgi workers: one
+ * nghttp2 session per connection, driven by the worker's event loop
+ * through the connection's transport (TLS with ALPN "h2", or cleartext
+ * with prior knowledge from a peer in forwarded_allow_ips), and each
+ * stream served as one request by the worker's runner: gthread queues it
+ * as one WSGI request on the thread pool (cg_h2_job_run), asgi serves it
+ * as an ASGI http scope on its event loop (server/asgi/cg_py_asgi_h2.c).
+ *
+ * What runs a stream (the runner) sees four things: the hub's `submit`
+ * (a stream's head is complete: run it), the stream's transport
+ * (cg_h2_job_transport: the request and the response, below), the hub's
+ * `wake` for an event-driven runner (the stream has news), and
+ * cg_h2_job_done (the runner is finished with it). Everything else -- the
+ * session, settings, the flood defences, flow control, the socket's I/O --
+ * is shared.
  *
  * A stream reaches the WSGI code as a connection of its own: a transport
  * (cg_transport.h) whose recv hands out the request as an HTTP/1 message
@@ -38,9 +48,11 @@
 struct cg_wsgi;
 struct cg_h2_conn;
 
-/* One stream waiting for, or run by, a pool thread (the pool's queue link). */
+/* One stream waiting for, or run by, its runner (a pool thread: `next` is
+ * the pool's queue link). */
 struct cg_h2_job {
     struct cg_h2_job *next;
+    void *data; /* the runner's own (asgi: its stream connection) */
 };
 
 /* Per worker: settings, the request limits streams are parsed with, and
@@ -53,8 +65,21 @@ struct cg_h2_hub {
     bool prior_only;              /* prior-knowledge alone: a trusted h1 peer gets a 400 */
     const struct cg_http_iplist *trusted; /* forwarded_allow_ips (borrowed) */
     int efd;                      /* owned eventfd; readable when `ready` has entries */
-    void (*submit)(void *arg, struct cg_h2_job *job); /* queue a job for the pool */
+    void (*submit)(void *arg, struct cg_h2_job *job); /* run a stream (loop thread) */
     void *submit_arg;
+    size_t share;                 /* streams of one connection run at once (0: half
+                                     the threads, at least one) */
+    bool nowait;                  /* an event-driven runner: the stream transport
+                                     never waits (CG_TRANSPORT_NOWAIT always), and
+                                     reads past the body's end give
+                                     CG_TRANSPORT_AGAIN until the stream closes */
+    /* An event-driven runner's news of a running job (body bytes, the
+     * body's end, room for the response, the stream closed), or NULL.
+     * Called on the loop thread inside the session's calls, with the
+     * connection's lock held: it may only note the job for later, never
+     * call back into cg_h2. */
+    void (*wake)(void *arg, struct cg_h2_job *job);
+    void *wake_arg;
     /* internal */
     void *mu;                     /* pthread_mutex_t *, owned */
     struct cg_h2_conn *ready;     /* connections with work for the loop (under mu) */
@@ -131,6 +156,24 @@ size_t cg_h2_conn_reset_stalled(struct cg_h2_conn *hc, uint64_t now_ms, uint64_t
 /* Frees the session and its streams (no pool thread may use them: only
  * after CG_H2_CLOSE, or at worker exit). Does not close the socket. */
 void cg_h2_conn_free(struct cg_h2_conn *hc);
+
+/* ---- the runner's side of a stream ---- */
+
+/* Sets t up as the stream's transport: recv gives the request as an
+ * HTTP/1 message, sendv takes an HTTP/1 response (module comment). t->fd
+ * is -1 (the socket belongs to the connection). */
+void cg_h2_job_transport(struct cg_h2_job *job, struct cg_transport *t);
+
+/* The connection of a stream (its owner is cg_h2_conn_owner()). */
+struct cg_h2_conn *cg_h2_job_conn(const struct cg_h2_job *job);
+
+/* Whether the peer reset or the session ended the stream. */
+bool cg_h2_job_closed(struct cg_h2_job *job);
+
+/* The runner is done with the stream: a complete response ends it
+ * (END_STREAM), an incomplete one resets it. The job must not be used
+ * afterwards (the loop frees it). Any thread. */
+void cg_h2_job_done(struct cg_h2_job *job, bool complete);
 
 /* Runs one stream's request on a pool thread: the WSGI request (needs the
  * GIL, released around the waits), then hands the stream back to the loop.

@@ -25,6 +25,7 @@
 #include "cg_log.h"
 #include "cg_py.h"
 #include "cg_py_asgi_int.h"
+#include "cg_transport_tls.h"
 
 #define READ_CHUNK (64 * 1024)
 
@@ -74,15 +75,27 @@ void cg_py_asgi_conn_want_read(struct cg_asgi_conn *c, bool on)
         return;
     }
     c->reading = on;
+    if (c->is_stream) { /* no socket: the session's news runs the reader */
+        if (on) {
+            cg_py_asgi_h2_schedule(c);
+        }
+        return;
+    }
     loop_call(on ? c->srv->add_reader : c->srv->remove_reader, c->t.fd, on ? c->on_read : NULL);
 }
 
-static void want_write(struct cg_asgi_conn *c, bool on)
+void cg_py_asgi_conn_want_write(struct cg_asgi_conn *c, bool on)
 {
     if (c->state == CG_ASGI_CLOSED || c->writing == on) {
         return;
     }
     c->writing = on;
+    if (c->is_stream) {
+        if (on) {
+            cg_py_asgi_h2_schedule(c);
+        }
+        return;
+    }
     loop_call(on ? c->srv->add_writer : c->srv->remove_writer, c->t.fd, on ? c->on_write : NULL);
 }
 
@@ -129,22 +142,29 @@ void cg_py_asgi_conn_close(struct cg_asgi_conn *c)
     }
     Py_INCREF(c);
     cg_py_asgi_conn_want_read(c, false);
-    want_write(c, false);
+    cg_py_asgi_conn_want_write(c, false);
+    if (c->state == CG_ASGI_H2) {
+        cg_py_asgi_h2_close(c); /* its streams first: they use the session */
+    }
     c->state = CG_ASGI_CLOSED;
     c->eof = true;
     cg_transport_close(&c->t);
     c->out_start = c->out_end = 0;
-    if (c->prev != NULL) {
-        c->prev->next = c->next;
+    if (c->is_stream) {
+        cg_py_asgi_h2_stream_closed(c); /* its parent's list held the reference */
     } else {
-        s->conns = c->next;
+        if (c->prev != NULL) {
+            c->prev->next = c->next;
+        } else {
+            s->conns = c->next;
+        }
+        if (c->next != NULL) {
+            c->next->prev = c->prev;
+        }
+        c->prev = c->next = NULL;
+        s->nconns--;
+        s->cap_blocked = false;
     }
-    if (c->next != NULL) {
-        c->next->prev = c->prev;
-    }
-    c->prev = c->next = NULL;
-    s->nconns--;
-    s->cap_blocked = false;
     /* Whoever waits on this connection learns that it is gone. */
     if (c->req != NULL) {
         cg_py_asgi_http_on_input(c->req);
@@ -184,6 +204,11 @@ void cg_py_asgi_conn_release(struct cg_asgi_srv *s)
  * a reset; else the close. */
 static void conn_finish(struct cg_asgi_conn *c, bool linger)
 {
+    if (c->is_stream) { /* its response is complete: the stream ends */
+        c->h2_clean = true;
+        cg_py_asgi_conn_close(c);
+        return;
+    }
     bool input = !c->eof && (linger || c->in.end > c->in.start ||
                              cg_http_parser_body_pending(&c->parser) ||
                              cg_transport_unread(&c->t) != 0);
@@ -294,7 +319,7 @@ int cg_py_asgi_conn_write(struct cg_asgi_conn *c, const struct iovec *iov, int n
         skip = 0;
     }
     if (c->out_end > c->out_start) {
-        want_write(c, true);
+        cg_py_asgi_conn_want_write(c, true);
     }
     return 0;
 }
@@ -316,6 +341,10 @@ static PyObject *conn_on_write(PyObject *self, PyObject *unused)
     struct cg_asgi_conn *c = (struct cg_asgi_conn *)self;
     (void)unused;
 
+    if (c->state == CG_ASGI_H2) {
+        cg_py_asgi_h2_io(c);
+        Py_RETURN_NONE;
+    }
     Py_INCREF(c);
     if (c->read_wants_write && c->state != CG_ASGI_CLOSED) {
         c->read_wants_write = false;
@@ -335,7 +364,7 @@ static PyObject *conn_on_write(PyObject *self, PyObject *unused)
     }
     if (c->state != CG_ASGI_CLOSED && c->out_end == c->out_start) {
         c->out_start = c->out_end = 0;
-        want_write(c, c->read_wants_write);
+        cg_py_asgi_conn_want_write(c, c->read_wants_write);
         if (c->close_when_flushed) {
             conn_finish(c, false);
         }
@@ -358,7 +387,7 @@ static ssize_t conn_fill(struct cg_asgi_conn *c)
     if (n == CG_TRANSPORT_AGAIN) {
         if (c->t.want == POLLOUT) { /* a TLS read that must write first */
             c->read_wants_write = true;
-            want_write(c, true);
+            cg_py_asgi_conn_want_write(c, true);
         }
         return -1;
     }
@@ -374,6 +403,10 @@ static PyObject *conn_on_read(PyObject *self, PyObject *unused)
     struct cg_asgi_conn *c = (struct cg_asgi_conn *)self;
     (void)unused;
 
+    if (c->state == CG_ASGI_H2) {
+        cg_py_asgi_h2_io(c);
+        Py_RETURN_NONE;
+    }
     Py_INCREF(c);
     if (c->state != CG_ASGI_CLOSED && c->linger_until_ms != 0) {
         linger_step(c);
@@ -381,7 +414,12 @@ static PyObject *conn_on_read(PyObject *self, PyObject *unused)
         if (c->eof) {
             cg_py_asgi_conn_want_read(c, false);
         }
-        process_input(c);
+        if (!c->srv->h2_on || c->h2_checked || !cg_py_asgi_h2_check(c)) {
+            process_input(c);
+        }
+    } else if (c->state != CG_ASGI_CLOSED && c->srv->h2_on && !c->h2_checked &&
+               cg_transport_is_tls(&c->t)) {
+        cg_py_asgi_h2_check(c); /* the handshake may be done with no byte yet */
     }
     Py_DECREF(c);
     Py_RETURN_NONE;
@@ -391,7 +429,11 @@ static PyObject *conn_on_read(PyObject *self, PyObject *unused)
  * text/plain page), logged as its WSGI workers' handle_error does. */
 static void parse_error(struct cg_asgi_conn *c)
 {
-    const struct cg_http_error *e = cg_http_parser_error(&c->parser);
+    cg_py_asgi_conn_error_page(c, cg_http_parser_error(&c->parser));
+}
+
+void cg_py_asgi_conn_error_page(struct cg_asgi_conn *c, const struct cg_http_error *e)
+{
     char page[CG_HTTP_ERROR_RESPONSE_MAX];
     size_t n = cg_conn_error_page(e, CG_CONN_PAGE_PLAIN, page, sizeof(page));
 
@@ -458,7 +500,9 @@ static void process_input(struct cg_asgi_conn *c)
             }
             /* HEAD_DONE */
             const struct cg_http_request *req = cg_http_parser_request(&c->parser);
-            if (cg_py_asgi_ws_is_upgrade(req)) {
+            /* no WebSocket over HTTP/2 (RFC 8441 is not offered; nghttp2
+             * refuses the HTTP/1 Upgrade headers on a stream anyway) */
+            if (!c->is_stream && cg_py_asgi_ws_is_upgrade(req)) {
                 cg_py_asgi_ws_start(c, req);
                 return;
             }
@@ -501,6 +545,7 @@ static void process_input(struct cg_asgi_conn *c)
                 cg_py_asgi_ws_on_input(c->ws);
             }
             return;
+        case CG_ASGI_H2: /* its input is the session's (cg_py_asgi_h2_io) */
         case CG_ASGI_CLOSED:
             return;
         }
@@ -513,7 +558,7 @@ void cg_py_asgi_conn_request_done(struct cg_asgi_conn *c, bool keep_alive)
         return;
     }
     Py_CLEAR(c->req);
-    if (!keep_alive || !c->srv->w->alive) {
+    if (!keep_alive || !c->srv->w->alive || c->is_stream) { /* a stream: one request */
         cg_py_asgi_conn_close_soon(c);
         return;
     }
@@ -549,6 +594,11 @@ void cg_py_asgi_conn_sweep(struct cg_asgi_srv *s)
 
     while (c != NULL) {
         struct cg_asgi_conn *next = c->next;
+        if (c->state == CG_ASGI_H2) {
+            cg_py_asgi_h2_sweep(c, now);
+            c = next;
+            continue;
+        }
         if (c->linger_until_ms != 0) {
             if (now >= c->linger_until_ms) {
                 cg_py_asgi_conn_close(c);
@@ -605,6 +655,67 @@ static struct cg_asgi_conn *conn_new(struct cg_asgi_srv *s, int fd, const struct
                         l->family == AF_UNIX ? NULL : (const struct sockaddr *)peer);
     c->parser_ready = true;
     return c;
+}
+
+struct cg_asgi_conn *cg_py_asgi_conn_new_stream(struct cg_asgi_conn *parent,
+                                                struct cg_h2_job *job)
+{
+    struct cg_asgi_srv *s = parent->srv;
+    struct cg_asgi_conn *c = PyObject_New(struct cg_asgi_conn, &cg_asgi_conn_type);
+
+    if (c == NULL) {
+        return NULL;
+    }
+    memset((char *)c + sizeof(PyObject), 0, sizeof(*c) - sizeof(PyObject));
+    c->srv = s;
+    cg_h2_job_transport(job, &c->t);
+    c->is_stream = true;
+    c->job = job;
+    c->parent = parent;
+    c->h2_checked = true;
+    c->l = parent->l;
+    c->peer = parent->peer;
+    c->state = CG_ASGI_IDLE;
+    c->idle_since_ms = cg_monotonic_ms();
+    c->client = Py_NewRef(parent->client);
+    c->server = Py_NewRef(parent->server);
+    cg_http_parser_init(&c->parser, &s->hub.limits,
+                        c->l->family == AF_UNIX ? NULL : (const struct sockaddr *)&c->peer);
+    c->parser_ready = true;
+    return c;
+}
+
+void cg_py_asgi_conn_stream_step(struct cg_asgi_conn *c)
+{
+    Py_INCREF(c);
+    if (!c->started) {
+        c->started = true;
+        if (cg_h2_job_closed(c->job)) { /* reset before it ran */
+            cg_py_asgi_conn_close(c);
+        } else {
+            c->reading = true;
+        }
+    }
+    /* No level-triggered reader here: read on while it wants to and the
+     * stream has bytes (a few rounds, then its turn comes again). */
+    int rounds = 0;
+    while (c->state != CG_ASGI_CLOSED && c->reading && !c->eof) {
+        if (++rounds > 16) {
+            cg_py_asgi_h2_schedule(c);
+            break;
+        }
+        if (conn_fill(c) == -1) {
+            break;
+        }
+        if (c->eof) {
+            cg_py_asgi_conn_want_read(c, false);
+        }
+        process_input(c);
+    }
+    if (c->state != CG_ASGI_CLOSED && c->writing) {
+        Py_XDECREF(conn_on_write((PyObject *)c, NULL));
+    }
+    Py_DECREF(c);
 }
 
 static void listen_set(struct cg_asgi_srv *s, bool on)

@@ -307,6 +307,9 @@ int cg_py_asgi_http_head_format(struct cg_asgi_req *r, PyObject *msg)
     }
     r->length = (has_cl && !r->chunked && !omits) ? cl : -1;
     r->close_announced = will_close(r);
+    /* gunicorn's asgi worker adds Server and Date on HTTP/1 only */
+    has_server = has_server || r->conn->is_stream;
+    has_date = has_date || r->conn->is_stream;
     if ((!has_server && hb_put(&b, "Server: gunicorn/asgi\r\n", 23) < 0) ||
         (!has_date && (hb_put(&b, "Date: ", 6) < 0 ||
                        hb_put(&b, cg_http_date_now(), CG_HTTP_DATE_LEN) < 0 ||
@@ -353,6 +356,9 @@ int cg_py_asgi_http_send_informational(struct cg_asgi_req *r, PyObject *msg)
     }
     if (r->ver_major == 1 && r->ver_minor == 0) {
         return 0; /* HTTP/1.0 clients do not understand 1xx */
+    }
+    if (r->conn->is_stream) {
+        return 0; /* HTTP/2: the stream relays final heads only (cg_h2.c) */
     }
     if (r->conn->state == CG_ASGI_CLOSED || r->detached) {
         return 0;

@@ -16,6 +16,8 @@
  *   cg_py_asgi_http_head.c     response and 1xx heads: validation, formatting
  *   cg_py_asgi_scope.c   interned names, scope dicts, the ready awaitable
  *   cg_py_asgi_ws.c      WebSocket (RFC 6455) handshake, frames, receive/send
+ *   cg_py_asgi_h2.c      HTTP/2: a connection's nghttp2 session (cg_h2.c), each
+ *                        stream served as a stream connection of its own
  *   cg_worker_asgi.c     the worker: server object, signals, liveness, and
  *                        the hand-off to cgunicorn.asgi (loop, lifespan)
  *
@@ -29,6 +31,7 @@
 #include <sys/socket.h>
 
 #include "cg_conn.h"
+#include "cg_h2.h"
 #include "cg_http_parser.h"
 #include "cg_listen.h"
 #include "cg_py_wsgi_int.h"
@@ -41,7 +44,7 @@ struct cg_asgi_keys {
         *raw_path, *query_string, *root_path, *headers, *server, *client, *state, *subprotocols,
         *body, *more_body, *status, *text, *bytes, *code, *reason, *subprotocol, *message;
     /* values */
-    PyObject *v_http, *v_websocket, *v_3_0, *v_2_4, *v_1_0, *v_1_1, *v_https, *v_ws, *v_wss,
+    PyObject *v_http, *v_websocket, *v_3_0, *v_2_4, *v_1_0, *v_1_1, *v_2, *v_https, *v_ws, *v_wss,
         *v_http_request, *v_http_disconnect, *v_ws_connect, *v_ws_receive, *v_ws_disconnect,
         *empty_bytes, *empty_str;
     /* message types the app sends */
@@ -84,6 +87,13 @@ struct cg_asgi_srv {
     uint64_t stop_ms;            /* when the stop began (0: serving) */
     uint64_t stop_deadline_ms;   /* when the stop gives up waiting */
     uint64_t ws_max;             /* websocket_max_message_size */
+    /* HTTP/2 (cg_py_asgi_h2.c) */
+    bool h2_on;                  /* http_protocols has h2: the hub is set up */
+    struct cg_h2_hub hub;
+    PyObject *h2_hub_cb;         /* reader of hub.efd; owned */
+    PyObject *h2_run_cb;         /* runs h2_pending (call_soon); owned */
+    bool h2_run_scheduled;
+    struct cg_asgi_conn *h2_pending; /* stream connections with news (each referenced) */
 };
 
 enum cg_asgi_conn_state {
@@ -91,6 +101,7 @@ enum cg_asgi_conn_state {
     CG_ASGI_BUSY,     /* a request is being served */
     CG_ASGI_DRAIN,    /* response done; discarding the rest of the request body */
     CG_ASGI_WS,       /* upgraded to WebSocket */
+    CG_ASGI_H2,       /* an HTTP/2 session: its streams are stream connections */
     CG_ASGI_CLOSED,
 };
 
@@ -125,6 +136,23 @@ struct cg_asgi_conn {
     struct cg_asgi_ws *ws;           /* WebSocket session; owned */
     uint64_t idle_since_ms;
     struct cg_conn_release_node rel; /* closed: holds the list's reference until released */
+    /* HTTP/2 (cg_py_asgi_h2.c). A connection that speaks it (state H2)
+     * owns the session; each stream is a stream connection of its own:
+     * not a socket, but the stream's transport (cg_h2_job_transport), so
+     * the HTTP/1 request code serves it unchanged. Its reader and writer
+     * are run by the session's news (pending), not by the loop. */
+    bool h2_checked;                 /* whether it speaks HTTP/2 is known */
+    struct cg_h2_conn *h2;           /* state H2: the session; owned */
+    uint64_t h2_write_since_ms;      /* state H2: output blocked since (0: not) */
+    struct cg_asgi_conn *streams;    /* state H2: its stream connections (each referenced) */
+    bool is_stream;                  /* a stream connection: */
+    struct cg_h2_job *job;           /*   its stream, until closed */
+    struct cg_asgi_conn *parent;     /*   the session's connection (borrowed; it closes
+                                      *   its streams before it goes) */
+    struct cg_asgi_conn *sprev, *snext; /* the parent's list */
+    struct cg_asgi_conn *pnext;      /*   srv->h2_pending */
+    bool pending, started;
+    bool h2_clean;                   /*   closed after a complete response */
 };
 
 /* One HTTP request/response cycle (the receive/send callables' self). */
@@ -208,6 +236,16 @@ void cg_py_asgi_conn_request_done(struct cg_asgi_conn *c, bool keep_alive);
 /* Ends idle connections past keepalive (or past the stop's idle time once
  * the worker stops) and lingering closes past their bound. */
 void cg_py_asgi_conn_sweep(struct cg_asgi_srv *s);
+void cg_py_asgi_conn_want_write(struct cg_asgi_conn *c, bool on);
+/* Answers a request error with gunicorn's plain-text page and closes. */
+void cg_py_asgi_conn_error_page(struct cg_asgi_conn *c, const struct cg_http_error *e);
+/* A new stream connection for an HTTP/2 stream of `parent` (new
+ * reference), or NULL with an exception. */
+struct cg_asgi_conn *cg_py_asgi_conn_new_stream(struct cg_asgi_conn *parent,
+                                                struct cg_h2_job *job);
+/* A stream connection's news: runs its reader and writer, as the loop
+ * does a socket's (the first run reads the request's head). */
+void cg_py_asgi_conn_stream_step(struct cg_asgi_conn *c);
 /* Unconsumed input bytes. */
 static inline size_t cg_py_asgi_conn_buffered(const struct cg_asgi_conn *c)
 {
@@ -270,6 +308,33 @@ void cg_py_asgi_ws_on_drain(struct cg_asgi_ws *ws);
 void cg_py_asgi_ws_free(struct cg_asgi_ws *ws);
 /* Is this request a WebSocket upgrade (GET + Upgrade: websocket + Connection: upgrade)? */
 bool cg_py_asgi_ws_is_upgrade(const struct cg_http_request *req);
+
+/* ---- cg_py_asgi_h2.c ---- */
+/* Sets up HTTP/2 when http_protocols has h2 (no-op otherwise). Returns 0
+ * or -1 with err. */
+int cg_py_asgi_h2_init(struct cg_asgi_srv *s, struct cg_err *err);
+/* Watches the hub's wake-up (the loop is known). Returns 0 or -1 with an
+ * exception. */
+int cg_py_asgi_h2_start(struct cg_asgi_srv *s);
+void cg_py_asgi_h2_deinit(struct cg_asgi_srv *s);
+/* A new connection's first bytes: whether it speaks HTTP/2 (ALPN, or the
+ * prior-knowledge preface from a trusted peer). Returns true when the
+ * connection was taken care of (now HTTP/2, waiting for more bytes,
+ * refused), false when it is HTTP/1's. */
+bool cg_py_asgi_h2_check(struct cg_asgi_conn *c);
+/* State H2: the socket is ready, or the session has work. */
+void cg_py_asgi_h2_io(struct cg_asgi_conn *c);
+/* State H2, closing: ends its stream connections and frees the session. */
+void cg_py_asgi_h2_close(struct cg_asgi_conn *c);
+/* A stream connection closed: its stream is done (ended or reset). */
+void cg_py_asgi_h2_stream_closed(struct cg_asgi_conn *c);
+/* A stream connection wants its reader or writer run. */
+void cg_py_asgi_h2_schedule(struct cg_asgi_conn *c);
+/* State H2, once per tick: GOAWAY when idle past keepalive or stopping,
+ * stalled streams reset past timeout, a peer that stopped reading dropped. */
+void cg_py_asgi_h2_sweep(struct cg_asgi_conn *c, uint64_t now_ms);
+/* The worker stops: every session sends GOAWAY (streams begun finish). */
+void cg_py_asgi_h2_stop(struct cg_asgi_srv *s);
 
 uint64_t cg_py_asgi_now_us(void);
 

@@ -148,7 +148,8 @@ int cg_py_asgi_keys_init(struct cg_asgi_keys *k)
         K(bytes, "bytes"), K(code, "code"), K(reason, "reason"), K(subprotocol, "subprotocol"),
         K(message, "message"),
         K(v_http, "http"), K(v_websocket, "websocket"), K(v_3_0, "3.0"), K(v_2_4, "2.4"),
-        K(v_1_0, "1.0"), K(v_1_1, "1.1"), K(v_https, "https"), K(v_ws, "ws"), K(v_wss, "wss"),
+        K(v_1_0, "1.0"), K(v_1_1, "1.1"), K(v_2, "2"), K(v_https, "https"), K(v_ws, "ws"),
+        K(v_wss, "wss"),
         K(v_http_request, "http.request"), K(v_http_disconnect, "http.disconnect"),
         K(v_ws_connect, "websocket.connect"), K(v_ws_receive, "websocket.receive"),
         K(v_ws_disconnect, "websocket.disconnect"), K(empty_str, ""),
@@ -334,6 +335,8 @@ PyObject *cg_py_asgi_scope(struct cg_asgi_conn *c, const struct cg_http_request 
         hv = Py_NewRef(k->v_1_1);
     } else if (req->version_major == 1 && req->version_minor == 0) {
         hv = Py_NewRef(k->v_1_0);
+    } else if (req->version_major == 2 && c->is_stream) {
+        hv = Py_NewRef(k->v_2); /* an HTTP/2 stream (its head says HTTP/2.0) */
     } else {
         hv = PyUnicode_FromFormat("%d.%d", req->version_major, req->version_minor);
     }

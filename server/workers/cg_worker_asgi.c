@@ -159,6 +159,9 @@ static PyObject *srv_start(PyObject *self, PyObject *args)
         Py_DECREF(bound);
         cg_log(CG_LOG_INFO, "ASGI server listening on %s", s->w->listeners[i].name);
     }
+    if (cg_py_asgi_h2_start(s) < 0) {
+        goto done;
+    }
     s->accepting = true;
     cg_py_asgi_listen(s);
     sig_cb = PyCFunction_New(&on_signal_def, self);
@@ -265,6 +268,7 @@ static PyObject *srv_stop_accepting(PyObject *self, PyObject *unused)
         cg_py_asgi_drain_queues(s);
     }
     cg_py_asgi_listen(s);
+    cg_py_asgi_h2_stop(s);
     Py_RETURN_NONE;
 }
 
@@ -281,6 +285,10 @@ static PyObject *srv_close_all(PyObject *self, PyObject *unused)
     if (s->add_reader != NULL) {
         PyObject *r = PyObject_CallFunction(s->remove_reader, "i", cg_sig_fd());
         Py_XDECREF(r);
+        if (s->h2_hub_cb != NULL) {
+            r = PyObject_CallFunction(s->remove_reader, "i", s->hub.efd);
+            Py_XDECREF(r);
+        }
         PyErr_Clear();
     }
     Py_RETURN_NONE;
@@ -332,6 +340,7 @@ static void srv_deinit(struct cg_asgi_srv *s)
     Py_CLEAR(s->ready_none);
     Py_CLEAR(s->listen_cbs);
     Py_CLEAR(s->sha1);
+    cg_py_asgi_h2_deinit(s);
     cg_py_asgi_keys_deinit(&s->k);
     cg_py_wsgi_free(s->wsgi);
     s->wsgi = NULL;
@@ -358,6 +367,11 @@ int cg_worker_asgi_run(struct cg_worker *w)
     s.wsgi = cg_py_wsgi_new(w, &err);
     if (s.wsgi == NULL) {
         cg_log(CG_LOG_ERROR, "worker %d cannot start: %s", (int)getpid(), err.msg);
+        return CG_WORKER_BOOT_ERROR;
+    }
+    if (cg_py_asgi_h2_init(&s, &err) < 0) {
+        cg_log(CG_LOG_ERROR, "worker %d cannot start: %s", (int)getpid(), err.msg);
+        cg_py_wsgi_free(s.wsgi);
         return CG_WORKER_BOOT_ERROR;
     }
     if (cg_py_asgi_types_ready() < 0 || PyType_Ready(&server_type) < 0 ||

@@ -58,7 +58,7 @@ def app(environ, start_response):
             h.update(b)
             total += len(b)
             if total % (1 << 20) < 65536:
-                time.sleep(0.01)
+                time.sleep(0.05)
                 peak = max(peak, _rss_kb())
         out = json.dumps({"total": total, "sha": h.hexdigest(), "peak_rss_kb": peak}).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
