@@ -30,6 +30,7 @@
 #include "cg_conf_struct.h"
 #include "cg_err.h"
 #include "cg_http_limits.h"
+#include "cg_http_request.h"
 #include "cg_listen.h"
 #include "cg_transport.h"
 
@@ -51,6 +52,7 @@ struct cg_h2_hub {
     bool tls;
     bool prior_knowledge;         /* http2_cleartext prior-knowledge or both */
     bool prior_only;              /* prior-knowledge alone: a trusted h1 peer gets a 400 */
+    bool upgrade;                 /* http2_cleartext upgrade or both, not TLS: Upgrade: h2c */
     const struct cg_http_iplist *trusted; /* forwarded_allow_ips (borrowed) */
     int efd;                      /* owned eventfd; readable when `ready` has entries */
     void (*submit)(void *arg, struct cg_h2_job *job); /* queue a job for the pool */
@@ -108,6 +110,45 @@ enum cg_h2_next cg_h2_conn_io(struct cg_h2_conn *hc);
  * (cg_h2_conn_next_ready), and clears the eventfd. Loop thread. */
 struct cg_h2_conn *cg_h2_hub_take(struct cg_h2_hub *hub);
 struct cg_h2_conn *cg_h2_conn_next_ready(struct cg_h2_conn *hc);
+
+/* An HTTP/1.1 request asking to switch to h2c (RFC 7540 3.2), held from
+ * the pool thread that read it to the loop that starts the session. */
+struct cg_h2_upgrade;
+
+/* The largest request body an upgrade carries over HTTP/1 (gunicorn's
+ * H2C_UPGRADE_BODY_LIMIT): it is held in memory until stream 1 is built. */
+#define CG_H2_UPGRADE_BODY_MAX 65536
+
+/* Whether `req` from `peer` is an h2c upgrade gunicorn 27 honours: upgrade
+ * on (hub->upgrade), a peer in forwarded_allow_ips (or a Unix socket),
+ * HTTP/1.1 or later, "Upgrade: h2c", exactly one HTTP2-Settings header
+ * with a valid base64url SETTINGS payload, both named in Connection, and a
+ * Content-Length of at most CG_H2_UPGRADE_BODY_MAX. Returns the upgrade
+ * (its head copied from req; free with cg_h2_upgrade_free) or NULL: serve
+ * the request as HTTP/1.1. Any thread; no GIL needed. */
+struct cg_h2_upgrade *cg_h2_upgrade_new(const struct cg_h2_hub *hub,
+                                        const struct cg_http_request *req,
+                                        const struct sockaddr *peer);
+
+/* Adds request body bytes (decoded) to the upgrade. Returns 0, or -1 past
+ * CG_H2_UPGRADE_BODY_MAX or out of memory. */
+int cg_h2_upgrade_add_body(struct cg_h2_upgrade *up, const char *p, size_t n);
+
+/* The bytes the client sent after the request (its HTTP/2 preface and
+ * frames), copied. Returns 0 or -1 (out of memory). */
+int cg_h2_upgrade_set_pending(struct cg_h2_upgrade *up, const char *p, size_t n);
+
+void cg_h2_upgrade_free(struct cg_h2_upgrade *up);
+
+/* The 101 answer, sent over HTTP/1.1 before the session starts. */
+extern const char CG_H2_UPGRADE_101[];
+
+/* Starts a session made by cg_h2_conn_new (with no bytes) as an upgraded
+ * connection: the client's HTTP2-Settings applied, the request as stream 1
+ * (half closed, its body in hand) queued for the pool, then the pending
+ * bytes fed. Takes ownership of `up`. Returns 0, or -1 with err (the
+ * connection must be closed). Loop thread. */
+int cg_h2_conn_upgrade(struct cg_h2_conn *hc, struct cg_h2_upgrade *up, struct cg_err *err);
 
 /* Sends a graceful GOAWAY (NO_ERROR): streams already begun finish, new
  * ones are refused (TERM, HUP, max_requests, keepalive). Loop thread. */

@@ -205,7 +205,6 @@ def test_50mb_upload_read_slowly_keeps_rss_bounded(certs):
 @pytest.mark.parametrize("cls,extra,needle", [
     ("sync", [], "sync worker does not serve HTTP/2"),
     ("asgi", [], "asgi worker does not serve HTTP/2"),
-    ("gthread", ["--http2-cleartext", "upgrade"], "not implemented by cgunicorn yet"),
 ])
 def test_refused_at_startup(cls, extra, needle):
     p = subprocess.run([os.environ.get("CGUNICORN", os.path.join(ROOT, "build", "cgunicorn")),
