@@ -1396,7 +1396,7 @@ struct cg_h2_upgrade {
     bool head_request;
     char *method, *path, *authority, *scheme;
     struct buf hdrs;   /* "name: value\r\n", less the upgrade's own fields */
-    bool has_length;
+    bool chunked;      /* the body came chunked: stream 1 relays it chunked too */
     struct buf body;
     struct buf pending;
 };
@@ -1477,13 +1477,15 @@ static bool has_token(const struct cg_http_span *v, const char *tok)
 
 /* Copies the request head into `up`: the pseudo-fields gunicorn gives
  * stream 1 (method, target, Host as :authority, the request's scheme) and
- * every other field but Connection, Upgrade, HTTP2-Settings and the
- * Transfer-Encoding of a body that is in hand. Returns 0 or -1. */
+ * every other field but Connection, Upgrade and HTTP2-Settings
+ * (Transfer-Encoding: build_head() adds it back for a chunked body).
+ * Returns 0 or -1. */
 static int upgrade_copy_head(struct cg_h2_upgrade *up, const struct cg_http_request *req)
 {
     const struct cg_http_span *host = cg_http_request_header(req, "HOST");
 
     up->head_request = span_is(&req->method, "HEAD");
+    up->chunked = req->body_kind == CG_HTTP_BODY_CHUNKED;
     up->method = dup_n((const uint8_t *)req->method.ptr, req->method.len);
     up->path = dup_n((const uint8_t *)req->uri.ptr, req->uri.len);
     up->scheme = strdup(req->url_scheme);
@@ -1499,7 +1501,6 @@ static int upgrade_copy_head(struct cg_h2_upgrade *up, const struct cg_http_requ
             span_is(&h->name, "HOST")) {
             continue;
         }
-        up->has_length = up->has_length || span_is(&h->name, "CONTENT-LENGTH");
         size_t at = up->hdrs.len;
         if (buf_add(&up->hdrs, h->name.ptr, h->name.len) < 0 || buf_add(&up->hdrs, ": ", 2) < 0 ||
             buf_add(&up->hdrs, h->value.ptr, h->value.len) < 0 ||
@@ -1597,34 +1598,41 @@ int cg_h2_conn_upgrade(struct cg_h2_conn *hc, struct cg_h2_upgrade *up, struct c
         goto cleanup;
     }
     /* stream 1 is the upgrading request (RFC 7540 3.2): the fields move
-     * over, a chunked body in hand gets its length */
+     * over; a chunked body stays chunked (no content-length, as gunicorn's
+     * stream, which keeps Transfer-Encoding) */
     s->method = up->method;
     s->path = up->path;
     s->authority = up->authority;
     s->scheme = up->scheme;
     s->hdrs = up->hdrs;
-    s->has_length = true;
+    s->has_length = !up->chunked;
     up->method = up->path = up->authority = up->scheme = NULL;
     memset(&up->hdrs, 0, sizeof(up->hdrs));
-    char cl[48];
-    int k = snprintf(cl, sizeof(cl), "content-length: %zu\r\n", up->body.len);
-    if (!up->has_length && up->body.len > 0 && buf_add(&s->hdrs, cl, (size_t)k) < 0) {
-        cg_err_set(err, "HTTP/2 upgrade: out of memory");
-        goto cleanup;
-    }
     int e = nghttp2_session_upgrade2(hc->ses, up->settings, up->settings_len, up->head_request,
                                      s);
     if (e != 0) {
         cg_err_set(err, "HTTP/2 upgrade: %s", nghttp2_strerror(e));
         goto cleanup;
     }
-    if (build_head(s, true) < 0) {
+    if (build_head(s, !up->chunked) < 0) {
         cg_err_set(err, "HTTP/2 upgrade: out of memory");
         goto cleanup;
     }
     /* The body came over HTTP/1: in hand, no window is owed for it. */
-    s->in = up->body;
-    memset(&up->body, 0, sizeof(up->body));
+    if (up->chunked) {
+        char size[24];
+        int k = snprintf(size, sizeof(size), "%zx\r\n", up->body.len);
+        if ((up->body.len > 0 && (buf_add(&s->in, size, (size_t)k) < 0 ||
+                                  buf_add(&s->in, up->body.p, up->body.len) < 0 ||
+                                  buf_add(&s->in, "\r\n", 2) < 0)) ||
+            buf_add(&s->in, "0\r\n\r\n", 5) < 0) {
+            cg_err_set(err, "HTTP/2 upgrade: out of memory");
+            goto cleanup;
+        }
+    } else {
+        s->in = up->body;
+        memset(&up->body, 0, sizeof(up->body));
+    }
     queue_stream(hc, s, true);
     s = NULL;
     rc = 0;
