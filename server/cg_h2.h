@@ -1,8 +1,9 @@
 /* HTTP/2 (RFC 9113) over nghttp2 for the gthread worker: one nghttp2
  * session per connection, driven by the worker's event loop through the
- * connection's transport (TLS with ALPN "h2", or cleartext with prior
- * knowledge from a peer in forwarded_allow_ips), and each stream served as
- * one WSGI request on the thread pool.
+ * connection's transport (TLS with ALPN "h2", or cleartext from a peer in
+ * forwarded_allow_ips: prior knowledge, or an HTTP/1.1 "Upgrade: h2c"
+ * whose request becomes stream 1), and each stream served as one WSGI
+ * request on the thread pool.
  *
  * A stream reaches the WSGI code as a connection of its own: a transport
  * (cg_transport.h) whose recv hands out the request as an HTTP/1 message
