@@ -1,4 +1,5 @@
-"""Load generation with wrk, and parsing of its --latency report."""
+"""Load generation with wrk (HTTP/1.1) and h2load (HTTP/2), and parsing of
+their reports."""
 import os
 import re
 import subprocess
@@ -63,3 +64,46 @@ def run_wrk(port, path, duration_s, connections, client_cpus, close=False, body=
         raise ValueError("wrk exited %d: %s" % (proc.returncode,
                                                 (proc.stderr or proc.stdout).strip()[-300:]))
     return parse_wrk(proc.stdout)
+
+
+def parse_h2load(out):
+    """parse_wrk()'s dict from h2load's report (p50/p99: None, h2load gives
+    only min/max/mean). Raises ValueError when there is no req/s figure or
+    the protocol was not h2 (a server that fell back to HTTP/1.1)."""
+    m = re.search(r"^finished in [\d.]+\w*, ([\d.]+) req/s", out, re.M)
+    if not m:
+        raise ValueError("h2load printed no req/s line: %s" % out.strip()[-300:])
+    proto = re.search(r"^Application protocol: (\S+)", out, re.M)
+    if not proto or proto.group(1) != "h2":
+        raise ValueError("h2load did not speak h2 (%s)" % (proto.group(1) if proto else "none"))
+    res = {"rps": float(m.group(1)), "p50_us": None, "p99_us": None, "errors": 0, "non2xx": 0,
+           "requests": 0}
+    m = re.search(r"^requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", out, re.M)
+    if m:
+        res["requests"] = int(m.group(1))
+        res["errors"] = int(m.group(3)) + int(m.group(4))
+    m = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out, re.M)
+    if m:
+        res["non2xx"] = sum(int(x) for x in m.groups()[2:])
+    return res
+
+
+def run_h2load(port, path, duration_s, connections, streams, client_cpus):
+    """One h2load run (one thread) against https://127.0.0.1:port with
+    `connections` connections of `streams` concurrent streams each; returns
+    parse_h2load()'s dict."""
+    # -N: a connection the server never answers (a thread-per-connection
+    # server with more connections than threads) ends after 5 s idle and
+    # counts as errored, instead of holding the run forever.
+    argv = ["taskset", "-c", client_cpus, "h2load", "-t1", "-c", str(connections),
+            "-m", str(streams), "-D", str(duration_s), "-N", "5",
+            "https://127.0.0.1:%d%s" % (port, path)]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 30)
+    except subprocess.TimeoutExpired as e:
+        raise ValueError("h2load did not finish within %d s" % (duration_s + 30)) from e
+    if proc.returncode != 0:
+        raise ValueError("h2load exited %d: %s" % (proc.returncode,
+                                                   (proc.stderr or proc.stdout).strip()[-300:]))
+    return parse_h2load(proc.stdout)

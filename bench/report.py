@@ -229,7 +229,8 @@ def write_markdown(path, scenarios, results, meta, png_name, chart_note):
         "* Every server: %d workers (gthread: %d threads each); dirty scenarios: 1 dirty "
         "worker." % (meta["workers"], meta["threads"]),
         "* Each figure: median of %d run(s) of %d s%s; p50/p99 from the median run "
-        "(wrk `--latency`; dirty: timed inside the view around each call)." % (
+        "(wrk `--latency`; dirty: timed inside the view around each call; HTTP/2 rows: "
+        "h2load, 1 thread, which reports no percentiles)." % (
             meta["runs"], meta["duration_s"],
             ", after a %d s warm-up" % meta["warmup_s"] if meta["warmup_s"] else ""),
         "* RSS: sum of VmRSS over the server's process group right after the scenario's "

@@ -67,8 +67,11 @@ def _unavailable(variant, reason):
 def measure_http(srv, ld, mode, client_cpus):
     method, body = ld.check_request()
     try:
-        status, resp = servers.http_get(srv.port, ld.path, method, body, timeout=15,
-                                        tls=srv.variant.tls)
+        if ld.h2_streams:
+            status, resp = servers.h2_get(srv.port, ld.path, timeout=15)
+        else:
+            status, resp = servers.http_get(srv.port, ld.path, method, body, timeout=15,
+                                            tls=srv.variant.tls)
     except (OSError, http.client.HTTPException) as e:
         return _unavailable(srv.variant, "check request failed: %s: %s" % (type(e).__name__, e))
     if status != 200:
@@ -76,13 +79,19 @@ def measure_http(srv, ld, mode, client_cpus):
     err = ld.check(resp)
     if err:
         return _unavailable(srv.variant, "check request: " + err)
-    kw = dict(connections=ld.connections, client_cpus=client_cpus, close=ld.close,
-              body=ld.body, tls=srv.variant.tls)
+    if ld.h2_streams:
+        def one(duration):
+            return loadgen.run_h2load(srv.port, ld.path, duration, ld.connections,
+                                      ld.h2_streams, client_cpus)
+    else:
+        def one(duration):
+            return loadgen.run_wrk(srv.port, ld.path, duration, connections=ld.connections,
+                                   client_cpus=client_cpus, close=ld.close, body=ld.body,
+                                   tls=srv.variant.tls)
     try:
         if mode.warmup:
-            loadgen.run_wrk(srv.port, ld.path, mode.warmup, **kw)
-        runs = [loadgen.run_wrk(srv.port, ld.path, mode.duration, **kw)
-                for _ in range(mode.runs)]
+            one(mode.warmup)
+        runs = [one(mode.duration) for _ in range(mode.runs)]
     except (ValueError, OSError) as e:
         return _unavailable(srv.variant, "load run failed: %s" % e)
     for r in runs:
@@ -155,7 +164,7 @@ def plan(scenarios):
     for sc in scenarios:
         for vid in sc.variants:
             v = servers.VARIANTS[vid]
-            app = "static" if v.kind == "ceiling" else sc.app
+            app = "static" if v.kind == "ceiling" else (v.app or sc.app)
             key = (vid, app, bool(sc.dirty))
             groups.setdefault(key, []).append(sc)
     return groups

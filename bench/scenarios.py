@@ -51,16 +51,18 @@ class Load:
     """What the client sends. Identical loads against the same server are
     measured once even when several scenarios list them."""
 
-    def __init__(self, path, close=False, body=None, connections=50, check=None):
+    def __init__(self, path, close=False, body=None, connections=50, check=None,
+                 h2_streams=None):
         self.path = path
         self.close = close
         self.body = body            # None | "json4k" | "raw1m" (see post.lua)
         self.connections = connections
         self.check = check
+        self.h2_streams = h2_streams  # HTTP/2 with h2load: concurrent streams per connection
 
     @property
     def key(self):
-        return (self.path, self.close, self.body, self.connections)
+        return (self.path, self.close, self.body, self.connections, self.h2_streams)
 
     def check_request(self):
         """(method, body bytes or None) for the one-off correctness check."""
@@ -92,6 +94,8 @@ ASGI = ["cg-asgi", "gu-asgi", "uvicorn", "granian-asgi"]
 DIRTY = ["cg-sync", "gu-sync"]
 HTTPS_WSGI = ["cg-gthread-tls", "gu-gthread-tls", "granian-wsgi-tls", "nginx-tls"]
 HTTPS_ASGI = ["cg-asgi-tls", "gu-asgi-tls", "uvicorn-tls", "granian-asgi-tls", "nginx-tls"]
+# HTTP/2 over TLS (ALPN h2); cg-asgi-h2 serves the ASGI app (servers.Variant.app)
+H2 = ["cg-gthread-h2", "cg-asgi-h2", "gu-gthread-h2", "granian-wsgi-h2", "nginx-h2"]
 
 HELLO_KA = Load("/", check=_expect_hello)
 HELLO_CLOSE = Load("/", close=True, check=_expect_hello)
@@ -128,6 +132,10 @@ SCENARIOS = [
              HELLO_KA),
     Scenario("https-hello-asgi-close", "HTTPS ASGI hello, full handshake per request",
              "asgi", HTTPS_ASGI, Load("/", close=True, connections=16, check=_expect_hello)),
+    Scenario("h2-hello-c1", "HTTP/2 hello over TLS, 1 connection x 100 streams", "wsgi", H2,
+             Load("/", connections=1, h2_streams=100, check=_expect_hello)),
+    Scenario("h2-hello-c10", "HTTP/2 hello over TLS, 10 connections x 100 streams", "wsgi",
+             H2, Load("/", connections=10, h2_streams=100, check=_expect_hello)),
     Scenario("dirty-trivial", "dirty execute(), trivial action, sequential", "wsgi", DIRTY,
              dirty="trivial"),
     Scenario("dirty-bytes-1m", "dirty execute(), 1 MiB bytes echo", "wsgi", DIRTY,

@@ -66,7 +66,8 @@ class Variant:
     returns the argv; app is a key of APP_SPECS or "static" (ceiling only).
     """
 
-    def __init__(self, vid, label, kind, apps, build, unavailable=None, tls=False):
+    def __init__(self, vid, label, kind, apps, build, unavailable=None, tls=False, h2=False,
+                 app=None):
         self.id = vid
         self.label = label
         self.kind = kind
@@ -74,6 +75,8 @@ class Variant:
         self.build = build
         self.unavailable = unavailable  # callable -> reason or None
         self.tls = tls                  # serves HTTPS with tls_files()
+        self.h2 = h2                    # checked and loaded over HTTP/2 (curl, h2load)
+        self.app = app                  # the app it serves whatever the scenario's (asgi)
 
 
 _TLS = {}
@@ -121,11 +124,11 @@ def _upstream():
     return os.path.join(VENV_BIN, "gunicorn")
 
 
-def _granian(interface):
+def _granian(interface, extra=()):
     def build(app, port, tmpdir, dirty):
         return [os.path.join(VENV_BIN, "granian"), "--interface", interface,
                 "--workers", str(WORKERS), "--host", "127.0.0.1",
-                "--port", str(port), "--no-ws", APP_SPECS[app]]
+                "--port", str(port), "--no-ws"] + list(extra) + [APP_SPECS[app]]
     return build
 
 
@@ -174,14 +177,16 @@ def _nginx_bin():
     return None
 
 
-def _nginx(app, port, tmpdir, dirty, tls=False):
+def _nginx(app, port, tmpdir, dirty, tls=False, h2=False):
     conf = os.path.join(tmpdir, "nginx.conf")
     text = NGINX_CONF % {"workers": WORKERS, "tmp": tmpdir, "port": port}
     if tls:
         crt, key = tls_files()
+        # nginx 1.22 (Debian 12) spells HTTP/2 as a listen parameter
         text = text.replace("listen 127.0.0.1:%d;" % port,
-                            "listen 127.0.0.1:%d ssl;\n        ssl_certificate %s;\n"
-                            "        ssl_certificate_key %s;" % (port, crt, key))
+                            "listen 127.0.0.1:%d ssl%s;\n        ssl_certificate %s;\n"
+                            "        ssl_certificate_key %s;"
+                            % (port, " http2" if h2 else "", crt, key))
     with open(conf, "w") as f:
         f.write(text)
     return [_nginx_bin(), "-p", tmpdir, "-e", os.path.join(tmpdir, "nginx-error.log"),
@@ -195,6 +200,27 @@ def _missing(path_fn, what, fix="run bench/setup.sh"):
             return "%s not found (%s); %s" % (what, p, fix)
         return None
     return check
+
+
+def _upstream_h2():
+    """gunicorn 27 serves HTTP/2 only with the h2 package: bench/.venv's
+    gunicorn once bench/requirements.txt installed it there, else the same
+    gunicorn release from the test venv (requirements-test.txt has h2)."""
+    import glob
+    if glob.glob(os.path.join(BENCH, ".venv", "lib", "python3*", "site-packages", "h2")):
+        return _upstream()
+    test_venv = os.path.join(REPO, ".venv")
+    if glob.glob(os.path.join(test_venv, "lib", "python3*", "site-packages", "h2")):
+        return os.path.join(test_venv, "bin", "gunicorn")
+    return None
+
+
+def _h2_args(build):
+    """A builder serving HTTP/2 (ALPN h2 first) and HTTP/1.1 on its TLS port."""
+    def h2_build(app, port, tmpdir, dirty):
+        argv = build(app, port, tmpdir, dirty)
+        return argv[:-1] + ["--http-protocols", "h2,h1"] + argv[-1:]
+    return h2_build
 
 
 def _cg_missing():
@@ -257,7 +283,47 @@ VARIANTS = {v.id: v for v in [
     Variant("nginx-tls", "nginx return 200 (ceiling)", "ceiling", ("static",),
             lambda app, port, tmpdir, dirty: _nginx(app, port, tmpdir, dirty, tls=True),
             _missing(_nginx_bin, "nginx"), tls=True),
+    # HTTP/2 over TLS: the HTTPS variants with h2 offered first in ALPN
+    Variant("cg-gthread-h2", "cgunicorn gthread", "cgunicorn", ("wsgi",),
+            _h2_args(_with_tls(_gunicorn_like(cgunicorn_path, "gthread"),
+                               ("--certfile", "--keyfile"))),
+            _cg_missing, tls=True, h2=True),
+    Variant("cg-asgi-h2", "cgunicorn asgi", "cgunicorn", ("asgi",),
+            _h2_args(_with_tls(_gunicorn_like(cgunicorn_path, "asgi"),
+                               ("--certfile", "--keyfile"))),
+            _cg_missing, tls=True, h2=True, app="asgi"),
+    Variant("gu-gthread-h2", "gunicorn 27 gthread", "peer", ("wsgi",),
+            _h2_args(_with_tls(_gunicorn_like(_upstream_h2, "gthread", ["--no-control-socket"]),
+                               ("--certfile", "--keyfile"))),
+            _missing(_upstream_h2, "gunicorn with the h2 package"), tls=True, h2=True),
+    Variant("granian-wsgi-h2", "granian wsgi --http 2", "peer", ("wsgi",),
+            _with_tls(_granian("wsgi", ["--http", "2"]), ("--ssl-certificate", "--ssl-keyfile")),
+            _missing(lambda: os.path.join(VENV_BIN, "granian"), "granian"), tls=True, h2=True),
+    Variant("nginx-h2", "nginx return 200 (ceiling)", "ceiling", ("static",),
+            lambda app, port, tmpdir, dirty: _nginx(app, port, tmpdir, dirty, tls=True, h2=True),
+            _missing(_nginx_bin, "nginx"), tls=True, h2=True),
 ]}
+
+
+def h2_get(port, path, timeout=2.0):
+    """(status, body) of one HTTP/2 request over TLS with curl (the
+    benchmark's certificate accepted); raises OSError when curl fails or the
+    answer was not HTTP/2."""
+    marker = b"\n--cgbench-status--"
+    try:
+        proc = subprocess.run(["curl", "-sk", "--http2", "--max-time", str(timeout), "-o", "-",
+                               "-w", marker.decode() + "%{http_code} %{http_version}",
+                               "https://127.0.0.1:%d%s" % (port, path)],
+                              capture_output=True, timeout=timeout + 5)
+    except subprocess.TimeoutExpired as e:
+        raise OSError("curl timed out") from e
+    body, _, tail = proc.stdout.rpartition(marker)
+    if proc.returncode != 0 or not tail:
+        raise OSError("curl exited %d" % proc.returncode)
+    status, version = tail.decode().split()
+    if version != "2":
+        raise OSError("answered over HTTP/%s, not HTTP/2" % version)
+    return int(status), body
 
 
 def http_get(port, path, method="GET", body=None, timeout=2.0, tls=False):
@@ -347,7 +413,10 @@ class Running:
                                                             self.log_tail() or "no output")
                 return False
             try:
-                status, _ = http_get(self.port, path, timeout=2.0, tls=self.variant.tls)
+                if self.variant.h2:
+                    status, _ = h2_get(self.port, path)
+                else:
+                    status, _ = http_get(self.port, path, timeout=2.0, tls=self.variant.tls)
                 if status == 200:
                     return True
                 last = "HTTP %d on %s" % (status, path)

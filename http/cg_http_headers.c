@@ -136,7 +136,7 @@ static int apply_policy(struct cg_http_parser *p, const char *name, size_t nlen,
     return 1;
 }
 
-static bool forbidden_in_trailer(const char *name, size_t n)
+bool cg_http_forbidden_in_trailer(const char *name, size_t n)
 {
     static const char *const names[] = { "HOST", "CONTENT-LENGTH", "TRANSFER-ENCODING",
                                          "TRAILER", "AUTHORIZATION", "TE" };
@@ -188,7 +188,7 @@ int cg_http_headers_parse(struct cg_http_parser *p, char *block, size_t len, boo
                 name[i] = (char)(name[i] - 'a' + 'A');
             }
         }
-        if (from_trailer && forbidden_in_trailer(name, nlen)) {
+        if (from_trailer && cg_http_forbidden_in_trailer(name, nlen)) {
             return fail_repr(p, CG_HTTP_ERR_INVALID_HEADER_NAME, "Invalid HTTP header name: ",
                              name, nlen);
         }

@@ -73,7 +73,7 @@ static void start_request(struct cg_http_parser *p)
     p->head_phase = PH_START;
     p->head_seen_bytes = false;
     memset(&p->req, 0, sizeof(p->req));
-    p->req.url_scheme = p->limits->is_ssl ? "https" : "http";
+    p->req.url_scheme = p->scheme != NULL ? p->scheme : p->limits->is_ssl ? "https" : "http";
     p->req_count++;
     p->req.req_number = p->req_count;
     p->state = (p->req_count == 1 && p->limits->proxy_protocol != CG_HTTP_PROXY_OFF)
@@ -104,6 +104,17 @@ void cg_http_parser_init(struct cg_http_parser *p, const struct cg_http_limits *
     p->proxy_allowed = cg_http_iplist_allows(limits->proxy_allow_ips, sa);
     p->forwarded_trusted = cg_http_iplist_allows(limits->forwarded_allow_ips, sa);
     start_request(p);
+}
+
+bool cg_http_parser_peer_trusted(const struct cg_http_parser *p)
+{
+    return p->forwarded_trusted;
+}
+
+void cg_http_parser_set_scheme(struct cg_http_parser *p, const char *scheme)
+{
+    p->scheme = scheme;
+    p->req.url_scheme = scheme != NULL ? scheme : p->limits->is_ssl ? "https" : "http";
 }
 
 void cg_http_parser_deinit(struct cg_http_parser *p)

@@ -90,6 +90,7 @@ struct cg_http_parser {
     char peer_ip[46];
     bool proxy_allowed;
     bool forwarded_trusted;
+    const char *scheme;         /* url_scheme each request starts with; NULL: from is_ssl */
 
     enum cg_http_parser_state state;
     struct cg_http_error error;
@@ -125,6 +126,15 @@ struct cg_http_parser {
  * fails (allocation happens lazily). */
 void cg_http_parser_init(struct cg_http_parser *p, const struct cg_http_limits *limits,
                          const struct sockaddr *peer);
+
+/* Whether the peer is in forwarded_allow_ips (a Unix socket peer is). */
+bool cg_http_parser_peer_trusted(const struct cg_http_parser *p);
+
+/* Makes `scheme` the url_scheme requests start with, before the trusted
+ * secure_scheme_headers apply (HTTP/2: a trusted proxy's :scheme, as
+ * gunicorn's HTTP2Request). `scheme` is borrowed and must outlive the
+ * parser. Call before the first head byte is fed. */
+void cg_http_parser_set_scheme(struct cg_http_parser *p, const char *scheme);
 
 /* Frees what the parser allocated; the request's spans die with it. */
 void cg_http_parser_deinit(struct cg_http_parser *p);

@@ -54,7 +54,8 @@ struct cg_http_request {
     uint64_t content_length;        /* CG_HTTP_BODY_LENGTH only */
 
     /* "http" or "https" (static strings): https when the listener is TLS or
-     * a trusted peer sent a matching secure_scheme_headers header. */
+     * a trusted peer sent a matching secure_scheme_headers header; or the
+     * parser's scheme (cg_http_parser_set_scheme: an HTTP/2 :scheme). */
     const char *url_scheme;
     /* Transfer-Encoding had gzip/deflate/compress: the connection closes
      * after this request (gunicorn's force_close()). */
@@ -73,6 +74,11 @@ struct cg_http_request {
  * the first Connection header is "close" (case-insensitive), or on HTTP/1.0
  * unless that header is "keep-alive". */
 bool cg_http_request_should_close(const struct cg_http_request *req);
+
+/* Whether a field (upper-case name) is one RFC 9110 6.5.1 forbids in
+ * trailers: Host, Content-Length, Transfer-Encoding, Trailer,
+ * Authorization, TE. */
+bool cg_http_forbidden_in_trailer(const char *upper_name, size_t n);
 
 /* The first header named `upper_name` (e.g. "CONTENT-TYPE"), or NULL. */
 const struct cg_http_span *cg_http_request_header(const struct cg_http_request *req,

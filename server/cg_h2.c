@@ -13,6 +13,7 @@
  * held while it may call back into the data provider (mem_send). */
 #include <errno.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/crypto.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -91,12 +92,15 @@ struct stream {
 
     /* request head, built by the loop from HEADERS */
     char *method, *path, *authority;
+    char *scheme;      /* :scheme, for url_scheme when the peer is trusted */
     struct buf hdrs;   /* "name: value\r\n" lines */
     struct buf cookie; /* crumbs joined with "; " */
     size_t hdr_bytes;
     bool has_length;
     bool chunked_in;   /* no content-length and a body: DATA relayed chunked */
     struct buf head;   /* the HTTP/1 head the parser reads (const after queueing) */
+    struct buf trailers; /* request trailers, "name: value\r\n" (hc->mu) */
+    size_t trailer_bytes;
 
     /* shared with the pool thread (hc->mu) */
     struct buf in;        /* body bytes (chunk-framed when chunked_in) */
@@ -139,6 +143,8 @@ struct cg_h2_conn {
     struct sockaddr_storage peer;
     socklen_t peer_len;
     void *owner;
+    bool has_tls;
+    struct cg_wsgi_tls tls; /* TLS: taken at the start, for gunicorn.socket */
     pthread_mutex_t mu;
     struct stream *all;     /* every stream not yet freed (loop) */
     struct stream *notify;  /* streams with work for the loop (mu) */
@@ -182,6 +188,8 @@ int cg_h2_hub_init(struct cg_h2_hub *hub, const struct cg_conf *conf,
     hub->prior_knowledge = strcmp(conf->http2_cleartext, "prior-knowledge") == 0 ||
                            strcmp(conf->http2_cleartext, "both") == 0;
     hub->prior_only = strcmp(conf->http2_cleartext, "prior-knowledge") == 0;
+    hub->upgrade = !hub->tls && (strcmp(conf->http2_cleartext, "upgrade") == 0 ||
+                                 strcmp(conf->http2_cleartext, "both") == 0);
     hub->trusted = limits->forwarded_allow_ips;
     hub->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pthread_mutex_t *mu = malloc(sizeof(*mu));
@@ -324,9 +332,11 @@ static void stream_free(struct stream *s)
     free(s->method);
     free(s->path);
     free(s->authority);
+    free(s->scheme);
     buf_free(&s->hdrs);
     buf_free(&s->cookie);
     buf_free(&s->head);
+    buf_free(&s->trailers);
     buf_free(&s->in);
     buf_free(&s->rhead);
     buf_free(&s->out);
@@ -379,8 +389,22 @@ static int on_header(nghttp2_session *ses, const nghttp2_frame *frame, const uin
     uint32_t max = (uint32_t)hc->hub->conf->http2_max_header_list_size;
     (void)flags;
 
-    if (s == NULL || s->queued) {
-        return 0; /* trailers: the body's end is what matters */
+    if (s == NULL) {
+        return 0;
+    }
+    if (s->queued) {
+        /* trailers (nghttp2 refuses pseudo-fields there): kept for the
+         * post_request hook's req.trailers, as gunicorn's HTTP2Request */
+        s->trailer_bytes += namelen + valuelen + 32;
+        if (max > 0 && s->trailer_bytes > max) {
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        }
+        pthread_mutex_lock(&hc->mu);
+        int rc = buf_add(&s->trailers, name, namelen) < 0 || buf_add(&s->trailers, ": ", 2) < 0 ||
+                 buf_add(&s->trailers, value, valuelen) < 0 ||
+                 buf_add(&s->trailers, "\r\n", 2) < 0;
+        pthread_mutex_unlock(&hc->mu);
+        return rc ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
     }
     /* RFC 9113 6.5.2's size (name + value + 32 per field), checked as the
      * fields are decoded: an HPACK bomb stops at the limit. */
@@ -395,6 +419,7 @@ static int on_header(nghttp2_session *ses, const nghttp2_frame *frame, const uin
         char **slot = namelen == 7 && memcmp(name, ":method", 7) == 0      ? &s->method
                       : namelen == 5 && memcmp(name, ":path", 5) == 0      ? &s->path
                       : namelen == 10 && memcmp(name, ":authority", 10) == 0 ? &s->authority
+                      : namelen == 7 && memcmp(name, ":scheme", 7) == 0    ? &s->scheme
                                                                             : NULL;
         if (slot != NULL && *slot == NULL && (*slot = dup_n(value, valuelen)) == NULL) {
             return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -482,6 +507,23 @@ static void pump(struct cg_h2_conn *hc)
     }
 }
 
+/* A stream whose head is built waits for a pool thread. Loop thread. */
+static void queue_stream(struct cg_h2_conn *hc, struct stream *s, bool end)
+{
+    pthread_mutex_lock(&hc->mu);
+    s->in_eof = end;
+    s->queued = true;
+    pthread_mutex_unlock(&hc->mu);
+    hc->njobs++;
+    if (hc->wait_tail != NULL) {
+        hc->wait_tail->wnext = s;
+    } else {
+        hc->wait_head = s;
+    }
+    hc->wait_tail = s;
+    pump(hc);
+}
+
 static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *frame, void *ud)
 {
     struct cg_h2_conn *hc = ud;
@@ -499,18 +541,7 @@ static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *frame, void 
         if (build_head(s, end) < 0) {
             return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
-        pthread_mutex_lock(&hc->mu);
-        s->in_eof = end;
-        s->queued = true;
-        pthread_mutex_unlock(&hc->mu);
-        hc->njobs++;
-        if (hc->wait_tail != NULL) {
-            hc->wait_tail->wnext = s;
-        } else {
-            hc->wait_head = s;
-        }
-        hc->wait_tail = s;
-        pump(hc);
+        queue_stream(hc, s, end);
         return 0;
     }
     if (end) {
@@ -734,6 +765,12 @@ struct cg_h2_conn *cg_h2_conn_new(struct cg_h2_hub *hub, struct cg_transport *t,
         hc->peer.ss_family = AF_UNIX;
     }
     pthread_mutex_init(&hc->mu, NULL);
+    /* The pool threads' gunicorn.socket answers from this copy: the SSL
+     * object belongs to the loop thread. */
+    hc->has_tls = cg_transport_tls_info(t, &hc->tls.info);
+    if (hc->has_tls) {
+        hc->tls.der_len = cg_transport_tls_peer_der(t, &hc->tls.der, &hc->tls.verified);
+    }
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
@@ -779,6 +816,7 @@ oom:
         if (hc->ses != NULL) {
             nghttp2_session_del(hc->ses);
         }
+        OPENSSL_free(hc->tls.der);
         free(hc);
     }
     cg_err_set(err, "HTTP/2: cannot start a session (out of memory)");
@@ -961,6 +999,7 @@ void cg_h2_conn_free(struct cg_h2_conn *hc)
         stream_free(hc->all);
     }
     pthread_mutex_destroy(&hc->mu);
+    OPENSSL_free(hc->tls.der);
     free(hc);
 }
 
@@ -1301,6 +1340,21 @@ static int st_unread(struct cg_transport *t)
     return 0;
 }
 
+/* The request trailers received so far (cg_wsgi_conn.trailers). */
+static char *st_trailers(struct cg_wsgi_conn *c, size_t *len)
+{
+    struct stream *s = c->t.impl;
+    char *copy = NULL;
+
+    pthread_mutex_lock(&s->hc->mu);
+    *len = s->trailers.len;
+    if (s->trailers.len > 0 && (copy = malloc(s->trailers.len)) != NULL) {
+        memcpy(copy, s->trailers.p, s->trailers.len);
+    }
+    pthread_mutex_unlock(&s->hc->mu);
+    return copy;
+}
+
 static const struct cg_transport_ops stream_ops = {
     .recv = st_recv,
     .sendv = st_sendv,
@@ -1364,7 +1418,15 @@ void cg_h2_job_run(struct cg_wsgi *g, struct cg_h2_job *job, void (*count)(void 
         c.peer_len = hc->peer_len;
         c.io_timeout_ms = stream_timeout_ms(s);
         c.http2 = true;
+        c.tls = hc->has_tls ? &hc->tls : NULL;
+        c.trailers = st_trailers;
         cg_http_parser_init(&c.parser, &hc->hub->limits, (const struct sockaddr *)&c.peer);
+        if (s->scheme != NULL && cg_http_parser_peer_trusted(&c.parser)) {
+            /* gunicorn: a :scheme is honoured from a forwarded_allow_ips
+             * peer only; from others the connection's scheme stays, as an
+             * untrusted X-Forwarded-Proto on HTTP/1 */
+            cg_http_parser_set_scheme(&c.parser, s->scheme);
+        }
         enum cg_wsgi_head h;
         Py_BEGIN_ALLOW_THREADS
         h = cg_wsgi_conn_read_head(&c, true);
@@ -1381,4 +1443,271 @@ void cg_h2_job_run(struct cg_wsgi *g, struct cg_h2_job *job, void (*count)(void 
         cg_wsgi_conn_deinit(&c);
     }
     cg_h2_job_done(job, true);
+}
+
+/* ---- h2c upgrade (RFC 7540 3.2) ------------------------------------------ */
+
+const char CG_H2_UPGRADE_101[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                                 "Connection: Upgrade\r\n"
+                                 "Upgrade: h2c\r\n"
+                                 "\r\n";
+
+struct cg_h2_upgrade {
+    uint8_t *settings; /* the decoded HTTP2-Settings payload */
+    size_t settings_len;
+    bool head_request;
+    char *method, *path, *authority, *scheme;
+    struct buf hdrs;   /* "name: value\r\n", less the upgrade's own fields */
+    bool chunked;      /* the body came chunked: stream 1 relays it chunked too */
+    struct buf body;
+    struct buf pending;
+};
+
+static int b64url_value(char c)
+{
+    return c >= 'A' && c <= 'Z' ? c - 'A' : c >= 'a' && c <= 'z' ? c - 'a' + 26
+         : c >= '0' && c <= '9' ? c - '0' + 52 : c == '-' ? 62 : c == '_' ? 63 : -1;
+}
+
+/* Decodes HTTP2-Settings (base64url, padding optional) into `out` and
+ * checks it as gunicorn does: whole 6-byte entries, ENABLE_PUSH 0 or 1,
+ * INITIAL_WINDOW_SIZE at most 2^31-1, MAX_FRAME_SIZE within 2^14..2^24-1.
+ * Returns the payload length, or -1. `out` holds at least n bytes. */
+static ssize_t settings_decode(const char *v, size_t n, uint8_t *out)
+{
+    size_t len = 0, bits = 0;
+    uint32_t acc = 0;
+
+    while (n > 0 && v[n - 1] == '=') {
+        n--;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int d = b64url_value(v[i]);
+        if (d < 0) {
+            return -1;
+        }
+        acc = (acc << 6) | (uint32_t)d;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[len++] = (uint8_t)(acc >> bits);
+        }
+    }
+    if (n % 4 == 1 || len % 6 != 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < len; i += 6) {
+        uint32_t code = (uint32_t)out[i] << 8 | out[i + 1];
+        uint32_t val = (uint32_t)out[i + 2] << 24 | (uint32_t)out[i + 3] << 16 |
+                       (uint32_t)out[i + 4] << 8 | out[i + 5];
+        if ((code == NGHTTP2_SETTINGS_ENABLE_PUSH && val > 1) ||
+            (code == NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE && val > 0x7fffffffu) ||
+            (code == NGHTTP2_SETTINGS_MAX_FRAME_SIZE && (val < 16384 || val > 16777215))) {
+            return -1;
+        }
+    }
+    return (ssize_t)len;
+}
+
+static bool span_is(const struct cg_http_span *s, const char *lit)
+{
+    return s->len == strlen(lit) && strncasecmp(s->ptr, lit, s->len) == 0;
+}
+
+/* Whether the comma-separated list `v` has the token `tok` (any case). */
+static bool has_token(const struct cg_http_span *v, const char *tok)
+{
+    const char *p = v->ptr, *end = v->ptr + v->len;
+
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *e = comma ? comma : end;
+        struct cg_http_span t = { p, (size_t)(e - p) };
+        while (t.len > 0 && (*t.ptr == ' ' || *t.ptr == '\t')) {
+            t.ptr++, t.len--;
+        }
+        while (t.len > 0 && (t.ptr[t.len - 1] == ' ' || t.ptr[t.len - 1] == '\t')) {
+            t.len--;
+        }
+        if (span_is(&t, tok)) {
+            return true;
+        }
+        p = e + 1;
+    }
+    return false;
+}
+
+/* Copies the request head into `up`: the pseudo-fields gunicorn gives
+ * stream 1 (method, target, Host as :authority, the request's scheme) and
+ * every other field but Connection, Upgrade and HTTP2-Settings
+ * (Transfer-Encoding: build_head() adds it back for a chunked body).
+ * Returns 0 or -1. */
+static int upgrade_copy_head(struct cg_h2_upgrade *up, const struct cg_http_request *req)
+{
+    const struct cg_http_span *host = cg_http_request_header(req, "HOST");
+
+    up->head_request = span_is(&req->method, "HEAD");
+    up->chunked = req->body_kind == CG_HTTP_BODY_CHUNKED;
+    up->method = dup_n((const uint8_t *)req->method.ptr, req->method.len);
+    up->path = dup_n((const uint8_t *)req->uri.ptr, req->uri.len);
+    up->scheme = strdup(req->url_scheme);
+    up->authority = host != NULL ? dup_n((const uint8_t *)host->ptr, host->len) : NULL;
+    if (up->method == NULL || up->path == NULL || up->scheme == NULL ||
+        (host != NULL && up->authority == NULL)) {
+        return -1;
+    }
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const struct cg_http_header *h = &req->headers[i];
+        if (span_is(&h->name, "CONNECTION") || span_is(&h->name, "UPGRADE") ||
+            span_is(&h->name, "HTTP2-SETTINGS") || span_is(&h->name, "TRANSFER-ENCODING") ||
+            span_is(&h->name, "HOST")) {
+            continue;
+        }
+        size_t at = up->hdrs.len;
+        if (buf_add(&up->hdrs, h->name.ptr, h->name.len) < 0 || buf_add(&up->hdrs, ": ", 2) < 0 ||
+            buf_add(&up->hdrs, h->value.ptr, h->value.len) < 0 ||
+            buf_add(&up->hdrs, "\r\n", 2) < 0) {
+            return -1;
+        }
+        for (size_t j = at; j < at + h->name.len; j++) {
+            up->hdrs.p[j] = (char)(up->hdrs.p[j] >= 'A' && up->hdrs.p[j] <= 'Z'
+                                       ? up->hdrs.p[j] + 32 : up->hdrs.p[j]);
+        }
+    }
+    return 0;
+}
+
+struct cg_h2_upgrade *cg_h2_upgrade_new(const struct cg_h2_hub *hub,
+                                        const struct cg_http_request *req,
+                                        const struct sockaddr *peer)
+{
+    const struct cg_http_span *upgrade = NULL, *connection = NULL, *settings = NULL;
+    size_t nsettings = 0;
+
+    if (!hub->upgrade || (peer->sa_family != AF_UNIX &&
+                          !cg_http_iplist_allows(hub->trusted, peer))) {
+        return NULL;
+    }
+    /* gunicorn reads the last Upgrade and Connection fields */
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const struct cg_http_header *h = &req->headers[i];
+        if (span_is(&h->name, "UPGRADE")) {
+            upgrade = &h->value;
+        } else if (span_is(&h->name, "CONNECTION")) {
+            connection = &h->value;
+        } else if (span_is(&h->name, "HTTP2-SETTINGS")) {
+            settings = &h->value;
+            nsettings++;
+        }
+    }
+    if (upgrade == NULL || !span_is(upgrade, "h2c") || nsettings != 1 || connection == NULL ||
+        !has_token(connection, "http2-settings") || !has_token(connection, "upgrade") ||
+        req->version_major < 1 || (req->version_major == 1 && req->version_minor < 1) ||
+        (req->body_kind == CG_HTTP_BODY_LENGTH && req->content_length > CG_H2_UPGRADE_BODY_MAX)) {
+        return NULL;
+    }
+    struct cg_h2_upgrade *up = calloc(1, sizeof(*up));
+    if (up == NULL || (up->settings = malloc(settings->len + 1)) == NULL) {
+        cg_h2_upgrade_free(up);
+        return NULL;
+    }
+    ssize_t n = settings_decode(settings->ptr, settings->len, up->settings);
+    if (n < 0 || upgrade_copy_head(up, req) < 0) {
+        /* gunicorn: settings it cannot use mean no upgrade (and no 101) */
+        cg_h2_upgrade_free(up);
+        return NULL;
+    }
+    up->settings_len = (size_t)n;
+    return up;
+}
+
+int cg_h2_upgrade_add_body(struct cg_h2_upgrade *up, const char *p, size_t n)
+{
+    if (up->body.len + n > CG_H2_UPGRADE_BODY_MAX) {
+        return -1;
+    }
+    return buf_add(&up->body, p, n);
+}
+
+int cg_h2_upgrade_set_pending(struct cg_h2_upgrade *up, const char *p, size_t n)
+{
+    return n > 0 ? buf_add(&up->pending, p, n) : 0;
+}
+
+void cg_h2_upgrade_free(struct cg_h2_upgrade *up)
+{
+    if (up == NULL) {
+        return;
+    }
+    free(up->settings);
+    free(up->method);
+    free(up->path);
+    free(up->authority);
+    free(up->scheme);
+    buf_free(&up->hdrs);
+    buf_free(&up->body);
+    buf_free(&up->pending);
+    free(up);
+}
+
+int cg_h2_conn_upgrade(struct cg_h2_conn *hc, struct cg_h2_upgrade *up, struct cg_err *err)
+{
+    int rc = -1;
+    struct stream *s = stream_new(hc, 1);
+
+    if (s == NULL) {
+        cg_err_set(err, "HTTP/2 upgrade: out of memory");
+        goto cleanup;
+    }
+    /* stream 1 is the upgrading request (RFC 7540 3.2): the fields move
+     * over; a chunked body stays chunked (no content-length, as gunicorn's
+     * stream, which keeps Transfer-Encoding) */
+    s->method = up->method;
+    s->path = up->path;
+    s->authority = up->authority;
+    s->scheme = up->scheme;
+    s->hdrs = up->hdrs;
+    s->has_length = !up->chunked;
+    up->method = up->path = up->authority = up->scheme = NULL;
+    memset(&up->hdrs, 0, sizeof(up->hdrs));
+    int e = nghttp2_session_upgrade2(hc->ses, up->settings, up->settings_len, up->head_request,
+                                     s);
+    if (e != 0) {
+        cg_err_set(err, "HTTP/2 upgrade: %s", nghttp2_strerror(e));
+        goto cleanup;
+    }
+    if (build_head(s, !up->chunked) < 0) {
+        cg_err_set(err, "HTTP/2 upgrade: out of memory");
+        goto cleanup;
+    }
+    /* The body came over HTTP/1: in hand, no window is owed for it. */
+    if (up->chunked) {
+        char size[24];
+        int k = snprintf(size, sizeof(size), "%zx\r\n", up->body.len);
+        if ((up->body.len > 0 && (buf_add(&s->in, size, (size_t)k) < 0 ||
+                                  buf_add(&s->in, up->body.p, up->body.len) < 0 ||
+                                  buf_add(&s->in, "\r\n", 2) < 0)) ||
+            buf_add(&s->in, "0\r\n\r\n", 5) < 0) {
+            cg_err_set(err, "HTTP/2 upgrade: out of memory");
+            goto cleanup;
+        }
+    } else {
+        s->in = up->body;
+        memset(&up->body, 0, sizeof(up->body));
+    }
+    queue_stream(hc, s, true);
+    s = NULL;
+    rc = 0;
+    if (buf_avail(&up->pending) > 0 &&
+        nghttp2_session_mem_recv(hc->ses, (const uint8_t *)up->pending.p + up->pending.off,
+                                 buf_avail(&up->pending)) < 0) {
+        hc->dead = true;
+    }
+cleanup:
+    if (s != NULL) {
+        nghttp2_session_set_stream_user_data(hc->ses, 1, NULL);
+        stream_free(s);
+    }
+    cg_h2_upgrade_free(up);
+    return rc;
 }

@@ -1,7 +1,8 @@
 /* HTTP/2 (RFC 9113) over nghttp2 for the gthread and asgi workers: one
  * nghttp2 session per connection, driven by the worker's event loop
  * through the connection's transport (TLS with ALPN "h2", or cleartext
- * with prior knowledge from a peer in forwarded_allow_ips), and each
+ * with prior knowledge from a peer in forwarded_allow_ips, or -- gthread
+ * only -- an HTTP/1.1 "Upgrade: h2c" whose request becomes stream 1), and each
  * stream served as one request by the worker's runner: gthread queues it
  * as one WSGI request on the thread pool (cg_h2_job_run), asgi serves it
  * as an ASGI http scope on its event loop (server/asgi/cg_py_asgi_h2.c).
@@ -40,6 +41,7 @@
 #include "cg_conf_struct.h"
 #include "cg_err.h"
 #include "cg_http_limits.h"
+#include "cg_http_request.h"
 #include "cg_listen.h"
 #include "cg_transport.h"
 
@@ -63,6 +65,7 @@ struct cg_h2_hub {
     bool tls;
     bool prior_knowledge;         /* http2_cleartext prior-knowledge or both */
     bool prior_only;              /* prior-knowledge alone: a trusted h1 peer gets a 400 */
+    bool upgrade;                 /* http2_cleartext upgrade or both, not TLS: Upgrade: h2c */
     const struct cg_http_iplist *trusted; /* forwarded_allow_ips (borrowed) */
     int efd;                      /* owned eventfd; readable when `ready` has entries */
     void (*submit)(void *arg, struct cg_h2_job *job); /* run a stream (loop thread) */
@@ -133,6 +136,45 @@ enum cg_h2_next cg_h2_conn_io(struct cg_h2_conn *hc);
  * (cg_h2_conn_next_ready), and clears the eventfd. Loop thread. */
 struct cg_h2_conn *cg_h2_hub_take(struct cg_h2_hub *hub);
 struct cg_h2_conn *cg_h2_conn_next_ready(struct cg_h2_conn *hc);
+
+/* An HTTP/1.1 request asking to switch to h2c (RFC 7540 3.2), held from
+ * the pool thread that read it to the loop that starts the session. */
+struct cg_h2_upgrade;
+
+/* The largest request body an upgrade carries over HTTP/1 (gunicorn's
+ * H2C_UPGRADE_BODY_LIMIT): it is held in memory until stream 1 is built. */
+#define CG_H2_UPGRADE_BODY_MAX 65536
+
+/* Whether `req` from `peer` is an h2c upgrade gunicorn 27 honours: upgrade
+ * on (hub->upgrade), a peer in forwarded_allow_ips (or a Unix socket),
+ * HTTP/1.1 or later, "Upgrade: h2c", exactly one HTTP2-Settings header
+ * with a valid base64url SETTINGS payload, both named in Connection, and a
+ * Content-Length of at most CG_H2_UPGRADE_BODY_MAX. Returns the upgrade
+ * (its head copied from req; free with cg_h2_upgrade_free) or NULL: serve
+ * the request as HTTP/1.1. Any thread; no GIL needed. */
+struct cg_h2_upgrade *cg_h2_upgrade_new(const struct cg_h2_hub *hub,
+                                        const struct cg_http_request *req,
+                                        const struct sockaddr *peer);
+
+/* Adds request body bytes (decoded) to the upgrade. Returns 0, or -1 past
+ * CG_H2_UPGRADE_BODY_MAX or out of memory. */
+int cg_h2_upgrade_add_body(struct cg_h2_upgrade *up, const char *p, size_t n);
+
+/* The bytes the client sent after the request (its HTTP/2 preface and
+ * frames), copied. Returns 0 or -1 (out of memory). */
+int cg_h2_upgrade_set_pending(struct cg_h2_upgrade *up, const char *p, size_t n);
+
+void cg_h2_upgrade_free(struct cg_h2_upgrade *up);
+
+/* The 101 answer, sent over HTTP/1.1 before the session starts. */
+extern const char CG_H2_UPGRADE_101[];
+
+/* Starts a session made by cg_h2_conn_new (with no bytes) as an upgraded
+ * connection: the client's HTTP2-Settings applied, the request as stream 1
+ * (half closed, its body in hand) queued for the pool, then the pending
+ * bytes fed. Takes ownership of `up`. Returns 0, or -1 with err (the
+ * connection must be closed). Loop thread. */
+int cg_h2_conn_upgrade(struct cg_h2_conn *hc, struct cg_h2_upgrade *up, struct cg_err *err);
 
 /* Sends a graceful GOAWAY (NO_ERROR): streams already begun finish, new
  * ones are refused (TERM, HUP, max_requests, keepalive). Loop thread. */

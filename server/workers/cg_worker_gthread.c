@@ -134,6 +134,7 @@ static void conn_release(struct cg_conn_release_node *node, void *arg)
 
     event_free(k->ev);
     cg_h2_conn_free(k->h2);
+    cg_h2_upgrade_free(k->h2up);
     cg_wsgi_conn_deinit(&k->c);
     free(k);
 }
@@ -365,10 +366,12 @@ static void on_h2_wake(evutil_socket_t fd, short what, void *arg)
  * before any HTTP/1 parsing. Returns true when the connection was taken
  * care of (switched to HTTP/2, waiting for more bytes, refused or closed),
  * false when it is HTTP/1's. */
+static void h2_begin(struct cg_gthread *gt, struct cg_gthread_conn *k, const char *buf, size_t n,
+                     struct cg_h2_upgrade *up);
+
 static bool h2_check(struct cg_gthread *gt, struct cg_gthread_conn *k)
 {
     struct cg_wsgi_conn *c = &k->c;
-    struct cg_err err = { { 0 } };
 
     if (!c->eof && c->in.end - c->in.start < 24) {
         if (cg_wsgi_conn_fill(c, false) < 0 && c->read_errno != EAGAIN &&
@@ -406,13 +409,29 @@ static bool h2_check(struct cg_gthread *gt, struct cg_gthread_conn *k)
     case CG_H2_DETECT_H2:
         break;
     }
+    h2_begin(gt, k, buf, n, NULL);
+    return true;
+}
+
+/* Switches a connection to HTTP/2: a session fed the bytes already
+ * received (buf[0..n)), or the h2c upgrade `up` (owned) a pool thread
+ * answered 101 to. */
+static void h2_begin(struct cg_gthread *gt, struct cg_gthread_conn *k, const char *buf, size_t n,
+                     struct cg_h2_upgrade *up)
+{
+    struct cg_wsgi_conn *c = &k->c;
+    struct cg_err err = { { 0 } };
+
     k->h2_checked = true;
     k->h2 = cg_h2_conn_new(&gt->hub, &c->t, c->l, (const struct sockaddr *)&c->peer,
                            c->peer_len, k, buf, n, &err);
-    if (k->h2 == NULL) {
+    if (k->h2 == NULL || (up != NULL && cg_h2_conn_upgrade(k->h2, up, &err) < 0)) {
+        if (k->h2 == NULL) {
+            cg_h2_upgrade_free(up);
+        }
         cg_log(CG_LOG_ERROR, "%s", err.msg);
         conn_free(gt, k);
-        return true;
+        return;
     }
     c->in.start = c->in.end;
     set_state(gt, k, CG_GTHREAD_H2);
@@ -422,7 +441,6 @@ static bool h2_check(struct cg_gthread *gt, struct cg_gthread_conn *k)
         cg_h2_conn_goaway(k->h2);
     }
     h2_next(gt, k, cg_h2_conn_io(k->h2));
-    return true;
 }
 
 /* Reads and parses what the connection has; dispatches a complete head. */
@@ -716,7 +734,12 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
     while (k != NULL) {
         struct cg_gthread_conn *next = k->qnext;
         k->qnext = NULL;
-        if (!k->reuse) {
+        if (k->h2up != NULL) { /* answered 101: the upgraded request is stream 1 */
+            struct cg_h2_upgrade *up = k->h2up;
+            k->h2up = NULL;
+            set_state(gt, k, CG_GTHREAD_WAIT);
+            h2_begin(gt, k, NULL, 0, up);
+        } else if (!k->reuse) {
             conn_close_graceful(gt, k);
         } else {
             set_state(gt, k, CG_GTHREAD_WAIT);

@@ -41,6 +41,7 @@ struct cg_gthread_conn {
     bool probed;           /* set by the pool: it already read the socket (nothing complete) */
     bool h2_checked;       /* HTTP/2 on: whether this connection speaks it is known */
     struct cg_h2_conn *h2; /* owned: state H2's session */
+    struct cg_h2_upgrade *h2up; /* owned: set by the pool, an h2c upgrade the loop starts */
     uint64_t deadline_ms;  /* WAIT/CLOSING: close at this monotonic time (0: never) */
     uint64_t t0_us;        /* when reading this request's head started */
     size_t drained;        /* CLOSING: bytes discarded so far */

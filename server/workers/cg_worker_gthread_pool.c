@@ -112,6 +112,51 @@ static bool jobs_waiting(struct cg_gthread *gt)
     return any;
 }
 
+/* An HTTP/1.1 request asking for h2c (cg_h2_upgrade_new): reads its body
+ * (at most CG_H2_UPGRADE_BODY_MAX), takes the bytes sent behind it, answers
+ * 101 and leaves the switch to the loop in k->h2up, as gunicorn's gthread
+ * does before it serves the request as stream 1. Returns false when the
+ * request is to be served as HTTP/1.1. Needs the GIL (released here). */
+static bool try_h2c_upgrade(struct cg_gthread *gt, struct cg_gthread_conn *k)
+{
+    struct cg_wsgi_conn *c = &k->c;
+    const struct cg_http_request *req = cg_http_parser_request(&c->parser);
+    struct cg_h2_upgrade *up = cg_h2_upgrade_new(&gt->hub, req, (const struct sockaddr *)&c->peer);
+    struct cg_err err = { { 0 } };
+    char chunk[16384];
+    bool ok = true;
+
+    if (up == NULL) {
+        return false;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (req->expect_continue) {
+        ok = cg_wsgi_conn_send(c, CG_HTTP_CONTINUE_RESPONSE,
+                               strlen(CG_HTTP_CONTINUE_RESPONSE)) == 0;
+    }
+    for (ssize_t n = 1; ok && n > 0;) {
+        n = cg_wsgi_conn_body_read(c, chunk, sizeof(chunk), &err);
+        ok = n >= 0 && c->body_error.kind == CG_HTTP_ERR_NONE &&
+             cg_h2_upgrade_add_body(up, chunk, (size_t)(n > 0 ? n : 0)) == 0;
+    }
+    ok = ok && cg_http_parser_body_done(&c->parser) &&
+         cg_h2_upgrade_set_pending(up, c->in.p + c->in.start, c->in.end - c->in.start) == 0 &&
+         cg_wsgi_conn_send(c, CG_H2_UPGRADE_101, strlen(CG_H2_UPGRADE_101)) == 0;
+    Py_END_ALLOW_THREADS
+    c->in.start = c->in.end;
+    k->reuse = false;
+    if (!ok) {
+        /* a chunked body past the limit, or a client gone: the connection
+         * ends (the body is spent, HTTP/1.1 cannot take over) */
+        cg_log_debug("h2c upgrade from a client abandoned: %s",
+                     err.msg[0] ? err.msg : "request body over 64 KiB or cut short");
+        cg_h2_upgrade_free(up);
+        return true;
+    }
+    k->h2up = up;
+    return true;
+}
+
 /* Serves the connection's requests while they are complete in its buffer
  * or socket. Needs the GIL. Sets k->reuse and k->probed. */
 static void serve(struct cg_gthread *gt, struct cg_gthread_conn *k)
@@ -127,6 +172,9 @@ static void serve(struct cg_gthread *gt, struct cg_gthread_conn *k)
     for (;;) {
         enum cg_wsgi_head h;
 
+        if (gt->h2_on && gt->hub.upgrade && try_h2c_upgrade(gt, k)) {
+            return;
+        }
         if (!cg_py_wsgi_handle(g, &k->c, want_keepalive(gt))) {
             return;
         }

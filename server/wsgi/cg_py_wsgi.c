@@ -290,17 +290,26 @@ static void answer_body_error(struct cg_wsgi *g, struct cg_wsgi_conn *c,
 PyObject *cg_py_wsgi_socket_new(struct cg_wsgi *g, struct cg_wsgi_conn *c)
 {
     struct cg_transport_tls_info ti;
-
-    if (!cg_transport_tls_info(&c->t, &ti)) {
-        return PyObject_CallFunction(g->socket_type, "iiii", c->l->family, SOCK_STREAM, 0,
-                                     c->t.fd);
-    }
     unsigned char *der = NULL;
     bool verified = false;
-    int dlen = cg_transport_tls_peer_der(&c->t, &der, &verified);
-    PyObject *peer = dlen > 0 ? PyBytes_FromStringAndSize((const char *)der, dlen)
-                              : Py_NewRef(Py_None);
-    OPENSSL_free(der);
+    int dlen;
+    PyObject *peer;
+
+    if (c->tls != NULL) { /* an HTTP/2 stream: its connection's facts */
+        ti = c->tls->info;
+        verified = c->tls->verified;
+        peer = c->tls->der_len > 0 ? PyBytes_FromStringAndSize((const char *)c->tls->der,
+                                                                c->tls->der_len)
+                                   : Py_NewRef(Py_None);
+    } else if (!cg_transport_tls_info(&c->t, &ti)) {
+        return PyObject_CallFunction(g->socket_type, "iiii", c->l->family, SOCK_STREAM, 0,
+                                     c->t.fd);
+    } else {
+        dlen = cg_transport_tls_peer_der(&c->t, &der, &verified);
+        peer = dlen > 0 ? PyBytes_FromStringAndSize((const char *)der, dlen)
+                        : Py_NewRef(Py_None);
+        OPENSSL_free(der);
+    }
     PyObject *tls = peer != NULL ? Py_BuildValue("(s(ssi)NOs)", ti.version, ti.cipher,
                                                  ti.cipher_protocol, ti.bits, peer,
                                                  verified ? Py_True : Py_False, ti.alpn)

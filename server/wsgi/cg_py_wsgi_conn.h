@@ -17,6 +17,17 @@
 #include "cg_http_parser.h"
 #include "cg_listen.h"
 #include "cg_transport.h"
+#include "cg_transport_tls.h"
+
+/* What a TLS connection told about itself once its handshake was done,
+ * kept for the streams an HTTP/2 session runs on pool threads (they must
+ * not use the loop's SSL object). */
+struct cg_wsgi_tls {
+    struct cg_transport_tls_info info;
+    unsigned char *der; /* the peer's certificate (OPENSSL_free), or NULL */
+    int der_len;
+    bool verified;
+};
 
 struct cg_wsgi_conn {
     struct cg_transport t; /* owns the socket */
@@ -40,6 +51,13 @@ struct cg_wsgi_conn {
     /* An HTTP/2 stream (server/cg_h2.c): the environ gets upstream's
      * HTTP/2 keys. */
     bool http2;
+    /* The TLS facts environ["gunicorn.socket"] reports, borrowed, when they
+     * are not the transport's own (an HTTP/2 stream over TLS); or NULL. */
+    const struct cg_wsgi_tls *tls;
+    /* An HTTP/2 stream's request trailers so far, as "name: value\r\n"
+     * lines (a copy the caller frees, *len bytes), or NULL; set by
+     * server/cg_h2.c. NULL for HTTP/1, whose trailers are the parser's. */
+    char *(*trailers)(struct cg_wsgi_conn *c, size_t *len);
 };
 
 enum cg_wsgi_head {
