@@ -114,10 +114,12 @@ struct stream {
     bool done_seen;       /* the loop acted on job_done (loop only) */
     bool aborted;         /* the runner gave up on its response: reset it */
     bool notified;        /* on hc->notify */
+    bool passed;          /* its pool thread went on to the next waiting stream
+                             (cg_h2_job_finish): its slot of the share moved on */
     struct stream *nnext;
     struct stream *lnext;         /* a list service() took (loop only) */
     struct stream *aprev, *anext; /* hc->all (loop) */
-    struct stream *wnext;         /* hc->wait_head (loop) */
+    struct stream *wnext;         /* hc->wait_head (mu) */
 
     /* response: written by the pool thread, sent by the loop */
     struct buf rhead;     /* HTTP/1 head until its blank line */
@@ -151,15 +153,14 @@ struct cg_h2_conn {
     bool queued;            /* on the hub's ready list (hub->mu) */
     struct cg_h2_conn *rnext; /* the hub's ready list (hub->mu) */
     struct cg_h2_conn *tnext; /* a list cg_h2_hub_take returned (loop) */
-    const uint8_t *pend;    /* mem_send output not written yet */
-    size_t pend_len;
+    struct buf pend;        /* mem_send output not written yet (loop) */
     bool dead;              /* socket failed or peer closed: no more I/O */
     bool goaway;            /* stopping: new streams are refused */
     bool goaway_sent;
     int header_abuse;
     size_t njobs;           /* streams queued here or on the pool, or running */
-    size_t running;         /* of which submitted to the pool */
-    struct stream *wait_head, *wait_tail; /* queued here, beyond the pool share */
+    size_t running;         /* of which submitted to the pool (loop) */
+    struct stream *wait_head, *wait_tail; /* queued here, beyond the pool share (mu) */
     size_t nstreams;
 };
 
@@ -482,6 +483,21 @@ static int build_head(struct stream *s, bool end_stream)
     return 0;
 }
 
+/* The first stream waiting for its turn on the pool, taken off the list,
+ * or NULL. hc->mu held. */
+static struct stream *wait_pop_locked(struct cg_h2_conn *hc)
+{
+    struct stream *s = hc->wait_head;
+    if (s != NULL) {
+        hc->wait_head = s->wnext;
+        if (hc->wait_head == NULL) {
+            hc->wait_tail = NULL;
+        }
+        s->wnext = NULL;
+    }
+    return s;
+}
+
 /* Hands waiting streams to the pool while the connection holds less than
  * its share of the threads (half of them, at least one): one connection's
  * streams, even ones that wait for bodies that never come, cannot take
@@ -495,13 +511,13 @@ static void pump(struct cg_h2_conn *hc)
         share = hc->hub->share;
     }
 
-    while (hc->wait_head != NULL && hc->running < share) {
-        struct stream *s = hc->wait_head;
-        hc->wait_head = s->wnext;
-        if (hc->wait_head == NULL) {
-            hc->wait_tail = NULL;
+    while (hc->running < share) {
+        pthread_mutex_lock(&hc->mu);
+        struct stream *s = wait_pop_locked(hc);
+        pthread_mutex_unlock(&hc->mu);
+        if (s == NULL) {
+            break;
         }
-        s->wnext = NULL;
         hc->running++;
         hc->hub->submit(hc->hub->submit_arg, &s->job);
     }
@@ -513,14 +529,14 @@ static void queue_stream(struct cg_h2_conn *hc, struct stream *s, bool end)
     pthread_mutex_lock(&hc->mu);
     s->in_eof = end;
     s->queued = true;
-    pthread_mutex_unlock(&hc->mu);
-    hc->njobs++;
     if (hc->wait_tail != NULL) {
         hc->wait_tail->wnext = s;
     } else {
         hc->wait_head = s;
     }
     hc->wait_tail = s;
+    pthread_mutex_unlock(&hc->mu);
+    hc->njobs++;
     pump(hc);
 }
 
@@ -682,11 +698,13 @@ static void service(struct cg_h2_conn *hc)
          * it is not freed while listed. */
         bool done_now = s->job_done && !s->done_seen;
         s->done_seen = s->done_seen || done_now;
-        bool listed = s->notified;
+        bool listed = s->notified, passed = s->passed;
         pthread_mutex_unlock(&hc->mu);
 
         if (done_now) {
-            hc->running--;
+            if (!passed) {
+                hc->running--;
+            }
             hc->njobs--;
         }
         if (closed) {
@@ -828,36 +846,45 @@ void *cg_h2_conn_owner(const struct cg_h2_conn *hc)
     return hc->owner;
 }
 
-/* Writes what nghttp2 has to send. Returns false when the socket is full
- * (hc->pend keeps the rest), true when all was written or the connection
- * died. */
+/* Writes what nghttp2 has to send. nghttp2 hands its output out frame by
+ * frame: up to FLUSH_GATHER bytes of it are gathered into hc->pend and
+ * written at once (one TLS record and one syscall for many small frames,
+ * such as a hundred streams' HEADERS and DATA). Returns false when the
+ * socket is full (hc->pend keeps the rest, at most FLUSH_GATHER plus one
+ * frame), true when all was written or the connection died. */
+#define FLUSH_GATHER 16384
+
 static bool flush(struct cg_h2_conn *hc)
 {
     for (;;) {
-        if (hc->pend_len == 0) {
-            ssize_t n = nghttp2_session_mem_send(hc->ses, &hc->pend);
-            if (n < 0) {
+        while (buf_avail(&hc->pend) < FLUSH_GATHER) {
+            const uint8_t *p;
+            ssize_t n = nghttp2_session_mem_send(hc->ses, &p);
+            if (n < 0 || (n > 0 && buf_add(&hc->pend, p, (size_t)n) < 0)) {
                 hc->dead = true;
+                buf_free(&hc->pend);
                 return true;
             }
             if (n == 0) {
-                return true;
+                break;
             }
-            hc->pend_len = (size_t)n;
         }
-        struct iovec iov = { (void *)hc->pend, hc->pend_len };
+        size_t avail = buf_avail(&hc->pend);
+        if (avail == 0) {
+            return true;
+        }
+        struct iovec iov = { hc->pend.p + hc->pend.off, avail };
         ssize_t w = cg_transport_sendv(hc->t, &iov, 1, 0);
         if (w == CG_TRANSPORT_AGAIN) {
             return false;
         }
         if (w < 0) {
             hc->dead = true;
-            hc->pend_len = 0;
+            buf_free(&hc->pend);
             return true;
         }
-        hc->pend += w;
-        hc->pend_len -= (size_t)w;
-        if (hc->pend_len > 0) {
+        hc->pend.off += (size_t)w;
+        if ((size_t)w < avail) {
             return false;
         }
     }
@@ -885,7 +912,7 @@ enum cg_h2_next cg_h2_conn_io(struct cg_h2_conn *hc)
     goaway_send(hc);
     /* Reads only while our output drains: a peer that does not read what
      * it asks for stops being read. */
-    while (!hc->dead && hc->pend_len == 0 && nghttp2_session_want_read(hc->ses)) {
+    while (!hc->dead && buf_avail(&hc->pend) == 0 && nghttp2_session_want_read(hc->ses)) {
         ssize_t n = cg_transport_recv(hc->t, buf, sizeof(buf), 0);
         if (n == CG_TRANSPORT_AGAIN) {
             break;
@@ -912,7 +939,7 @@ enum cg_h2_next cg_h2_conn_io(struct cg_h2_conn *hc)
         abort_streams(hc);
     }
     bool over = hc->dead || (!nghttp2_session_want_read(hc->ses) &&
-                             !nghttp2_session_want_write(hc->ses) && hc->pend_len == 0);
+                             !nghttp2_session_want_write(hc->ses) && buf_avail(&hc->pend) == 0);
     if (over) {
         return hc->njobs == 0 ? CG_H2_CLOSE : CG_H2_WAIT;
     }
@@ -925,7 +952,7 @@ enum cg_h2_next cg_h2_conn_io(struct cg_h2_conn *hc)
 void cg_h2_conn_kill(struct cg_h2_conn *hc)
 {
     hc->dead = true;
-    hc->pend_len = 0;
+    buf_free(&hc->pend);
     abort_streams(hc);
 }
 
@@ -1000,6 +1027,7 @@ void cg_h2_conn_free(struct cg_h2_conn *hc)
     }
     pthread_mutex_destroy(&hc->mu);
     OPENSSL_free(hc->tls.der);
+    buf_free(&hc->pend);
     free(hc);
 }
 
@@ -1400,6 +1428,23 @@ void cg_h2_job_done(struct cg_h2_job *job, bool complete)
     pthread_mutex_unlock(&hc->mu);
 }
 
+struct cg_h2_job *cg_h2_job_finish(struct cg_h2_job *job, bool take)
+{
+    struct stream *s = (struct stream *)job;
+    struct cg_h2_conn *hc = s->hc;
+    struct stream *next = NULL;
+
+    pthread_mutex_lock(&hc->mu);
+    s->out_eof = true;
+    s->job_done = true;
+    if (take && !hc->dead && (next = wait_pop_locked(hc)) != NULL) {
+        s->passed = true; /* the loop's count of running streams stays */
+    }
+    notify_locked(s);
+    pthread_mutex_unlock(&hc->mu);
+    return next != NULL ? &next->job : NULL;
+}
+
 void cg_h2_job_run(struct cg_wsgi *g, struct cg_h2_job *job, void (*count)(void *), void *arg)
 {
     struct stream *s = (struct stream *)job;
@@ -1427,10 +1472,15 @@ void cg_h2_job_run(struct cg_wsgi *g, struct cg_h2_job *job, void (*count)(void 
              * untrusted X-Forwarded-Proto on HTTP/1 */
             cg_http_parser_set_scheme(&c.parser, s->scheme);
         }
-        enum cg_wsgi_head h;
-        Py_BEGIN_ALLOW_THREADS
-        h = cg_wsgi_conn_read_head(&c, true);
-        Py_END_ALLOW_THREADS
+        /* The head is whole in memory (build_head): it is read with the
+         * GIL held, as a wait cannot happen; the GIL is let go only if the
+         * parser asks for more than that. */
+        enum cg_wsgi_head h = cg_wsgi_conn_read_head(&c, false);
+        if (h == CG_WSGI_HEAD_MORE) {
+            Py_BEGIN_ALLOW_THREADS
+            h = cg_wsgi_conn_read_head(&c, true);
+            Py_END_ALLOW_THREADS
+        }
         count(arg);
         if (h == CG_WSGI_HEAD_READY) {
             cg_py_wsgi_handle(g, &c, false);
@@ -1442,7 +1492,6 @@ void cg_h2_job_run(struct cg_wsgi *g, struct cg_h2_job *job, void (*count)(void 
         c.t.ops = &cg_transport_plain;
         cg_wsgi_conn_deinit(&c);
     }
-    cg_h2_job_done(job, true);
 }
 
 /* ---- h2c upgrade (RFC 7540 3.2) ------------------------------------------ */

@@ -218,9 +218,17 @@ bool cg_h2_job_closed(struct cg_h2_job *job);
 void cg_h2_job_done(struct cg_h2_job *job, bool complete);
 
 /* Runs one stream's request on a pool thread: the WSGI request (needs the
- * GIL, released around the waits), then hands the stream back to the loop.
- * `count` is called once the head was read, to count the request
- * (max_requests). */
+ * GIL, released around the waits). `count` is called once the head was
+ * read, to count the request (max_requests). cg_h2_job_finish() then hands
+ * the stream back. */
 void cg_h2_job_run(struct cg_wsgi *g, struct cg_h2_job *job, void (*count)(void *), void *arg);
+
+/* After cg_h2_job_run: ends the stream as cg_h2_job_done(job, true) and,
+ * when `take`, takes the next stream of the same connection that waits for
+ * its share of the pool (cg_h2_hub.share), to be run by the calling thread
+ * in the finished one's place: the connection still runs at most `share`
+ * streams at once, and the stream skips a trip through the loop and the
+ * pool's queue. Returns that stream or NULL. Pool thread. */
+struct cg_h2_job *cg_h2_job_finish(struct cg_h2_job *job, bool take);
 
 #endif

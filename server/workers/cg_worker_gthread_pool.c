@@ -241,8 +241,15 @@ static void *pool_main(void *arg)
         }
         pthread_mutex_unlock(&gt->mu);
         if (job != NULL) {
+            /* A finished stream makes way for the next one of its
+             * connection on this thread, the GIL kept, while no other
+             * connection's work waits for a thread (as keep-alive in
+             * serve()). */
             PyGILState_STATE st = PyGILState_Ensure();
-            cg_h2_job_run(gt->wsgi, job, count_request, gt);
+            while (job != NULL) {
+                cg_h2_job_run(gt->wsgi, job, count_request, gt);
+                job = cg_h2_job_finish(job, !jobs_waiting(gt));
+            }
             PyGILState_Release(st);
             continue;
         }
