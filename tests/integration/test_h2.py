@@ -193,6 +193,26 @@ def test_100_concurrent_streams_on_one_connection(tls_pair):
     assert "100 succeeded" in text and "100 2xx" in text, text
 
 
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="needs nghttp2-client")
+def test_one_connection_runs_at_most_half_the_threads():
+    """gthread: a connection's streams run at most threads/2 at a time (the
+    fairness bound), also when a thread that finishes one of them goes on
+    to the next one waiting; another connection is served meanwhile."""
+    srv = start(None, H2C + ["--threads", "4"])
+    try:
+        h2 = subprocess.Popen(["h2load", "-n", "200", "-c", "1", "-m", "100",
+                               "http://127.0.0.1:%d/inflight" % srv.port],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert served(srv)
+        out, _ = h2.communicate(timeout=60)
+        assert "200 succeeded" in out and "200 2xx" in out, out
+        with h2c_client() as c:
+            peak = c.get("http://127.0.0.1:%d/inflight/peak" % srv.port).text
+        assert 1 <= int(peak) <= 2, peak
+    finally:
+        srv.stop()
+
+
 @pytest.mark.skipif(shutil.which("nghttp") is None, reason="needs nghttp2-client")
 def test_nghttp_many_streams_h2c(h2c_pair):
     urls = ["http://127.0.0.1:%d/s%d" % (h2c_pair[0].port, i) for i in range(100)]

@@ -4,11 +4,15 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 
 SKIP = {"REMOTE_PORT", "gunicorn.socket", "wsgi.input", "wsgi.errors", "wsgi.file_wrapper",
         "wsgi.early_hints"}
 _FILE = os.path.join(tempfile.gettempdir(), "cg-h2app-%d.bin" % os.getpid())
+# /inflight: how many of its requests ran at once in this process, at most
+_INFLIGHT = {"now": 0, "peak": 0}
+_INFLIGHT_LOCK = threading.Lock()
 
 
 def _rss_kb():
@@ -67,6 +71,18 @@ def app(environ, start_response):
         time.sleep(1.0)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"slept"]
+    if path == "/inflight":
+        with _INFLIGHT_LOCK:
+            _INFLIGHT["now"] += 1
+            _INFLIGHT["peak"] = max(_INFLIGHT["peak"], _INFLIGHT["now"])
+        time.sleep(0.01)
+        with _INFLIGHT_LOCK:
+            _INFLIGHT["now"] -= 1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+    if path == "/inflight/peak":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(_INFLIGHT["peak"]).encode()]
     if path == "/rss":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(_rss_kb()).encode()]
