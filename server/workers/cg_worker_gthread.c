@@ -298,12 +298,19 @@ static void h2_next(struct cg_gthread *gt, struct cg_gthread_conn *k, enum cg_h2
         conn_free(gt, k);
         return;
     }
-    event_del(k->ev);
-    if (next == CG_H2_WAIT) {
-        return; /* the pool's hand-back wakes it (on_h2_wake) */
+    short what = (next == CG_H2_WRITE ? EV_WRITE : EV_READ) | EV_PERSIST;
+    /* Waiting for the same readiness as before: the event stays in epoll
+     * (persistent) and only its timeout is set again below, instead of an
+     * epoll_ctl to remove it and one to add it back per step. */
+    bool same = next != CG_H2_WAIT && event_pending(k->ev, EV_READ | EV_WRITE, NULL) &&
+                event_get_events(k->ev) == what && event_get_callback(k->ev) == on_conn_event;
+    if (!same) {
+        event_del(k->ev);
+        if (next == CG_H2_WAIT) {
+            return; /* the pool's hand-back wakes it (on_h2_wake) */
+        }
+        event_assign(k->ev, gt->base, k->c.t.fd, what, on_conn_event, k);
     }
-    short what = next == CG_H2_WRITE ? EV_WRITE : EV_READ;
-    event_assign(k->ev, gt->base, k->c.t.fd, what, on_conn_event, k);
     uint64_t wait_ms;
     if (cg_h2_conn_active(k->h2) == 0) {
         int ka = gt->conf->keepalive > 0 ? gt->conf->keepalive : 1;
@@ -315,6 +322,9 @@ static void h2_next(struct cg_gthread *gt, struct cg_gthread_conn *k, enum cg_h2
         wait_ms = gt->stop_deadline_ms > now ? gt->stop_deadline_ms - now : 0;
     }
     if (wait_ms == 0 && !gt->stopping) {
+        if (same) {
+            event_del(k->ev); /* drops the timeout an earlier step set */
+        }
         event_add(k->ev, NULL);
         return;
     }
