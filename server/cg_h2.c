@@ -132,6 +132,8 @@ struct stream {
     int cstate;           /* chunk decoder: 0 size, 1 size-ext, 2 LF, 3 data, 4 CR, 5 LF, 6 end */
     uint64_t cleft;
     struct buf out;       /* response payload not yet taken by nghttp2 */
+    bool out_sized;       /* the head has a content-length: out_left is what is due */
+    uint64_t out_left;
     bool out_eof;
     bool deferred;
     uint64_t progress_ms; /* last time output moved (stall check) */
@@ -1166,6 +1168,15 @@ static int parse_rhead(struct stream *s)
             for (size_t i = 0; i < nl; i++) {
                 line[i] = (char)((line[i] >= 'A' && line[i] <= 'Z') ? line[i] + 32 : line[i]);
             }
+            if (nl == 14 && strncmp(line, "content-length", 14) == 0 && v < ve) {
+                char *de = v;
+                uint64_t len = 0;
+                while (de < ve && *de >= '0' && *de <= '9' && len < UINT64_MAX / 10 - 9) {
+                    len = len * 10 + (uint64_t)(*de++ - '0');
+                }
+                s->out_sized = de == ve;
+                s->out_left = len;
+            }
             bool chunked = nl == 17 && strncmp(line, "transfer-encoding", 17) == 0;
             if (chunked) {
                 s->chunked_out = (size_t)(ve - v) >= 7 && strncasecmp(v, "chunked", 7) == 0;
@@ -1188,6 +1199,18 @@ static int parse_rhead(struct stream *s)
  * chunked HTTP/1 body. hc->mu held. Returns 0 or -1. */
 static int out_body(struct stream *s, const char *p, size_t n)
 {
+    if (!s->chunked_out && s->out_sized) {
+        /* The whole content-length in hand ends the stream with its last
+         * DATA frame: the loop need not wait for the job's end to send
+         * END_STREAM (an empty DATA frame more). Bytes past it are not
+         * sent (the peer would reject the stream). */
+        size_t k = n < s->out_left ? n : (size_t)s->out_left;
+        s->out_left -= k;
+        if (s->out_left == 0 && !s->chunked_out) {
+            s->out_eof = true;
+        }
+        return buf_add(&s->out, p, k);
+    }
     if (!s->chunked_out) {
         return buf_add(&s->out, p, n);
     }
@@ -1251,7 +1274,7 @@ static int out_body(struct stream *s, const char *p, size_t n)
  * it must never wait, or the loop, which takes the GIL for signals, could
  * not drain the stream). Returns how many (maybe short),
  * CG_TRANSPORT_AGAIN, or -1 with errno. */
-static ssize_t st_take(struct stream *s, const char *p, size_t n, int flags)
+static ssize_t st_take(struct stream *s, const char *p, size_t n, int flags, bool *news)
 {
     struct cg_h2_conn *hc = s->hc;
     size_t used = 0;
@@ -1277,8 +1300,8 @@ static ssize_t st_take(struct stream *s, const char *p, size_t n, int flags)
             pthread_mutex_lock(&hc->mu);
             s->rhead_done = true;
             s->resp_ready = true;
-            notify_locked(s);
             pthread_mutex_unlock(&hc->mu);
+            *news = true;
         }
     }
     if (used == n) {
@@ -1296,13 +1319,17 @@ static ssize_t st_take(struct stream *s, const char *p, size_t n, int flags)
                 errno = ENOMEM;
                 break;
             }
-            notify_locked(s);
+            *news = true;
             rc = (ssize_t)n;
             break;
         }
         if (flags & CG_TRANSPORT_NOWAIT) {
             rc = used > 0 ? (ssize_t)used : CG_TRANSPORT_AGAIN;
             break;
+        }
+        if (*news) {
+            notify_locked(s); /* what this write took so far must move first */
+            *news = false;
         }
         if (stream_wait(s, stream_timeout_ms(s)) < 0) {
             break; /* a peer that keeps its window shut: the request ends */
@@ -1312,10 +1339,14 @@ static ssize_t st_take(struct stream *s, const char *p, size_t n, int flags)
     return rc;
 }
 
+/* The loop is told once per write (head and body of a small response
+ * together: one submit, its DATA read without another hand-off). */
 static ssize_t st_sendv(struct cg_transport *t, const struct iovec *iov, int n, int flags)
 {
     struct stream *s = t_stream(t);
     size_t total = 0;
+    ssize_t rc = 0;
+    bool news = false;
 
     if (s->hc->hub->nowait) {
         flags |= CG_TRANSPORT_NOWAIT;
@@ -1325,19 +1356,25 @@ static ssize_t st_sendv(struct cg_transport *t, const struct iovec *iov, int n, 
         if (iov[i].iov_len == 0) {
             continue;
         }
-        ssize_t r = st_take(s, iov[i].iov_base, iov[i].iov_len, flags);
+        ssize_t r = st_take(s, iov[i].iov_base, iov[i].iov_len, flags, &news);
         if (r < 0) {
             if (r == CG_TRANSPORT_AGAIN) {
                 t->want = POLLOUT;
             }
-            return total > 0 ? (ssize_t)total : r;
+            rc = r;
+            break;
         }
         total += (size_t)r;
         if ((size_t)r < iov[i].iov_len) {
             break;
         }
     }
-    return (ssize_t)total;
+    if (news) {
+        pthread_mutex_lock(&s->hc->mu);
+        notify_locked(s);
+        pthread_mutex_unlock(&s->hc->mu);
+    }
+    return total > 0 || rc == 0 ? (ssize_t)total : rc;
 }
 
 static ssize_t st_sendfile(struct cg_transport *t, int fd, off_t *pos, size_t n)

@@ -454,6 +454,42 @@ def frames(data):
         i += 9 + ln
 
 
+def test_sized_response_ends_the_stream_with_its_body():
+    """gthread: once the content-length is written, the last DATA frame
+    carries END_STREAM, without waiting for the app's close() (no empty
+    DATA frame after it)."""
+    srv = start(None, H2C)
+    try:
+        s = raw_h2(srv.port)
+        s.sendall(HeadersFrame(1, headers_block("/slowclose"),
+                               flags=["END_HEADERS", "END_STREAM"]).serialize())
+        s.settimeout(10)
+        data = b""
+        while True:
+            got = [(t, sid, fl, ln) for t, sid, fl, ln in frames_flags(data) if sid == 1]
+            if any(t == 0 and fl & 1 for t, _, fl, _ in got):
+                break
+            b = s.recv(65536)
+            assert b, data
+            data += b
+        s.close()
+        body = [(fl, ln) for t, _, fl, ln in got if t == 0]
+        assert body == [(1, 5)], got
+    finally:
+        srv.stop()
+
+
+def frames_flags(data):
+    """(type, stream, flags, length) of each whole frame in data."""
+    i = 0
+    while i + 9 <= len(data):
+        ln = int.from_bytes(data[i:i + 3], "big")
+        if i + 9 + ln > len(data):
+            break
+        yield data[i + 3], int.from_bytes(data[i + 5:i + 9], "big") & 0x7fffffff, data[i + 4], ln
+        i += 9 + ln
+
+
 @pytest.mark.parametrize("cls", sorted(CLASSES))
 def test_zero_window_stall_is_reset_after_timeout(cls):
     srv = start(None, H2C + ["--timeout", "3"], cls=cls)

@@ -83,6 +83,14 @@ def app(environ, start_response):
     if path == "/inflight/peak":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(_INFLIGHT["peak"]).encode()]
+    if path == "/slowclose":
+        # a sized body, then a close() that takes a while (a post-response
+        # clean-up): the stream can end with the body
+        class Body(list):
+            def close(self):
+                time.sleep(0.5)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return Body([b"sized"])
     if path == "/rss":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(_rss_kb()).encode()]
