@@ -1474,7 +1474,7 @@ struct cg_h2_job *cg_h2_job_finish(struct cg_h2_job *job, bool take)
     pthread_mutex_lock(&hc->mu);
     s->out_eof = true;
     s->job_done = true;
-    if (take && !hc->dead && (next = wait_pop_locked(hc)) != NULL) {
+    if (take && (next = wait_pop_locked(hc)) != NULL) {
         s->passed = true; /* the loop's count of running streams stays */
     }
     notify_locked(s);
