@@ -790,6 +790,9 @@ struct cg_h2_conn *cg_h2_conn_new(struct cg_h2_hub *hub, struct cg_transport *t,
     hc->has_tls = cg_transport_tls_info(t, &hc->tls.info);
     if (hc->has_tls) {
         hc->tls.der_len = cg_transport_tls_peer_der(t, &hc->tls.der, &hc->tls.verified);
+        /* cg_h2_conn_io reads until the socket is empty and looks at what
+         * OpenSSL holds before it waits */
+        cg_transport_tls_read_ahead(t);
     }
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
@@ -912,6 +915,7 @@ enum cg_h2_next cg_h2_conn_io(struct cg_h2_conn *hc)
 
     service(hc);
     goaway_send(hc);
+again:
     /* Reads only while our output drains: a peer that does not read what
      * it asks for stops being read. */
     while (!hc->dead && buf_avail(&hc->pend) == 0 && nghttp2_session_want_read(hc->ses)) {
@@ -937,6 +941,10 @@ enum cg_h2_next cg_h2_conn_io(struct cg_h2_conn *hc)
     }
     goaway_send(hc);
     bool drained = hc->dead || flush(hc);
+    if (!hc->dead && drained && nghttp2_session_want_read(hc->ses) &&
+        cg_transport_tls_buffered(hc->t)) {
+        goto again; /* read ahead by OpenSSL: the socket would not say */
+    }
     if (hc->dead) {
         abort_streams(hc);
     }

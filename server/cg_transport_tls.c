@@ -39,6 +39,7 @@ struct tls_conn {
     bool blocking;   /* the caller's socket mode: wait here on would-block */
     bool handshaken;
     bool failed;     /* the handshake failed: every op fails */
+    bool read_ahead; /* cg_transport_tls_read_ahead() */
 };
 
 static SSL_CTX *worker_ctx; /* the worker's context, or NULL */
@@ -309,6 +310,23 @@ bool cg_transport_is_tls(const struct cg_transport *t)
     return t->ops == &tls_ops;
 }
 
+void cg_transport_tls_read_ahead(struct cg_transport *t)
+{
+    struct tls_conn *tc = cg_transport_is_tls(t) ? t->impl : NULL;
+
+    if (tc != NULL && tc->ssl != NULL) {
+        SSL_set_read_ahead(tc->ssl, 1);
+        tc->read_ahead = true;
+    }
+}
+
+bool cg_transport_tls_buffered(const struct cg_transport *t)
+{
+    struct tls_conn *tc = cg_transport_is_tls(t) ? t->impl : NULL;
+
+    return tc != NULL && tc->ssl != NULL && SSL_has_pending(tc->ssl);
+}
+
 static void tls_release(struct cg_transport *t)
 {
     struct tls_conn *tc = t->impl;
@@ -452,7 +470,7 @@ static ssize_t tls_recv(struct cg_transport *t, void *buf, size_t n, int flags)
         ERR_clear_error();
         if (SSL_read_ex(tc->ssl, (char *)buf + got, n - got, &k) == 1) {
             got += k;
-            if (SSL_pending(tc->ssl) == 0) {
+            if (SSL_pending(tc->ssl) == 0 && !(tc->read_ahead && SSL_has_pending(tc->ssl))) {
                 break;
             }
             continue;

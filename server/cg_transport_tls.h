@@ -67,6 +67,17 @@ void cg_transport_tls_use(SSL_CTX *ctx, int handshake_timeout_ms, bool suppress_
 /* Whether t speaks TLS. */
 bool cg_transport_is_tls(const struct cg_transport *t);
 
+/* For a caller that reads until CG_TRANSPORT_AGAIN and asks
+ * cg_transport_tls_buffered() before it waits for readability (the
+ * HTTP/2 session): OpenSSL reads ahead (as much as the socket has, not a
+ * record header and then its body) and one recv returns as many records
+ * as fit. No effect when t is not TLS. */
+void cg_transport_tls_read_ahead(struct cg_transport *t);
+
+/* Whether OpenSSL holds received bytes not yet returned (read ahead): the
+ * socket's readiness would not tell of them. */
+bool cg_transport_tls_buffered(const struct cg_transport *t);
+
 /* What an ssl.SSLSocket reports about a connection whose handshake is done:
  * protocol version ("TLSv1.3"), cipher name, the cipher's protocol and
  * secret bits, the ALPN protocol chosen ("" for none). Returns false when t
