@@ -558,7 +558,13 @@ void cg_py_asgi_conn_request_done(struct cg_asgi_conn *c, bool keep_alive)
         return;
     }
     Py_CLEAR(c->req);
-    if (!keep_alive || !c->srv->w->alive || c->is_stream) { /* a stream: one request */
+    /* keep_alive means the head went out without "Connection: close": the
+     * client may send its next request at once, so the connection stays
+     * open even when the worker began to stop after that head (a QUIT's
+     * handler runs between any two bytecodes of the app). The next request
+     * is answered with "Connection: close"; an idle one ends with the stop's
+     * sweep (a FIN). Closing here instead cut that request. */
+    if (!keep_alive || c->is_stream) { /* a stream: one request */
         cg_py_asgi_conn_close_soon(c);
         return;
     }
@@ -609,7 +615,11 @@ void cg_py_asgi_conn_sweep(struct cg_asgi_srv *s)
         bool idle = (c->state == CG_ASGI_IDLE && c->in.end == c->in.start) ||
                     c->state == CG_ASGI_DRAIN;
         uint64_t since = c->idle_since_ms > s->stop_ms ? c->idle_since_ms : s->stop_ms;
-        if (idle && (now - c->idle_since_ms >= ka || (s->stop_ms != 0 && now - since >= stop_idle))) {
+        bool expired = now - c->idle_since_ms >= ka || (s->stop_ms != 0 && now - since >= stop_idle);
+        /* Bytes the kernel holds are a request the read callback is about
+         * to see: that connection is not idle. */
+        if (idle && expired &&
+            (c->state == CG_ASGI_DRAIN || cg_transport_unread(&c->t) == 0)) {
             conn_finish(c, true);
         }
         c = next;
