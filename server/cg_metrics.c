@@ -276,6 +276,13 @@ void cg_metrics_dirty_arbiter_gone(void)
     }
 }
 
+void cg_metrics_dirty_assume_ready(void)
+{
+    if (cg_metrics != NULL) {
+        atomic_store(&cg_metrics->dirty.apps_ready, 1);
+    }
+}
+
 static struct cg_metrics_dirty_series *dirty_series(const char *app, const char *action)
 {
     struct cg_metrics_dirty *d = &cg_metrics->dirty;

@@ -220,6 +220,11 @@ void cg_metrics_user_observe(int idx, int64_t v);
  * loaded their apps, /readyz waits again, and its gauges read 0. */
 void cg_metrics_dirty_arbiter_gone(void);
 
+/* Master: the region was mapped (metrics_bind set by a HUP) after the
+ * running dirty arbiter was forked, so that arbiter never reports; /readyz
+ * stops waiting for it. Its successor reports as usual. */
+void cg_metrics_dirty_assume_ready(void);
+
 /* Dirty arbiter: one finished call of `app`/`action`. */
 void cg_metrics_dirty_call(const char *app, const char *action, enum cg_metrics_dirty_outcome o,
                            uint64_t dur_us);
