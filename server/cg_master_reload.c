@@ -300,7 +300,7 @@ void cg_master_reexec(struct cg_master *m)
     if (metrics_fd >= 0) {
         snprintf(num, sizeof(num), "%d", metrics_fd);
         setenv("CGUNICORN_METRICS_FD", num, 1);
-        setenv("CGUNICORN_METRICS_BIND", m->conf->metrics_bind, 1);
+        setenv("CGUNICORN_METRICS_BIND", m->conf->metrics_bind ? m->conf->metrics_bind : "", 1);
     }
     if (m->systemd) {
         snprintf(num, sizeof(num), "%d", (int)getpid());

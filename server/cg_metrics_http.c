@@ -784,6 +784,8 @@ void cg_metrics_http_hand_off(void)
     frozen_ready = not_ready();
     frozen_health = not_healthy();
     frozen = true;
+    st.ls = NULL; /* the master closes its HTTP listeners next: no backlog from here on */
+    st.nls = 0;
     cg_listen_close_all(lsn, nlsn, false); /* the partner serves it, and its file */
     lsn = NULL;
     nlsn = 0;
