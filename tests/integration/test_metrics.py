@@ -477,13 +477,15 @@ def test_gevent_requests_counted(server_factory, appdir):
     wait_until(lambda: scrape(srv).get("cgunicorn_requests_in_flight") == 0, 10, "idle")
 
 
-def test_http2_streams_counted(server_factory, appdir):
-    """h2c with prior knowledge on gthread: h2load's 100 requests over 10
-    streams of one connection, then httpx's POSTs, each stream one request."""
+@pytest.mark.parametrize("worker_class,app", [("gthread", "metapp:app"),
+                                              ("asgi", "metasgi:app")])
+def test_http2_streams_counted(server_factory, appdir, worker_class, app):
+    """h2c with prior knowledge: h2load's 100 requests over 10 streams of
+    one connection, then httpx's POSTs, each stream one request."""
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("h2")
-    srv = start(server_factory, appdir, workers=1,
-                extra=["--worker-class", "gthread", "--threads", "4",
+    srv = start(server_factory, appdir, workers=1, app=app,
+                extra=["--worker-class", worker_class, "--threads", "4",
                        "--http-protocols", "h2,h1", "--http2-cleartext", "prior-knowledge"])
     h2load = shutil.which("h2load")
     gets = 0
