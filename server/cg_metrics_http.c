@@ -440,6 +440,17 @@ static void render_dirty(struct out *o)
     outf(o, "cgunicorn_dirty_queue_depth %lld\n", (long long)atomic_load(&d->queue_depth));
     head(o, "cgunicorn_dirty_busy_workers", "gauge", "Dirty workers running a call.");
     outf(o, "cgunicorn_dirty_busy_workers %lld\n", (long long)atomic_load(&d->busy_workers));
+    uint32_t ndev = atomic_load_explicit(&d->ndevices, memory_order_acquire);
+    if (ndev > 0) {
+        head(o, "cgunicorn_dirty_device_workers", "gauge",
+             "Live dirty workers given each dirty_gpus device (CUDA_VISIBLE_DEVICES).");
+        for (uint32_t i = 0; i < ndev && i < CG_METRICS_DIRTY_DEVICES; i++) {
+            char id[2 * sizeof(d->devices[i].id)];
+            outf(o, "cgunicorn_dirty_device_workers{device=\"%s\"} %d\n",
+                 esc(d->devices[i].id, id, sizeof(id)),
+                 (int)atomic_load_explicit(&d->devices[i].workers, memory_order_relaxed));
+        }
+    }
     head(o, "cgunicorn_dirty_stream_chunks_total", "counter",
          "Stream chunks relayed from dirty workers to callers.");
     outf(o, "cgunicorn_dirty_stream_chunks_total %llu\n",
