@@ -366,7 +366,7 @@ bool cg_py_wsgi_handle_sock(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keep
     struct cg_wsgi_resp resp;
     PyObject *environ = NULL, *input = NULL, *sock = NULL, *result = NULL, *hreq = NULL;
     uint64_t t0 = cg_py_wsgi_now_us();
-    struct cg_body_src src = { cg_wsgi_conn_body_read, c };
+    struct cg_body_src src = { cg_wsgi_conn_body_read, c, cg_wsgi_conn_body_read_buffered };
     bool reuse = false;
 
     cg_metrics_request_start(req);

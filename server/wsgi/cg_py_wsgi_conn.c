@@ -259,6 +259,28 @@ ssize_t cg_wsgi_conn_body_read(void *conn, char *out, size_t n, struct cg_err *e
     }
 }
 
+ssize_t cg_wsgi_conn_body_read_buffered(void *conn, char *out, size_t n, struct cg_err *err)
+{
+    struct cg_wsgi_conn *c = conn;
+    size_t used = 0, dlen = 0;
+    const char *data = NULL;
+
+    (void)err;
+    if (c->in.end == c->in.start && !cg_http_parser_body_done(&c->parser)) {
+        return -2;
+    }
+    enum cg_http_status st = cg_http_parser_body(
+        &c->parser, c->in.p + c->in.start, c->in.end - c->in.start, &used, n, &data, &dlen);
+    c->in.start += used;
+    if (st == CG_HTTP_BODY_DATA) {
+        memcpy(out, data, dlen);
+        return (ssize_t)dlen;
+    }
+    /* Done; or more to wait for, an error (the parser keeps it), the
+     * client's close: cg_wsgi_conn_body_read decides. */
+    return st == CG_HTTP_BODY_DONE ? 0 : -2;
+}
+
 bool cg_wsgi_conn_drain(struct cg_wsgi_conn *c, size_t limit)
 {
     size_t total = 0;
