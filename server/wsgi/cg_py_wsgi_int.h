@@ -60,6 +60,12 @@ struct cg_wsgi {
     struct cg_http_scheme_header *scheme_headers; /* owned array (strings owned) */
     char script_name[1024]; /* SCRIPT_NAME from the process environment */
     char server_header[64];
+    /* Environ values that repeat, made once (cg_py_wsgi_environ.c): the
+     * protocol of HTTP/1.1 and 1.0 requests, SERVER_NAME and SERVER_PORT of
+     * the last TCP listener seen. All owned, NULL until first needed. */
+    PyObject *proto_11, *proto_10;
+    const struct cg_listener *srv_l;
+    PyObject *srv_name, *srv_port;
 };
 
 /* Builds the environ of one request (new reference), or NULL: with a Python
