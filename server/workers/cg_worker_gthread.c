@@ -716,7 +716,13 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
     while (k != NULL) {
         struct cg_gthread_conn *next = k->qnext;
         k->qnext = NULL;
-        if (!k->reuse) {
+        if (!k->reuse && k->c.t.ops == &cg_transport_plain &&
+            !cg_wsgi_conn_may_have_input(&k->c)) {
+            /* Nothing unread (the sync worker's test before it lingers):
+             * close now; a FIN-and-discard round is for a client that is
+             * still sending. TLS keeps its close_notify (the shutdown). */
+            conn_free(gt, k);
+        } else if (!k->reuse) {
             conn_close_graceful(gt, k);
         } else {
             set_state(gt, k, CG_GTHREAD_WAIT);
