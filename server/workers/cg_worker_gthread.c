@@ -517,7 +517,14 @@ static bool accept_one(struct cg_gthread *gt, evutil_socket_t lfd,
         gt->conns = k;
         gt->nconns++;
         set_accepting(gt);
-        conn_arm(gt, k);
+        if (k->c.t.ops == &cg_transport_plain) {
+            /* A client usually sends its request right after connecting:
+             * read now rather than after an epoll round (a would-block
+             * costs one recv, then the connection is armed as before). */
+            head_step(gt, k);
+        } else {
+            conn_arm(gt, k);
+        }
         return true;
     }
 }
