@@ -535,7 +535,14 @@ static bool accept_one(struct cg_gthread *gt, evutil_socket_t lfd,
         gt->conns = k;
         gt->nconns++;
         set_accepting(gt);
-        conn_arm(gt, k);
+        if (k->c.t.ops == &cg_transport_plain) {
+            /* A client usually sends its request right after connecting:
+             * read now rather than after an epoll round (a would-block
+             * costs one recv, then the connection is armed as before). */
+            head_step(gt, k);
+        } else {
+            conn_arm(gt, k);
+        }
         return true;
     }
 }
@@ -739,6 +746,12 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
             k->h2up = NULL;
             set_state(gt, k, CG_GTHREAD_WAIT);
             h2_begin(gt, k, NULL, 0, up);
+        } else if (!k->reuse && k->c.t.ops == &cg_transport_plain &&
+                   !cg_wsgi_conn_may_have_input(&k->c)) {
+            /* Nothing unread (the sync worker's test before it lingers):
+             * close now; a FIN-and-discard round is for a client that is
+             * still sending. TLS keeps its close_notify (the shutdown). */
+            conn_free(gt, k);
         } else if (!k->reuse) {
             conn_close_graceful(gt, k);
         } else {
