@@ -875,7 +875,7 @@ static void abort_streams(struct cg_h2_conn *hc)
     pthread_mutex_unlock(&hc->mu);
 }
 
-static void goaway_send(struct cg_h2_conn *hc);
+static bool goaway_send(struct cg_h2_conn *hc);
 
 enum cg_h2_next cg_h2_conn_io(struct cg_h2_conn *hc)
 {
@@ -908,6 +908,9 @@ enum cg_h2_next cg_h2_conn_io(struct cg_h2_conn *hc)
     }
     goaway_send(hc);
     bool drained = hc->dead || flush(hc);
+    if (drained && goaway_send(hc)) { /* the flush closed the last stream */
+        drained = hc->dead || flush(hc);
+    }
     if (hc->dead) {
         abort_streams(hc);
     }
@@ -932,14 +935,31 @@ void cg_h2_conn_kill(struct cg_h2_conn *hc)
 /* The GOAWAY itself goes once the streams begun are done: some clients
  * (python-h2) drop a stream's DATA that follows a GOAWAY. Meanwhile new
  * streams are refused (REFUSED_STREAM: safe to retry elsewhere). */
-static void goaway_send(struct cg_h2_conn *hc)
+static bool goaway_send(struct cg_h2_conn *hc)
 {
     if (hc->goaway && !hc->goaway_sent && !hc->dead && hc->nstreams == 0 && hc->njobs == 0) {
         hc->goaway_sent = true;
         nghttp2_submit_goaway(hc->ses, NGHTTP2_FLAG_NONE,
                               nghttp2_session_get_last_proc_stream_id(hc->ses),
                               NGHTTP2_NO_ERROR, NULL, 0);
+        return true;
     }
+    return false;
+}
+
+void cg_h2_conn_end(struct cg_h2_conn *hc)
+{
+    if (hc->dead || hc->goaway_sent) {
+        return;
+    }
+    hc->goaway = hc->goaway_sent = true;
+    nghttp2_submit_goaway(hc->ses, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(hc->ses), NGHTTP2_NO_ERROR,
+                          NULL, 0);
+    (void)flush(hc); /* what the socket takes now: never waits */
+    hc->dead = true;
+    hc->pend_len = 0;
+    abort_streams(hc);
 }
 
 void cg_h2_conn_goaway(struct cg_h2_conn *hc)

@@ -180,6 +180,12 @@ int cg_h2_conn_upgrade(struct cg_h2_conn *hc, struct cg_h2_upgrade *up, struct c
  * ones are refused (TERM, HUP, max_requests, keepalive). Loop thread. */
 void cg_h2_conn_goaway(struct cg_h2_conn *hc);
 
+/* The worker closes a live session (a stop's deadline, QUIT/INT, worker
+ * exit): the GOAWAY (NO_ERROR, the last stream begun) goes now if none
+ * went yet, written as far as the socket takes it without waiting; then
+ * as cg_h2_conn_kill. Loop thread. */
+void cg_h2_conn_end(struct cg_h2_conn *hc);
+
 /* Gives up on a connection whose peer stopped reading (its writes blocked
  * past the deadline): no more I/O, running streams fail. Loop thread. */
 void cg_h2_conn_kill(struct cg_h2_conn *hc);

@@ -306,7 +306,7 @@ void cg_py_asgi_h2_close(struct cg_asgi_conn *c)
     if (c->h2 == NULL) {
         return;
     }
-    cg_h2_conn_kill(c->h2);
+    cg_h2_conn_end(c->h2); /* a live session says GOAWAY before the close */
     while (c->streams != NULL) {
         cg_py_asgi_conn_close(c->streams); /* unlinks it */
     }

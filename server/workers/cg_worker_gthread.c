@@ -155,6 +155,9 @@ static void on_release(evutil_socket_t fd, short what, void *arg)
  * which may be the connection's own, returned (on_release). */
 static void conn_free(struct cg_gthread *gt, struct cg_gthread_conn *k)
 {
+    if (k->state == CG_GTHREAD_H2) {
+        cg_h2_conn_end(k->h2); /* a live session says GOAWAY before the close */
+    }
     if (k->state == CG_GTHREAD_WAIT) {
         atomic_fetch_sub(&gt->nwait, 1);
     } else if (k->state == CG_GTHREAD_RUN) {
@@ -870,6 +873,7 @@ static void loop_close(struct cg_gthread *gt)
     for (struct cg_gthread_conn *k = gt->conns; k != NULL;) {
         struct cg_gthread_conn *next = k->next;
         if (k->state == CG_GTHREAD_H2 && cg_h2_conn_jobs(k->h2) > 0) {
+            cg_h2_conn_end(k->h2);
             gt->h2_busy = true; /* pool threads still use it: left to the exit */
         } else if (k->state != CG_GTHREAD_RUN) {
             conn_free(gt, k);
