@@ -1559,9 +1559,9 @@ static bool has_token(const struct cg_http_span *v, const char *tok)
 
 /* Copies the request head into `up`: the pseudo-fields gunicorn gives
  * stream 1 (method, target, Host as :authority, the request's scheme) and
- * every other field but Connection, Upgrade and HTTP2-Settings
- * (Transfer-Encoding: build_head() adds it back for a chunked body).
- * Returns 0 or -1. */
+ * every other field but Connection, Upgrade and HTTP2-Settings, in their
+ * order (Transfer-Encoding too: a chunked body stays chunked, and an ASGI
+ * scope lists it where gunicorn's does, before host). Returns 0 or -1. */
 static int upgrade_copy_head(struct cg_h2_upgrade *up, const struct cg_http_request *req)
 {
     const struct cg_http_span *host = cg_http_request_header(req, "HOST");
@@ -1579,8 +1579,7 @@ static int upgrade_copy_head(struct cg_h2_upgrade *up, const struct cg_http_requ
     for (size_t i = 0; i < req->n_headers; i++) {
         const struct cg_http_header *h = &req->headers[i];
         if (span_is(&h->name, "CONNECTION") || span_is(&h->name, "UPGRADE") ||
-            span_is(&h->name, "HTTP2-SETTINGS") || span_is(&h->name, "TRANSFER-ENCODING") ||
-            span_is(&h->name, "HOST")) {
+            span_is(&h->name, "HTTP2-SETTINGS") || span_is(&h->name, "HOST")) {
             continue;
         }
         size_t at = up->hdrs.len;
@@ -1696,7 +1695,7 @@ int cg_h2_conn_upgrade(struct cg_h2_conn *hc, struct cg_h2_upgrade *up, struct c
         cg_err_set(err, "HTTP/2 upgrade: %s", nghttp2_strerror(e));
         goto cleanup;
     }
-    if (build_head(s, !up->chunked) < 0) {
+    if (build_head(s, true) < 0) { /* the fields as they came: no more DATA */
         cg_err_set(err, "HTTP/2 upgrade: out of memory");
         goto cleanup;
     }

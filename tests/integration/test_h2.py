@@ -229,7 +229,6 @@ def test_50mb_upload_read_slowly_keeps_rss_bounded(cls):
     pytest.param("gevent", [], "gevent worker does not serve HTTP/2 in cgunicorn yet",
                  marks=pytest.mark.skipif(importlib.util.find_spec("gevent") is None,
                                           reason="without gevent, that is refused first")),
-    ("asgi", ["--http2-cleartext", "upgrade"], "asgi worker does not serve HTTP/1.1"),
 ])
 def test_refused_at_startup(cls, extra, needle):
     p = run_cmd(["--worker-class", cls, "--http-protocols", "h2,h1"] + extra + ["h2app:app"],
