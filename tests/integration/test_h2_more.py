@@ -249,6 +249,38 @@ def test_upgrade_with_chunked_body_over_64k_ends_the_connection(upgrade_pair):
     assert kind == "h1" and line == "" and raw == b"\r\n\r\n", (kind, line, raw[:100])
 
 
+def test_upgrade_with_expect_100_continue_gets_100_then_101(upgrade_pair):
+    # upstream answers no 100 on an upgrade (the client waits out its own
+    # expect timeout); cgunicorn sends it before reading the body, then 101
+    conn = new_conn()
+    offer = conn.initiate_upgrade_connection().decode()
+    preface = conn.data_to_send()
+    s = socket.create_connection(("127.0.0.1", upgrade_pair[0].port), timeout=20)
+    s.sendall(("POST /expect HTTP/1.1\r\nHost: localhost\r\n"
+               "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+               "HTTP2-Settings: %s\r\nContent-Length: 3\r\n"
+               "Expect: 100-continue\r\n\r\n" % offer).encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        b = s.recv(65536)
+        assert b, data
+        data += b
+    assert data.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), data
+    s.sendall(b"abc")
+    data = data[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
+    while b"\r\n\r\n" not in data:
+        b = s.recv(65536)
+        assert b, data
+        data += b
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    s.sendall(preface)
+    one = read_stream(s, conn, 1, rest)
+    s.close()
+    env = env_of(one)
+    assert one[0] == "200" and env["body_len"] == 3 and protocol(env) == "HTTP/2.0"
+
+
 @pytest.mark.parametrize("case", ["settings_twice", "settings_bad_base64", "settings_bad_push",
                                   "body_too_large", "no_connection_token", "upgrade_websocket"])
 def test_malformed_upgrade_is_served_as_http11_like_upstream(upgrade_pair, case, request):
