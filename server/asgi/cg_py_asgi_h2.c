@@ -343,12 +343,9 @@ bool cg_py_asgi_h2_upgrade_begin(struct cg_asgi_conn *c, const struct cg_http_re
 static int upgrade_body(struct cg_asgi_conn *c)
 {
     for (;;) {
-        size_t used = 0, dlen = 0;
+        size_t dlen = 0;
         const char *data = NULL;
-        enum cg_http_status st =
-            cg_http_parser_body(&c->parser, c->in.p + c->in.start, c->in.end - c->in.start, &used,
-                                SIZE_MAX, &data, &dlen);
-        c->in.start += used;
+        enum cg_http_status st = cg_conn_body_next(&c->parser, &c->in, &data, &dlen);
         if (st == CG_HTTP_BODY_DATA && cg_h2_upgrade_add_body(c->h2up, data, dlen) == 0) {
             continue;
         }
