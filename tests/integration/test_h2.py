@@ -548,8 +548,9 @@ def h2_events_until_closed(s, conn, timeout=20):
 
 @pytest.mark.parametrize("in_flight", [None, "/sleep", "/longsleep"],
                          ids=["idle", "in_flight", "cut_at_the_grace"])
+@pytest.mark.parametrize("signame", ["SIGQUIT", "SIGINT"])
 @pytest.mark.parametrize("cls", sorted(CLASSES))
-def test_quit_sends_goaway_before_closing(cls, in_flight):
+def test_quit_sends_goaway_before_closing(cls, in_flight, signame):
     # QUIT (and INT) stop quickly, yet an HTTP/2 client still learns it
     # through a GOAWAY before the connection closes, not through a bare FIN
     import signal as _signal
@@ -574,7 +575,7 @@ def test_quit_sends_goaway_before_closing(cls, in_flight):
             conn.send_headers(3, hdrs + [(":path", in_flight)], end_stream=True)
             s.sendall(conn.data_to_send())
             time.sleep(0.3)
-        srv.signal(_signal.SIGQUIT)
+        srv.signal(getattr(_signal, signame))
         events = h2_events_until_closed(s, conn)
         s.close()
         ends = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
