@@ -334,6 +334,13 @@ static void h2_event(struct cg_gthread *gt, struct cg_gthread_conn *k, short wha
     } else if (what & EV_TIMEOUT) {
         if (cg_h2_conn_active(k->h2) == 0 || gt->stopping) {
             if (gt->stopping && cg_monotonic_ms() >= gt->stop_deadline_ms) {
+                if (cg_h2_conn_jobs(k->h2) > 0) {
+                    /* pool threads still run streams: they fail now, and
+                     * their hand-back closes it (never freed under them) */
+                    cg_h2_conn_end(k->h2);
+                    event_del(k->ev);
+                    return;
+                }
                 conn_free(gt, k);
                 return;
             }
