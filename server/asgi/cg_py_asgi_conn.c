@@ -40,6 +40,7 @@ static void conn_dealloc(struct cg_asgi_conn *c)
     }
     cg_transport_close(&c->t);
     cg_conn_buf_free(&c->in);
+    cg_h2_upgrade_free(c->h2up);
     free(c->out);
     Py_XDECREF(c->client);
     Py_XDECREF(c->server);
@@ -367,6 +368,8 @@ static PyObject *conn_on_write(PyObject *self, PyObject *unused)
         cg_py_asgi_conn_want_write(c, c->read_wants_write);
         if (c->close_when_flushed) {
             conn_finish(c, false);
+        } else if (c->state == CG_ASGI_H2UP && c->h2up_sent) {
+            cg_py_asgi_h2_upgrade_step(c); /* the 101 is out: the session starts */
         }
     }
     if (!cg_py_asgi_conn_congested(c)) {
@@ -500,6 +503,9 @@ static void process_input(struct cg_asgi_conn *c)
             }
             /* HEAD_DONE */
             const struct cg_http_request *req = cg_http_parser_request(&c->parser);
+            if (!c->is_stream && c->srv->h2_on && cg_py_asgi_h2_upgrade_begin(c, req)) {
+                break;
+            }
             /* no WebSocket over HTTP/2 (RFC 8441 is not offered; nghttp2
              * refuses the HTTP/1 Upgrade headers on a stream anyway) */
             if (!c->is_stream && cg_py_asgi_ws_is_upgrade(req)) {
@@ -544,6 +550,9 @@ static void process_input(struct cg_asgi_conn *c)
             if (c->ws != NULL) {
                 cg_py_asgi_ws_on_input(c->ws);
             }
+            return;
+        case CG_ASGI_H2UP:
+            cg_py_asgi_h2_upgrade_step(c);
             return;
         case CG_ASGI_H2: /* its input is the session's (cg_py_asgi_h2_io) */
         case CG_ASGI_CLOSED:

@@ -155,6 +155,9 @@ static void on_release(evutil_socket_t fd, short what, void *arg)
  * which may be the connection's own, returned (on_release). */
 static void conn_free(struct cg_gthread *gt, struct cg_gthread_conn *k)
 {
+    if (k->state == CG_GTHREAD_H2) {
+        cg_h2_conn_end(k->h2); /* a live session says GOAWAY before the close */
+    }
     if (k->state == CG_GTHREAD_WAIT) {
         atomic_fetch_sub(&gt->nwait, 1);
     } else if (k->state == CG_GTHREAD_RUN) {
@@ -331,6 +334,13 @@ static void h2_event(struct cg_gthread *gt, struct cg_gthread_conn *k, short wha
     } else if (what & EV_TIMEOUT) {
         if (cg_h2_conn_active(k->h2) == 0 || gt->stopping) {
             if (gt->stopping && cg_monotonic_ms() >= gt->stop_deadline_ms) {
+                if (cg_h2_conn_jobs(k->h2) > 0) {
+                    /* pool threads still run streams: they fail now, and
+                     * their hand-back closes it (never freed under them) */
+                    cg_h2_conn_end(k->h2);
+                    event_del(k->ev);
+                    return;
+                }
                 conn_free(gt, k);
                 return;
             }
@@ -883,6 +893,7 @@ static void loop_close(struct cg_gthread *gt)
     for (struct cg_gthread_conn *k = gt->conns; k != NULL;) {
         struct cg_gthread_conn *next = k->next;
         if (k->state == CG_GTHREAD_H2 && cg_h2_conn_jobs(k->h2) > 0) {
+            cg_h2_conn_end(k->h2);
             gt->h2_busy = true; /* pool threads still use it: left to the exit */
         } else if (k->state != CG_GTHREAD_RUN) {
             conn_free(gt, k);
