@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "cg_transport_tls.h"
 
@@ -199,6 +200,68 @@ static void test_blocking_handshake_is_bounded(void)
     close(sv[1]);
 }
 
+/* A certificate for `cn` signed by issuer_key as `issuer` (NULL: itself). */
+static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key)
+{
+    X509 *x = X509_new();
+
+    CG_CHECK(x != NULL);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), issuer != NULL ? 2 : 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, key);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                               (const unsigned char *)cn, -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(issuer != NULL ? issuer : x));
+    if (issuer == NULL) {
+        X509V3_CTX v3;
+        X509V3_set_ctx_nodb(&v3);
+        X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+        X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints,
+                                                  "critical,CA:TRUE");
+        CG_CHECK(ext != NULL && X509_add_ext(x, ext, -1) == 1);
+        X509_EXTENSION_free(ext);
+    }
+    CG_CHECK(X509_sign(x, issuer_key != NULL ? issuer_key : key, EVP_sha256()) > 0);
+    return x;
+}
+
+/* ctx_check builds the chain a full handshake sends once, from the verify
+ * store as OpenSSL's auto-chain would on every handshake (the CA found
+ * there, the root included); a chain the certfile brought stays as it is. */
+static void test_ctx_check_builds_the_chain_once(void)
+{
+    struct cg_err err = { { 0 } };
+    EVP_PKEY *ca_key = EVP_EC_gen("P-256"), *key = EVP_EC_gen("P-256");
+    X509 *ca = make_cert("unit CA", ca_key, NULL, NULL);
+    X509 *leaf = make_cert("unit leaf", key, ca, ca_key);
+    STACK_OF(X509) *chain = NULL;
+
+    for (int brought = 0; brought < 2; brought++) {
+        SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+        CG_CHECK_INT(SSL_CTX_use_certificate(ctx, leaf), 1);
+        CG_CHECK_INT(SSL_CTX_use_PrivateKey(ctx, key), 1);
+        if (brought) {
+            CG_CHECK_INT(SSL_CTX_add1_chain_cert(ctx, ca), 1);
+        } else {
+            CG_CHECK_INT(X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca), 1);
+            CG_CHECK_INT(SSL_CTX_get0_chain_certs(ctx, &chain), 1);
+            CG_CHECK(chain == NULL); /* left to the auto-chain until now */
+        }
+        CG_CHECK_INT(cg_transport_tls_ctx_check(ctx, &err), 0);
+        CG_CHECK_INT(SSL_CTX_get0_chain_certs(ctx, &chain), 1);
+        CG_CHECK(chain != NULL);
+        CG_CHECK_INT(sk_X509_num(chain), 1);
+        CG_CHECK_INT(X509_cmp(sk_X509_value(chain, 0), ca), 0);
+        SSL_CTX_free(ctx);
+    }
+    X509_free(leaf);
+    X509_free(ca);
+    EVP_PKEY_free(key);
+    EVP_PKEY_free(ca_key);
+}
+
 static void test_setup(void)
 {
     cg_transport_tls_use(server_ctx(), 100, true);
@@ -213,4 +276,5 @@ static void test_teardown(void)
 
 CG_TEST_MAIN(CG_TEST(test_setup), CG_TEST(test_handshake_would_block_then_data),
              CG_TEST(test_garbage_fails_the_handshake),
-             CG_TEST(test_blocking_handshake_is_bounded), CG_TEST(test_teardown))
+             CG_TEST(test_blocking_handshake_is_bounded),
+             CG_TEST(test_ctx_check_builds_the_chain_once), CG_TEST(test_teardown))
