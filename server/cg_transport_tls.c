@@ -315,6 +315,8 @@ static void tls_wrap(struct cg_transport *t)
         return;
     }
     SSL_set_accept_state(tc->ssl);
+    /* Read ahead during the handshake only (see handshake()). */
+    SSL_set_read_ahead(tc->ssl, 1);
     t->impl = tc;
 }
 
@@ -396,6 +398,14 @@ static ssize_t handshake(struct cg_transport *t, struct tls_conn *tc, bool wait)
         ERR_clear_error();
         int rc = SSL_do_handshake(tc->ssl);
         if (rc == 1) {
+            /* The handshake read ahead: each read(2) took what the client
+             * had sent, not a record header and then its body (a TLS 1.3
+             * resumption read its ClientHello in 2 reads and its CCS,
+             * Finished and first request in 6; now 1 and 1). From here
+             * records are read one at a time again (tls_recv), so nothing
+             * but what the handshake's last read brought waits inside
+             * OpenSSL, and the recv that ran this handshake takes that. */
+            SSL_set_read_ahead(tc->ssl, 0);
             tc->handshaken = true;
             return 0;
         }
@@ -465,17 +475,18 @@ static ssize_t tls_recv(struct cg_transport *t, void *buf, size_t n, int flags)
     if ((tc = ready(t, wait, &r)) == NULL) {
         return r;
     }
-    /* One record, and what OpenSSL still holds of it while there is room:
-     * bytes left inside OpenSSL would not wake an event loop that polls
-     * the socket, while the next records wait in the kernel, where
-     * (level-triggered) readiness sees them. No read ahead, so no extra
-     * read(2) that would only say EAGAIN. */
+    /* One record, and what OpenSSL still holds while there is room (what
+     * is left of that record, and records the handshake's read-ahead
+     * brought): bytes left inside OpenSSL would not wake an event loop that
+     * polls the socket, while the next records wait in the kernel, where
+     * (level-triggered) readiness sees them. No read ahead after the
+     * handshake, so no extra read(2) that would only say EAGAIN. */
     while (got < n) {
         size_t k = 0;
         ERR_clear_error();
         if (SSL_read_ex(tc->ssl, (char *)buf + got, n - got, &k) == 1) {
             got += k;
-            if (SSL_pending(tc->ssl) == 0) {
+            if (SSL_pending(tc->ssl) == 0 && !SSL_has_pending(tc->ssl)) {
                 break;
             }
             continue;
@@ -616,7 +627,11 @@ static int tls_unread(struct cg_transport *t)
     if (ioctl(t->fd, FIONREAD, &n) < 0) {
         return -1;
     }
-    return n + (tc != NULL && tc->handshaken ? SSL_pending(tc->ssl) : 0);
+    if (tc != NULL && tc->handshaken) {
+        n += SSL_pending(tc->ssl);
+    }
+    /* Raw bytes OpenSSL read ahead but has not decrypted: at least one. */
+    return n == 0 && tc != NULL && tc->ssl != NULL && SSL_has_pending(tc->ssl) ? 1 : n;
 }
 
 static const struct cg_transport_ops tls_ops = {

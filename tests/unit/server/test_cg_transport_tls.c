@@ -164,6 +164,48 @@ static void test_handshake_would_block_then_data(void)
     close(sv[1]);
 }
 
+/* What a client sends right behind its Finished (a TLS 1.3 client's first
+ * request, here two records) is read with the handshake's last read(2),
+ * which reads ahead: the recv that finishes the handshake returns all of
+ * it, and nothing stays inside the transport, where the socket's
+ * readiness would not announce it. */
+static void test_data_behind_the_finished_comes_out_at_once(void)
+{
+    int sv[2];
+    struct cg_transport t;
+    struct peer c;
+    char buf[16384];
+    size_t w = 0;
+
+    pair(sv, true);
+    cg_transport_init(&t, sv[0]);
+    client_open(&c, sv[1]);
+    for (int i = 0; i < 100; i++) {
+        SSL_do_handshake(c.ssl);
+        if (SSL_is_init_finished(c.ssl)) {
+            break;
+        }
+        CG_CHECK_INT(cg_transport_recv(&t, buf, sizeof(buf), 0), CG_TRANSPORT_AGAIN);
+    }
+    CG_CHECK(SSL_is_init_finished(c.ssl));
+    CG_CHECK_INT(SSL_write_ex(c.ssl, "GET / ", 6, &w), 1);
+    CG_CHECK_INT(SSL_write_ex(c.ssl, "HTTP/1.1\r\n\r\n", 12, &w), 1);
+    CG_CHECK_INT(cg_transport_recv(&t, buf, sizeof(buf), 0), 18);
+    CG_CHECK(memcmp(buf, "GET / HTTP/1.1\r\n\r\n", 18) == 0);
+    CG_CHECK_INT(cg_transport_unread(&t), 0);
+    CG_CHECK_INT(cg_transport_recv(&t, buf, sizeof(buf), 0), CG_TRANSPORT_AGAIN);
+    /* after the handshake, records are read one at a time again */
+    CG_CHECK_INT(SSL_write_ex(c.ssl, "abc", 3, &w), 1);
+    CG_CHECK_INT(SSL_write_ex(c.ssl, "def", 3, &w), 1);
+    CG_CHECK_INT(cg_transport_recv(&t, buf, sizeof(buf), 0), 3);
+    CG_CHECK_INT(cg_transport_unread(&t) > 0, 1); /* the next record, in the kernel */
+    CG_CHECK_INT(cg_transport_recv(&t, buf + 3, sizeof(buf) - 3, 0), 3);
+    CG_CHECK(memcmp(buf, "abcdef", 6) == 0);
+    cg_transport_close(&t);
+    client_close(&c);
+    close(sv[1]);
+}
+
 /* A plaintext client: the handshake fails, the op returns -1. */
 static void test_garbage_fails_the_handshake(void)
 {
@@ -275,6 +317,7 @@ static void test_teardown(void)
 }
 
 CG_TEST_MAIN(CG_TEST(test_setup), CG_TEST(test_handshake_would_block_then_data),
+             CG_TEST(test_data_behind_the_finished_comes_out_at_once),
              CG_TEST(test_garbage_fails_the_handshake),
              CG_TEST(test_blocking_handshake_is_bounded),
              CG_TEST(test_ctx_check_builds_the_chain_once), CG_TEST(test_teardown))
