@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import Server
-from tls_support import Certs
+from tls_support import Certs, read_to_eof
 
 APP = r'''
 import json, os
@@ -72,15 +72,7 @@ def request(port, ctx, session=None):
     s = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
     try:
         s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ssl.SSLError:
-                break
-            if not chunk:
-                break
-            data += chunk
+        data = read_to_eof(s)
         assert data.startswith(b"HTTP/1.1 200"), data[:200]
         # a TLS 1.3 ticket arrives after the handshake: read with the response
         return json.loads(data.partition(b"\r\n\r\n")[2]), s.session, s.session_reused
