@@ -46,8 +46,8 @@ def run_wrk(port, path, duration_s, connections, client_cpus, close=False, body=
     """One wrk run against 127.0.0.1:port; returns parse_wrk()'s dict.
 
     body: None, "json4k" or "raw1m" (made by post.lua). close: send
-    "Connection: close" so every request opens a new connection (over TLS:
-    a full handshake per request). tls: https://.
+    "Connection: close" so every request opens a new connection (over TLS,
+    wrk offers the session ticket it got last on each). tls: https://.
     """
     argv = ["taskset", "-c", client_cpus, "wrk", "-t1", "-c", str(connections),
             "-d", "%ds" % duration_s, "--timeout", "%ds" % timeout_s, "--latency"]

@@ -57,7 +57,9 @@ def start(vid, sc, server_cpus, prefix=(), ready_timeout=servers.READY_TIMEOUT):
     if sc.app not in v.apps:
         return None, "%s does not serve %s apps" % (v.label, sc.app)
     srv = servers.Running(v, sc.app, False, server_cpus, prefix=prefix)
-    path = "/json" if sc.app == "fastapi" else sc.load.path
+    # "/" answers a GET in every wsgi/asgi app (the scenario's own path may
+    # need a body: /echo)
+    path = "/json" if sc.app == "fastapi" else "/"
     if not srv.wait_ready(path, timeout=ready_timeout):
         srv.stop()
         return None, srv.error

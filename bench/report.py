@@ -251,11 +251,31 @@ def write_markdown(path, scenarios, results, meta, png_name, chart_note):
     if any(sc.dirty for sc in scenarios):
         lines += ["", "## Dirty round trips (timed inside a WSGI view)", ""]
         lines += _detail(scenarios, results, notes, True)
+    if meta.get("instr"):
+        lines += [""] + instr_section(meta["instr"])
     if notes.items:
         lines += ["", "## Notes", ""]
         lines += ["%d. %s" % (i + 1, t.replace("|", "\\|")) for i, t in enumerate(notes.items)]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def instr_section(data):
+    """The "Instructions per request" section from meta["instr"]
+    (bench/instr.py's figures): a table per worker class and load."""
+    rows = ["## Instructions per request (callgrind)", "",
+            "The hello app, one worker, %d sequential requests counted between two "
+            "`callgrind_control --dump`s of the worker (bench/instr.py). Instructions in "
+            "user space only; they hardly move with the machine's load, so a regression "
+            "shows here first. Informative: no test passes or fails on them." % data["requests"],
+            "", "| worker class | keep-alive | new connection per request |", "|---|---|---|"]
+    for wclass, r in data["classes"].items():
+        if "error" in r:
+            rows.append("| %s | not measured: %s | — |" % (wclass, r["error"].replace("|", "\\|")))
+            continue
+        rows.append("| %s | %s | %s |" % (wclass, "{:,.0f}".format(r["keep-alive"]),
+                                          "{:,.0f}".format(r["close"])))
+    return rows
 
 
 COLORS = {"cgunicorn": "#d62728", "peer": "#7f9fbf", "ceiling": "#2ca02c"}

@@ -21,6 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import instr                    # noqa: E402
 import load as loadgen          # noqa: E402
 import report                   # noqa: E402
 import servers                  # noqa: E402
@@ -36,6 +37,8 @@ class Mode:
         self.budget = budget
         self.dirty_n = dirty_n
 
+
+INSTR_REQUESTS = {"full": 500, "quick": 200}
 
 FULL = Mode("full", runs=3, duration=3, warmup=1, budget=13 * 60,
             dirty_n={"trivial": 2000, "bytes": 100, "bytes64": 10, "stream": 40})
@@ -263,6 +266,9 @@ def main(argv=None):
                     help="regular expression on scenario ids")
     ap.add_argument("--out", default=os.path.join(servers.BENCH, "results"),
                     help="directory for the .md/.json/.png (default bench/results)")
+    ap.add_argument("--instr", action=argparse.BooleanOptionalAction, default=None,
+                    help="count instructions per request under callgrind (bench/instr.py); "
+                    "default: on, off with --only")
     ap.add_argument("--render", metavar="JSON",
                     help="rewrite the .md and .png beside JSON from its figures; runs nothing")
     args = ap.parse_args(argv)
@@ -295,9 +301,14 @@ def main(argv=None):
         results = run_all(scenarios, mode, log)
     finally:
         servers.Running.stop_all()
+    counts = None
+    if args.instr if args.instr is not None else not args.only:
+        counts = instr.measure_all(INSTR_REQUESTS[mode.name], log=log)
     now = datetime.datetime.now()
     meta = report.machine_meta(mode, server_cpus, client_cpus, versions(),
                                time.monotonic() - started, now)
+    if counts is not None:
+        meta["instr"] = {"requests": INSTR_REQUESTS[mode.name], "classes": counts}
     os.makedirs(args.out, exist_ok=True)
     stem = now.strftime("%Y-%m-%d") + ("-quick" if mode is QUICK else "")
     md = os.path.join(args.out, stem + ".md")

@@ -337,19 +337,6 @@ static int check_http2(const struct cg_conf *conf, struct cg_err *err)
                                                            : " in cgunicorn yet");
         return -1;
     }
-    if (strcmp(conf->worker_class, "asgi") == 0 &&
-        strcmp(conf->http2_cleartext, "upgrade") == 0) {
-        cg_err_set(err, "http2_cleartext = upgrade: the asgi worker does not serve HTTP/1.1 "
-                   "\"Upgrade: h2c\" in cgunicorn yet (gthread does); use prior-knowledge, "
-                   "or --worker-class gthread");
-        return -1;
-    }
-    if (strcmp(conf->worker_class, "asgi") == 0 &&
-        strcmp(conf->http2_cleartext, "both") == 0) {
-        fprintf(stderr, "Warning: http2_cleartext = both: the asgi worker serves h2c with prior "
-                        "knowledge only; \"Upgrade: h2c\" requests are answered over HTTP/1.1 "
-                        "(not built for asgi yet).\n");
-    }
     if ((conf->certfile == NULL || conf->certfile[0] == '\0') &&
         strcmp(conf->http2_cleartext, "off") == 0) {
         fprintf(stderr, "Warning: http_protocols includes h2 but there is no TLS and "

@@ -32,6 +32,7 @@
 #include "cg_dirty_gpus.h"
 #include "cg_dirty_worker.h"
 #include "cg_log.h"
+#include "cg_metrics.h"
 #include "cg_py.h"
 #include "cg_sig.h"
 #include "cg_sig_table.h"
@@ -235,6 +236,24 @@ static void log_spawned(struct cg_dirty_arb *arb, struct cg_dirty_wk *w, const c
 
 static unsigned long max_served(const struct cg_conf *conf);
 
+/* dirty_gpus: each device's live workers, for /metrics. */
+static void publish_devices(struct cg_dirty_arb *arb)
+{
+    size_t n = arb->gpus.n < CG_METRICS_DIRTY_DEVICES ? arb->gpus.n : CG_METRICS_DIRTY_DEVICES;
+    int workers[CG_METRICS_DIRTY_DEVICES] = {0};
+
+    if (n == 0) {
+        return;
+    }
+    for (const struct cg_dirty_wk *w = arb->pool.workers; w != NULL; w = w->next) {
+        size_t i = w->slot >= 0 ? (size_t)w->slot % arb->gpus.n : n;
+        if (i < n) {
+            workers[i]++;
+        }
+    }
+    cg_metrics_dirty_devices((const char *const *)arb->gpus.ids, workers, n);
+}
+
 /* Forks one worker for the apps the pool says need one. Returns 1 when a
  * worker was started, 0 when no app needs another worker, -1 on failure. */
 static int spawn_worker(struct cg_dirty_arb *arb)
@@ -310,6 +329,7 @@ static int spawn_worker(struct cg_dirty_arb *arb)
     w->fd = sv[0];
     cg_dirty_pool_worker_add(&arb->pool, w);
     log_spawned(arb, w, gpu);
+    publish_devices(arb);
     if (cg_dirty_relay_link_open(arb, w) < 0) {
         cg_dirty_arb_kill(arb, w, SIGKILL);
         w->link_dead = true;
@@ -481,6 +501,7 @@ static void on_worker_exit(struct cg_sup *sup, const struct cg_sup_exit *ex, voi
     }
     cg_dirty_pool_worker_remove(&arb->pool, w);
     free(w);
+    publish_devices(arb);
     cg_log(CG_LOG_INFO, "Dirty worker exited (pid:%d)", (int)ex->pid);
     if (boot_failed && arb->state != CG_DIRTY_ARB_STOPPING) {
         /* At start-up a dirty app that cannot load would fail again: stop

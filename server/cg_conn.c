@@ -69,15 +69,24 @@ ssize_t cg_conn_buf_fill(struct cg_conn_buf *b, struct cg_transport *t, size_t m
     return n;
 }
 
+enum cg_http_status cg_conn_body_next(struct cg_http_parser *p, struct cg_conn_buf *b,
+                                      const char **data, size_t *dlen)
+{
+    size_t used = 0;
+    enum cg_http_status st =
+        cg_http_parser_body(p, b->p + b->start, b->end - b->start, &used, SIZE_MAX, data, dlen);
+
+    b->start += used;
+    return st;
+}
+
 enum cg_conn_skip cg_conn_body_skip(struct cg_http_parser *p, struct cg_conn_buf *b,
                                     size_t *skipped)
 {
     for (;;) {
-        size_t used = 0, dlen = 0;
+        size_t dlen = 0;
         const char *data = NULL;
-        enum cg_http_status st = cg_http_parser_body(p, b->p + b->start, b->end - b->start,
-                                                     &used, SIZE_MAX, &data, &dlen);
-        b->start += used;
+        enum cg_http_status st = cg_conn_body_next(p, b, &data, &dlen);
         *skipped += dlen;
         if (st == CG_HTTP_BODY_DONE) {
             return CG_CONN_SKIP_DONE;

@@ -46,6 +46,12 @@ enum cg_conn_skip {
     CG_CONN_SKIP_ERROR, /* a malformed body (cg_http_parser_error) */
 };
 
+/* The next piece of the current request body from the buffer (b->start
+ * moves past what the parser used): CG_HTTP_BODY_DATA with its bytes in
+ * (*data, *dlen), CG_HTTP_BODY_DONE, CG_HTTP_NEED_MORE or CG_HTTP_ERROR. */
+enum cg_http_status cg_conn_body_next(struct cg_http_parser *p, struct cg_conn_buf *b,
+                                      const char **data, size_t *dlen);
+
 /* Discards the buffered part of the current request body (keep-alive after
  * a response that did not read it); adds the decoded bytes to *skipped. */
 enum cg_conn_skip cg_conn_body_skip(struct cg_http_parser *p, struct cg_conn_buf *b,

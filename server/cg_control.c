@@ -45,14 +45,20 @@ struct ctl_client {
     bool closing;       /* close once `out` is flushed */
 };
 
-static struct {
-    int fd; /* listener, -1 when closed */
+/* A bound listener: its path and the inode it has there, so that only our
+ * own file is ever unlinked (after USR2 the other master may own the path). */
+struct ctl_sock {
+    int fd; /* -1 when closed */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     dev_t dev;
     ino_t ino;
+};
+
+static struct {
+    struct ctl_sock s;
     bool atfork_set;
     struct ctl_client *clients; /* owned, CG_CONTROL_MAX_CLIENTS */
-} ctl = { .fd = -1 };
+} ctl = { .s = { .fd = -1 } };
 
 static void client_drop(struct ctl_client *c)
 {
@@ -69,9 +75,9 @@ static void client_drop(struct ctl_client *c)
 /* A forked child (worker, dirty arbiter, USR2 master) keeps none of these. */
 static void close_in_child(void)
 {
-    if (ctl.fd >= 0) {
-        close(ctl.fd);
-        ctl.fd = -1;
+    if (ctl.s.fd >= 0) {
+        close(ctl.s.fd);
+        ctl.s.fd = -1;
     }
     for (int i = 0; ctl.clients != NULL && i < CG_CONTROL_MAX_CLIENTS; i++) {
         if (ctl.clients[i].fd >= 0) {
@@ -83,7 +89,7 @@ static void close_in_child(void)
 
 static int make_parent(const char *path, struct cg_err *err)
 {
-    char dir[sizeof(ctl.path)];
+    char dir[sizeof(ctl.s.path)];
     struct stat st;
 
     snprintf(dir, sizeof(dir), "%s", path);
@@ -113,38 +119,72 @@ static int make_parent(const char *path, struct cg_err *err)
     return 0;
 }
 
-static int open_socket(const char *conf_path, const char *cwd, int mode, struct cg_err *err)
+/* control_socket as an absolute path (gunicorn: relative to the working
+ * directory). Returns 0, or -1 with err when it does not fit. */
+static int resolve(const char *conf_path, const char *cwd, char *out, size_t size,
+                   struct cg_err *err)
 {
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    struct stat st;
-    int n = conf_path[0] == '/' ? snprintf(ctl.path, sizeof(ctl.path), "%s", conf_path)
-                                : snprintf(ctl.path, sizeof(ctl.path), "%s/%s", cwd, conf_path);
+    int n = conf_path[0] == '/' ? snprintf(out, size, "%s", conf_path)
+                                : snprintf(out, size, "%s/%s", cwd, conf_path);
 
-    if (n < 0 || (size_t)n >= sizeof(ctl.path)) {
+    if (n < 0 || (size_t)n >= size) {
         cg_err_set(err, "control_socket path too long: %s", conf_path);
         return -1;
     }
-    if (make_parent(ctl.path, err) < 0) {
+    return 0;
+}
+
+/* Binds a listener on `conf_path` into *out (its parent made, a stale file
+ * replaced). Returns 0, or -1 with err. */
+static int open_socket(const char *conf_path, const char *cwd, int mode, struct ctl_sock *out,
+                       struct cg_err *err)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct stat st;
+
+    out->fd = -1;
+    if (resolve(conf_path, cwd, out->path, sizeof(out->path), err) < 0 ||
+        make_parent(out->path, err) < 0) {
         return -1;
     }
-    if (lstat(ctl.path, &st) == 0 && unlink(ctl.path) < 0) {
-        cg_err_set(err, "cannot remove the old %s: %s", ctl.path, strerror(errno));
+    if (lstat(out->path, &st) == 0 && unlink(out->path) < 0) {
+        cg_err_set(err, "cannot remove the old %s: %s", out->path, strerror(errno));
         return -1;
     }
-    memcpy(sa.sun_path, ctl.path, strlen(ctl.path) + 1);
+    memcpy(sa.sun_path, out->path, strlen(out->path) + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 16) < 0 ||
-        chmod(ctl.path, (mode_t)mode) < 0 || stat(ctl.path, &st) < 0) {
-        cg_err_set(err, "%s: %s", ctl.path, strerror(errno));
+        chmod(out->path, (mode_t)mode) < 0 || stat(out->path, &st) < 0) {
+        cg_err_set(err, "%s: %s", out->path, strerror(errno));
         if (fd >= 0) {
             close(fd);
         }
         return -1;
     }
-    ctl.fd = fd;
-    ctl.dev = st.st_dev;
-    ctl.ino = st.st_ino;
+    out->fd = fd;
+    out->dev = st.st_dev;
+    out->ino = st.st_ino;
     return 0;
+}
+
+/* True while `sk->path` is still the file `sk` bound. */
+static bool still_ours(const struct ctl_sock *sk)
+{
+    struct stat st;
+    return stat(sk->path, &st) == 0 && st.st_dev == sk->dev && st.st_ino == sk->ino;
+}
+
+/* Closes the listener; unlinks its path when `unlink_ours` and it is still ours. */
+static void sock_close(struct ctl_sock *sk, bool unlink_ours)
+{
+    if (sk->fd < 0) {
+        return;
+    }
+    close(sk->fd);
+    sk->fd = -1;
+    if (unlink_ours && still_ours(sk)) {
+        unlink(sk->path);
+    }
 }
 
 void cg_control_open(struct cg_master *m)
@@ -152,7 +192,7 @@ void cg_control_open(struct cg_master *m)
     struct cg_err err = { { 0 } };
     const struct cg_conf *conf = m->conf;
 
-    if (conf->control_socket_disable || conf->control_socket == NULL || ctl.fd >= 0) {
+    if (conf->control_socket_disable || conf->control_socket == NULL || ctl.s.fd >= 0) {
         return;
     }
     if (ctl.clients == NULL) {
@@ -169,41 +209,91 @@ void cg_control_open(struct cg_master *m)
         pthread_atfork(NULL, NULL, close_in_child);
         ctl.atfork_set = true;
     }
-    if (open_socket(conf->control_socket, m->cwd, conf->control_socket_mode, &err) < 0) {
+    if (open_socket(conf->control_socket, m->cwd, conf->control_socket_mode, &ctl.s, &err) < 0) {
         cg_log(CG_LOG_WARNING, "Failed to start control socket: %s", err.msg);
         return;
     }
-    cg_log(CG_LOG_INFO, "Control socket listening at %s", ctl.path);
+    cg_log(CG_LOG_INFO, "Control socket listening at %s", ctl.s.path);
 }
 
 void cg_control_close(void)
 {
-    struct stat st;
-
     for (int i = 0; ctl.clients != NULL && i < CG_CONTROL_MAX_CLIENTS; i++) {
         client_drop(&ctl.clients[i]);
     }
     free(ctl.clients);
     ctl.clients = NULL;
-    if (ctl.fd < 0) {
+    sock_close(&ctl.s, true); /* after USR2 the new master may own the path */
+}
+
+int cg_control_reconfigure(struct cg_master *m)
+{
+    struct cg_err err = { { 0 } };
+    const struct cg_conf *conf = m->conf;
+    char path[sizeof(ctl.s.path)];
+    struct ctl_sock next;
+    struct stat st;
+
+    if (conf->control_socket_disable || conf->control_socket == NULL) {
+        if (ctl.s.fd >= 0) {
+            cg_control_close();
+            cg_log(CG_LOG_INFO, "Control socket closed (control_socket_disable)");
+        }
+        return 0;
+    }
+    if (ctl.s.fd < 0) {
+        cg_control_open(m); /* a failure is logged, as at start-up */
+        return 0;
+    }
+    if (resolve(conf->control_socket, m->cwd, path, sizeof(path), &err) == 0 &&
+        strcmp(path, ctl.s.path) == 0) {
+        if (stat(path, &st) == 0 && (st.st_mode & 07777) != (mode_t)conf->control_socket_mode &&
+            chmod(path, (mode_t)conf->control_socket_mode) < 0) {
+            cg_log(CG_LOG_ERROR, "control_socket_mode %#o: chmod %s: %s; keeping %#o",
+                   (unsigned)conf->control_socket_mode, path, strerror(errno),
+                   (unsigned)(st.st_mode & 07777));
+            return -1;
+        }
+        return 0;
+    }
+    /* A new path: bound before the old one closes, so a failure keeps it. */
+    if (err.msg[0] != '\0' ||
+        open_socket(conf->control_socket, m->cwd, conf->control_socket_mode, &next, &err) < 0) {
+        cg_log(CG_LOG_ERROR, "control_socket '%s': %s; keeping %s", conf->control_socket,
+               err.msg, ctl.s.path);
+        return -1;
+    }
+    sock_close(&ctl.s, true); /* its clients keep their connections */
+    ctl.s = next;
+    cg_log(CG_LOG_INFO, "Control socket listening at %s", ctl.s.path);
+    return 0;
+}
+
+void cg_control_reclaim(struct cg_master *m)
+{
+    struct cg_err err = { { 0 } };
+    struct ctl_sock next;
+
+    if (ctl.s.fd < 0 || still_ours(&ctl.s)) {
         return;
     }
-    close(ctl.fd);
-    ctl.fd = -1;
-    /* Only our own socket: after USR2 the new master may have bound the path. */
-    if (stat(ctl.path, &st) == 0 && st.st_dev == ctl.dev && st.st_ino == ctl.ino) {
-        unlink(ctl.path);
+    if (open_socket(ctl.s.path, m->cwd, m->conf->control_socket_mode, &next, &err) < 0) {
+        cg_log(CG_LOG_WARNING, "Failed to start control socket: %s", err.msg);
+        return;
     }
+    sock_close(&ctl.s, false); /* the path was the other master's */
+    ctl.s = next;
+    cg_log(CG_LOG_INFO, "Control socket listening at %s", ctl.s.path);
 }
 
 size_t cg_control_pollfds(struct pollfd *pfd)
 {
     size_t n = 0;
 
-    if (ctl.fd < 0) {
+    if (ctl.s.fd < 0) {
         return 0;
     }
-    pfd[n++] = (struct pollfd){ .fd = ctl.fd, .events = POLLIN };
+    pfd[n++] = (struct pollfd){ .fd = ctl.s.fd, .events = POLLIN };
     for (int i = 0; i < CG_CONTROL_MAX_CLIENTS; i++) {
         struct ctl_client *c = &ctl.clients[i];
         if (c->fd >= 0) {
@@ -236,7 +326,7 @@ static bool peer_allowed(int fd)
 static void accept_clients(void)
 {
     for (;;) {
-        int fd = accept4(ctl.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(ctl.s.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             return; /* EAGAIN, or a transient error the next poll retries */
         }
@@ -387,7 +477,7 @@ void cg_control_service(struct cg_master *m, const struct pollfd *pfd, size_t n)
 {
     uint64_t now = cg_monotonic_ms();
 
-    if (ctl.fd < 0) {
+    if (ctl.s.fd < 0) {
         return;
     }
     cg_control_cmd_tick(m);
@@ -395,7 +485,7 @@ void cg_control_service(struct cg_master *m, const struct pollfd *pfd, size_t n)
         if (pfd[i].revents == 0) {
             continue;
         }
-        if (pfd[i].fd == ctl.fd) {
+        if (pfd[i].fd == ctl.s.fd) {
             accept_clients();
             continue;
         }
@@ -413,7 +503,7 @@ void cg_control_service(struct cg_master *m, const struct pollfd *pfd, size_t n)
         if (c->fd >= 0 && (c->nout > c->outpos || c->closing)) {
             client_write(c); /* at once: most replies fit in the socket buffer */
         }
-        if (ctl.fd < 0) {
+        if (ctl.s.fd < 0) {
             return; /* a command closed the socket */
         }
     }

@@ -39,6 +39,20 @@ size_t cg_control_pollfds(struct pollfd *pfd);
  * idle (300 s) or misbehaving clients. Never blocks. */
 void cg_control_service(struct cg_master *m, const struct pollfd *pfd, size_t n);
 
+/* HUP: follows m->conf's (new) control_socket, control_socket_mode and
+ * control_socket_disable: closes the socket when disabled, opens it when
+ * enabled, binds a new path before closing the old one (its file
+ * unlinked; connected clients stay), applies a new mode. A path that
+ * cannot be bound (or a mode that cannot be set) is logged, naming the
+ * setting and the value kept, and returns -1: the old socket serves on, and
+ * the caller puts the old values back into the running conf. */
+int cg_control_reconfigure(struct cg_master *m);
+
+/* A USR2 partner master exited: if it had taken our path (the new master
+ * binds it again, as upstream's does), binds it again so that `gunicornc`
+ * reaches the master left running (a rolled-back upgrade). */
+void cg_control_reclaim(struct cg_master *m);
+
 /* Closes the socket and its clients and unlinks the path when it is still
  * the socket this process bound (a USR2 master may have replaced it). */
 void cg_control_close(void);

@@ -117,6 +117,7 @@ static json_t *show_workers(struct cg_master *m)
 
 /* The arbiter's workers as gunicorn's status handler lists them: pid, age,
  * apps, booted, last_heartbeat (the arbiter keeps no heartbeat age: null),
+ * and, with dirty_gpus, the worker's device,
  * oldest first. An arbiter that does not answer in time gives []. */
 static json_t *dirty_workers(void)
 {
@@ -128,12 +129,16 @@ static json_t *dirty_workers(void)
     json_array_foreach(json_object_get(status, "workers"), i, w)
     {
         json_t *apps = json_object_get(w, "apps");
-        json_array_append_new(
-            list, json_pack("{s:O,s:O,s:o,s:b,s:n}", "pid", json_object_get(w, "pid"), "age",
-                            json_object_get(w, "age"), "apps",
-                            apps ? json_incref(apps) : json_array(),
-                            "booted", json_is_true(json_object_get(w, "booted")),
-                            "last_heartbeat"));
+        json_t *device = json_object_get(w, "device");
+        json_t *e = json_pack("{s:O,s:O,s:o,s:b,s:n}", "pid", json_object_get(w, "pid"), "age",
+                              json_object_get(w, "age"), "apps",
+                              apps ? json_incref(apps) : json_array(), "booted",
+                              json_is_true(json_object_get(w, "booted")), "last_heartbeat");
+        if (json_is_string(device)) {
+            /* dirty_gpus (cgunicorn's): the worker's CUDA_VISIBLE_DEVICES */
+            json_object_set(e, "device", device);
+        }
+        json_array_append_new(list, e);
     }
     json_decref(status);
     /* gunicorn sorts by age */

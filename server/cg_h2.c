@@ -907,7 +907,7 @@ static void abort_streams(struct cg_h2_conn *hc)
     pthread_mutex_unlock(&hc->mu);
 }
 
-static void goaway_send(struct cg_h2_conn *hc);
+static bool goaway_send(struct cg_h2_conn *hc);
 
 enum cg_h2_next cg_h2_conn_io(struct cg_h2_conn *hc)
 {
@@ -941,6 +941,9 @@ again:
     }
     goaway_send(hc);
     bool drained = hc->dead || flush(hc);
+    if (drained && goaway_send(hc)) { /* the flush closed the last stream */
+        drained = hc->dead || flush(hc);
+    }
     if (!hc->dead && drained && nghttp2_session_want_read(hc->ses) &&
         cg_transport_tls_buffered(hc->t)) {
         goto again; /* read ahead by OpenSSL: the socket would not say */
@@ -969,14 +972,31 @@ void cg_h2_conn_kill(struct cg_h2_conn *hc)
 /* The GOAWAY itself goes once the streams begun are done: some clients
  * (python-h2) drop a stream's DATA that follows a GOAWAY. Meanwhile new
  * streams are refused (REFUSED_STREAM: safe to retry elsewhere). */
-static void goaway_send(struct cg_h2_conn *hc)
+static bool goaway_send(struct cg_h2_conn *hc)
 {
     if (hc->goaway && !hc->goaway_sent && !hc->dead && hc->nstreams == 0 && hc->njobs == 0) {
         hc->goaway_sent = true;
         nghttp2_submit_goaway(hc->ses, NGHTTP2_FLAG_NONE,
                               nghttp2_session_get_last_proc_stream_id(hc->ses),
                               NGHTTP2_NO_ERROR, NULL, 0);
+        return true;
     }
+    return false;
+}
+
+void cg_h2_conn_end(struct cg_h2_conn *hc)
+{
+    if (hc->dead || hc->goaway_sent) {
+        return;
+    }
+    hc->goaway = hc->goaway_sent = true;
+    nghttp2_submit_goaway(hc->ses, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(hc->ses), NGHTTP2_NO_ERROR,
+                          NULL, 0);
+    (void)flush(hc); /* what the socket takes now: never waits */
+    hc->dead = true;
+    buf_free(&hc->pend);
+    abort_streams(hc);
 }
 
 void cg_h2_conn_goaway(struct cg_h2_conn *hc)
@@ -1633,9 +1653,9 @@ static bool has_token(const struct cg_http_span *v, const char *tok)
 
 /* Copies the request head into `up`: the pseudo-fields gunicorn gives
  * stream 1 (method, target, Host as :authority, the request's scheme) and
- * every other field but Connection, Upgrade and HTTP2-Settings
- * (Transfer-Encoding: build_head() adds it back for a chunked body).
- * Returns 0 or -1. */
+ * every other field but Connection, Upgrade and HTTP2-Settings, in their
+ * order (Transfer-Encoding too: a chunked body stays chunked, and an ASGI
+ * scope lists it where gunicorn's does, before host). Returns 0 or -1. */
 static int upgrade_copy_head(struct cg_h2_upgrade *up, const struct cg_http_request *req)
 {
     const struct cg_http_span *host = cg_http_request_header(req, "HOST");
@@ -1653,8 +1673,7 @@ static int upgrade_copy_head(struct cg_h2_upgrade *up, const struct cg_http_requ
     for (size_t i = 0; i < req->n_headers; i++) {
         const struct cg_http_header *h = &req->headers[i];
         if (span_is(&h->name, "CONNECTION") || span_is(&h->name, "UPGRADE") ||
-            span_is(&h->name, "HTTP2-SETTINGS") || span_is(&h->name, "TRANSFER-ENCODING") ||
-            span_is(&h->name, "HOST")) {
+            span_is(&h->name, "HTTP2-SETTINGS") || span_is(&h->name, "HOST")) {
             continue;
         }
         size_t at = up->hdrs.len;
@@ -1770,7 +1789,7 @@ int cg_h2_conn_upgrade(struct cg_h2_conn *hc, struct cg_h2_upgrade *up, struct c
         cg_err_set(err, "HTTP/2 upgrade: %s", nghttp2_strerror(e));
         goto cleanup;
     }
-    if (build_head(s, !up->chunked) < 0) {
+    if (build_head(s, true) < 0) { /* the fields as they came: no more DATA */
         cg_err_set(err, "HTTP/2 upgrade: out of memory");
         goto cleanup;
     }

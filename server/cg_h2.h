@@ -1,8 +1,8 @@
 /* HTTP/2 (RFC 9113) over nghttp2 for the gthread and asgi workers: one
  * nghttp2 session per connection, driven by the worker's event loop
  * through the connection's transport (TLS with ALPN "h2", or cleartext
- * with prior knowledge from a peer in forwarded_allow_ips, or -- gthread
- * only -- an HTTP/1.1 "Upgrade: h2c" whose request becomes stream 1), and each
+ * with prior knowledge from a peer in forwarded_allow_ips, or an HTTP/1.1
+ * "Upgrade: h2c" whose request becomes stream 1), and each
  * stream served as one request by the worker's runner: gthread queues it
  * as one WSGI request on the thread pool (cg_h2_job_run), asgi serves it
  * as an ASGI http scope on its event loop (server/asgi/cg_py_asgi_h2.c).
@@ -137,8 +137,9 @@ enum cg_h2_next cg_h2_conn_io(struct cg_h2_conn *hc);
 struct cg_h2_conn *cg_h2_hub_take(struct cg_h2_hub *hub);
 struct cg_h2_conn *cg_h2_conn_next_ready(struct cg_h2_conn *hc);
 
-/* An HTTP/1.1 request asking to switch to h2c (RFC 7540 3.2), held from
- * the pool thread that read it to the loop that starts the session. */
+/* An HTTP/1.1 request asking to switch to h2c (RFC 7540 3.2), held while
+ * its body is read (gthread: by a pool thread; asgi: as it arrives) until
+ * the loop starts the session. */
 struct cg_h2_upgrade;
 
 /* The largest request body an upgrade carries over HTTP/1 (gunicorn's
@@ -179,6 +180,12 @@ int cg_h2_conn_upgrade(struct cg_h2_conn *hc, struct cg_h2_upgrade *up, struct c
 /* Sends a graceful GOAWAY (NO_ERROR): streams already begun finish, new
  * ones are refused (TERM, HUP, max_requests, keepalive). Loop thread. */
 void cg_h2_conn_goaway(struct cg_h2_conn *hc);
+
+/* The worker closes a live session (a stop's deadline, QUIT/INT, worker
+ * exit): the GOAWAY (NO_ERROR, the last stream begun) goes now if none
+ * went yet, written as far as the socket takes it without waiting; then
+ * as cg_h2_conn_kill. Loop thread. */
+void cg_h2_conn_end(struct cg_h2_conn *hc);
 
 /* Gives up on a connection whose peer stopped reading (its writes blocked
  * past the deadline): no more I/O, running streams fail. Loop thread. */

@@ -304,6 +304,23 @@ int cg_listen_adopt_fd(int fd, struct cg_listener *out, struct cg_err *err)
     return 0;
 }
 
+int cg_listen_open_one(const char *spec, int backlog, bool reuse_port, int umask_value,
+                       struct cg_listener *out, struct cg_err *err)
+{
+    struct cg_listen_addr a;
+
+    memset(out, 0, sizeof(*out));
+    out->fd = -1;
+    if (cg_listen_parse(spec, &a, err) < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (a.kind == CG_LISTEN_FD) {
+        return cg_listen_adopt_fd(a.fd, out, err);
+    }
+    return bind_one(&a, spec, backlog, reuse_port, umask_value, out, err) < 0 ? -1 : 0;
+}
+
 int cg_listen_open_all(const char *const *specs, size_t nspecs, int backlog, bool reuse_port,
                        int umask_value, struct cg_listener **out, size_t *n,
                        struct cg_err *err)
@@ -316,20 +333,10 @@ int cg_listen_open_all(const char *const *specs, size_t nspecs, int backlog, boo
         return -1;
     }
     for (size_t i = 0; i < nspecs; i++) {
-        struct cg_listen_addr a;
-        if (cg_listen_parse(specs[i], &a, err) < 0) {
-            goto fail;
-        }
-        if (a.kind == CG_LISTEN_FD) {
-            if (cg_listen_adopt_fd(a.fd, &ls[done], err) < 0) {
-                goto fail;
-            }
-            done++;
-            continue;
-        }
         int tries = 0;
         for (;;) {
-            if (bind_one(&a, specs[i], backlog, reuse_port, umask_value, &ls[done], err) >= 0) {
+            if (cg_listen_open_one(specs[i], backlog, reuse_port, umask_value, &ls[done],
+                                   err) == 0) {
                 done++;
                 break;
             }

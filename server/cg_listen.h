@@ -45,6 +45,13 @@ int cg_listen_open_all(const char *const *specs, size_t nspecs, int backlog, boo
                        int umask_value, struct cg_listener **out, size_t *n,
                        struct cg_err *err);
 
+/* One address, one attempt: cg_listen_open_all without its "Connection in
+ * use" retries, for a loop that must not sleep (a HUP moving metrics_bind).
+ * Fills *out as open_all fills an entry of its array (closed with
+ * cg_listen_close_all). Returns 0, or -1 with errno and err naming spec. */
+int cg_listen_open_one(const char *spec, int backlog, bool reuse_port, int umask_value,
+                       struct cg_listener *out, struct cg_err *err);
+
 /* Adopts already-listening fds (systemd LISTEN_FDS, USR2 re-exec). */
 int cg_listen_adopt_fd(int fd, struct cg_listener *out, struct cg_err *err);
 

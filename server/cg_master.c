@@ -296,6 +296,7 @@ static void on_child_exit(struct cg_sup *sup, const struct cg_sup_exit *ex, void
     case CG_ROLE_MASTER: /* the USR2 master */
         m->reexec_pid = 0;
         cg_py_hooks_server_set(&m->hooks, "reexec_pid", PyLong_FromLong(0));
+        cg_control_reclaim(m); /* it had bound our control socket's path */
         break;
     case CG_ROLE_DIRTY_ARBITER:
         m->dirty_pid = 0;
@@ -405,7 +406,13 @@ static void stop_all(struct cg_master *m, bool graceful)
     bool unlink_unix = m->reexec_pid == 0 && m->master_pid == 0 && !m->systemd &&
                        !m->conf->reuse_port;
 
-    cg_metrics_set_draining(); /* /readyz says 503 before the listeners close */
+    if (m->reexec_pid != 0 || m->master_pid != 0) {
+        /* The USR2 partner serves the same metrics listener: leave the
+         * probes and scrapes to it rather than answer 503 while draining. */
+        cg_metrics_http_hand_off();
+    } else {
+        cg_metrics_set_draining(); /* /readyz says 503 before the listeners close */
+    }
     if (graceful && unlink_unix) { /* unshared: the workers drain the queues */
         cg_listen_stop_queueing(m->ls, m->nls);
     }
@@ -541,30 +548,90 @@ static void metrics_state(struct cg_metrics_state *st, void *arg)
     st->nls = m->nls;
 }
 
+static const struct cg_sup_poller metrics_poller = {
+    .fill = cg_metrics_http_pollfds,
+    .service = cg_metrics_http_service,
+    .atfork_child = cg_metrics_http_atfork_child,
+};
+
+/* After USR2: the old master's metrics listener, when it passed one
+ * (CGUNICORN_METRICS_FD, cg_master_reexec) for the metrics_bind this
+ * master runs with; else -1 (one passed for another address, or while
+ * metrics are now off, is closed). The variables are removed either way:
+ * the workers' environment is gunicorn's. */
+static int inherited_metrics_fd(const struct cg_master *m)
+{
+    const char *fd_s = getenv("CGUNICORN_METRICS_FD");
+    const char *bind = getenv("CGUNICORN_METRICS_BIND");
+    const char *want = m->conf->metrics_bind ? m->conf->metrics_bind : "";
+    int fd = fd_s != NULL && m->master_pid != 0 ? (int)strtol(fd_s, NULL, 10) : -1;
+
+    if (fd >= 0 && fd < 3) {
+        fd = -1; /* not a descriptor we passed */
+    }
+    if (fd >= 0 && (bind == NULL || strcmp(bind, want) != 0)) {
+        if (want[0] != '\0') {
+            cg_log(CG_LOG_INFO, "metrics_bind changed across USR2 ('%s', was '%s'): binding it",
+                   want, bind ? bind : "");
+        }
+        close(fd);
+        fd = -1;
+    }
+    unsetenv("CGUNICORN_METRICS_FD");
+    unsetenv("CGUNICORN_METRICS_BIND");
+    return fd;
+}
+
 /* The shared metrics region and the metrics listener, before any fork.
- * A USR2 master cannot bind the old one's address: it serves no metrics
- * (logged) rather than failing the upgrade. */
+ * A USR2 master takes over the old master's listener (both serve it until
+ * the old one stops); one whose metrics_bind differs binds its own, and
+ * when that fails it serves no metrics (logged) rather than failing the
+ * upgrade. */
 static int open_metrics(struct cg_master *m, struct cg_err *err)
 {
-    static const struct cg_sup_poller poller = {
-        .fill = cg_metrics_http_pollfds,
-        .service = cg_metrics_http_service,
-        .atfork_child = cg_metrics_http_atfork_child,
-    };
+    int fd = inherited_metrics_fd(m);
+
     if (m->conf->metrics_bind == NULL || m->conf->metrics_bind[0] == '\0') {
         return 0;
     }
     if (cg_metrics_open(true, err) < 0) {
+        if (fd >= 0) {
+            close(fd);
+        }
         return -1;
     }
-    if (cg_metrics_http_open(m->conf->metrics_bind, m->conf->umask, metrics_state, m, err) < 0) {
+    int rc = fd >= 0 ? cg_metrics_http_adopt(fd, metrics_state, m, err)
+                     : cg_metrics_http_open(m->conf->metrics_bind, m->conf->umask, metrics_state,
+                                            m, err);
+    if (rc < 0) {
         if (m->master_pid == 0) {
             return -1;
         }
         cg_log(CG_LOG_ERROR, "%s", err->msg);
         return 0;
     }
-    cg_sup_set_poller(&poller);
+    cg_sup_set_poller(&metrics_poller);
+    return 0;
+}
+
+int cg_master_move_metrics(struct cg_master *m, const char *addr, struct cg_err *err)
+{
+    bool on = addr != NULL && addr[0] != '\0';
+    bool late = on && cg_metrics == NULL;
+
+    if (on && cg_metrics_open(true, err) < 0) {
+        return -1;
+    }
+    if (cg_metrics_http_move(addr, m->conf->umask, metrics_state, m, err) < 0) {
+        return -1;
+    }
+    if (late && m->dirty_pid != 0) {
+        cg_metrics_dirty_assume_ready();
+        cg_log(CG_LOG_WARNING, "metrics_bind set by a reload: the running dirty arbiter (pid %d) "
+               "started without metrics; the dirty pool is counted from its next restart",
+               (int)m->dirty_pid);
+    }
+    cg_sup_set_poller(&metrics_poller);
     return 0;
 }
 

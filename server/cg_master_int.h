@@ -75,6 +75,10 @@ void cg_master_manage_workers(struct cg_master *m);
 int cg_master_reap(struct cg_master *m);
 void cg_master_set_num_workers(struct cg_master *m, int n, bool announce_none);
 void cg_master_set_title(struct cg_master *m);
+/* HUP: serves metrics on `addr` (NULL or "": off) instead, mapping the
+ * shared region if this is the first time. Returns 0, or -1 with err (the
+ * old listener still serving). */
+int cg_master_move_metrics(struct cg_master *m, const char *addr, struct cg_err *err);
 
 /* cg_master_reload.c */
 void cg_master_reload(struct cg_master *m);

@@ -21,8 +21,10 @@
 #include <unistd.h>
 
 #include "cg_clock.h"
+#include "cg_control.h"
 #include "cg_log.h"
 #include "cg_master_int.h"
+#include "cg_metrics_http.h"
 #include "cg_py.h"
 #include "cg_py_logconfig.h"
 #include "cg_py_ssl_context.h"
@@ -67,6 +69,52 @@ static int load_again(struct cg_master *m, struct cg_conf *out)
     return 0;
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+/* The master's own listeners besides `bind`, as served before a HUP. */
+struct served {
+    char *metrics_bind;   /* owned */
+    char *control_socket; /* owned */
+    int control_mode;
+    bool control_disable;
+};
+
+/* Moves the metrics listener and the control socket to the new conf's
+ * values. One that cannot be moved keeps serving where it was, is logged
+ * (naming the setting, the value and the address kept), and its old value
+ * goes back into the running conf: what `show config` reports is what is
+ * served, and the next HUP tries the new value again. Frees `old`. */
+static void move_served(struct cg_master *m, struct served *old)
+{
+    struct cg_err err = { { 0 } };
+    struct cg_conf *cur = m->conf;
+    char *swap;
+
+    if (!same_str(old->metrics_bind, cur->metrics_bind) &&
+        cg_master_move_metrics(m, cur->metrics_bind, &err) < 0) {
+        cg_log(CG_LOG_ERROR, "%s; keeping %s", err.msg,
+               old->metrics_bind && old->metrics_bind[0] ? old->metrics_bind
+                                                         : "no metrics listener");
+        swap = cur->metrics_bind;
+        cur->metrics_bind = old->metrics_bind;
+        old->metrics_bind = swap;
+    }
+    if ((!same_str(old->control_socket, cur->control_socket) ||
+         old->control_mode != cur->control_socket_mode ||
+         old->control_disable != cur->control_socket_disable) &&
+        cg_control_reconfigure(m) < 0) {
+        swap = cur->control_socket;
+        cur->control_socket = old->control_socket;
+        old->control_socket = swap;
+        cur->control_socket_mode = old->control_mode;
+    }
+    free(old->metrics_bind);
+    free(old->control_socket);
+}
+
 /* Applies what changed between the running conf and `next`, then makes
  * `next` the running conf (its contents move into *m->conf). */
 static void apply(struct cg_master *m, struct cg_conf *next)
@@ -107,6 +155,12 @@ static void apply(struct cg_master *m, struct cg_conf *next)
         cg_log(CG_LOG_WARNING, "%s; no StatsD metrics will be sent (fix statsd_host)", err.msg);
         cg_statsd_open(NULL, NULL, NULL, &err);
     }
+    /* What metrics_bind and the control socket were: kept (taken out of
+     * `cur` before it is freed) to put back when the new value fails. */
+    struct served old = { .metrics_bind = cur->metrics_bind, .control_socket = cur->control_socket,
+                          .control_mode = cur->control_socket_mode,
+                          .control_disable = cur->control_socket_disable };
+    cur->metrics_bind = cur->control_socket = NULL;
     cg_conf_free(cur);
     *cur = *next; /* moves ownership */
     memset(next, 0, sizeof(*next));
@@ -114,6 +168,7 @@ static void apply(struct cg_master *m, struct cg_conf *next)
     if (cg_py_logconfig_apply(cur, &err) < 0) {
         cg_log(CG_LOG_ERROR, "logging configuration not applied: %s", err.msg);
     }
+    move_served(m, &old);
     if (rebind) {
         struct cg_listener *ls = NULL;
         size_t nls = 0;
@@ -211,8 +266,15 @@ void cg_master_reexec(struct cg_master *m)
         cg_log(CG_LOG_WARNING, "USR2 signal ignored. Parent exists.");
         return;
     }
+    /* The metrics listener goes to the new master too, as a descriptor
+     * without close-on-exec: a dup, since the fork closes the original in
+     * the child (the poller's atfork). */
+    int metrics_fd = cg_metrics_http_fd() >= 0 ? dup(cg_metrics_http_fd()) : -1;
     struct cg_sup_spec spec = { .role = CG_ROLE_MASTER, .respawn = CG_SUP_RESPAWN_NEVER };
     pid_t pid = cg_sup_spawn(&m->sup, &spec);
+    if (pid != 0 && metrics_fd >= 0) {
+        close(metrics_fd);
+    }
     if (pid < 0) {
         cg_log_errno(CG_LOG_ERROR, errno, "USR2: fork failed");
         return;
@@ -235,6 +297,11 @@ void cg_master_reexec(struct cg_master *m)
     }
     snprintf(num, sizeof(num), "%d", (int)master);
     setenv("GUNICORN_PID", num, 1);
+    if (metrics_fd >= 0) {
+        snprintf(num, sizeof(num), "%d", metrics_fd);
+        setenv("CGUNICORN_METRICS_FD", num, 1);
+        setenv("CGUNICORN_METRICS_BIND", m->conf->metrics_bind ? m->conf->metrics_bind : "", 1);
+    }
     if (m->systemd) {
         snprintf(num, sizeof(num), "%d", (int)getpid());
         setenv("LISTEN_PID", num, 1);

@@ -273,6 +273,16 @@ void cg_metrics_dirty_arbiter_gone(void)
         atomic_store(&cg_metrics->dirty.apps_ready, 0);
         atomic_store(&cg_metrics->dirty.queue_depth, 0);
         atomic_store(&cg_metrics->dirty.busy_workers, 0);
+        for (size_t i = 0; i < CG_METRICS_DIRTY_DEVICES; i++) {
+            atomic_store(&cg_metrics->dirty.devices[i].workers, 0);
+        }
+    }
+}
+
+void cg_metrics_dirty_assume_ready(void)
+{
+    if (cg_metrics != NULL) {
+        atomic_store(&cg_metrics->dirty.apps_ready, 1);
     }
 }
 
@@ -302,6 +312,27 @@ static struct cg_metrics_dirty_series *dirty_series(const char *app, const char 
         atomic_store(&o->used, 1);
     }
     return o;
+}
+
+void cg_metrics_dirty_devices(const char *const *ids, const int *workers, size_t n)
+{
+    if (cg_metrics == NULL) {
+        return;
+    }
+    struct cg_metrics_dirty *d = &cg_metrics->dirty;
+    if (n > CG_METRICS_DIRTY_DEVICES) {
+        n = CG_METRICS_DIRTY_DEVICES;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (i >= atomic_load_explicit(&d->ndevices, memory_order_acquire) ||
+            strcmp(d->devices[i].id, ids[i]) != 0) {
+            /* a new id: hide the row while it is written */
+            atomic_store_explicit(&d->ndevices, (uint32_t)i, memory_order_release);
+            snprintf(d->devices[i].id, sizeof(d->devices[i].id), "%s", ids[i]);
+        }
+        atomic_store_explicit(&d->devices[i].workers, workers[i], RELAXED);
+    }
+    atomic_store_explicit(&d->ndevices, (uint32_t)n, memory_order_release);
 }
 
 void cg_metrics_dirty_call(const char *app, const char *action, enum cg_metrics_dirty_outcome o,

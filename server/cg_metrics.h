@@ -86,6 +86,14 @@ struct cg_metrics_dirty_series {
     _Atomic uint64_t calls[CG_METRICS_NDIRTY_OUTCOME];
 };
 
+/* dirty_gpus: how many live dirty workers each device has. */
+#define CG_METRICS_DIRTY_DEVICES 64
+
+struct cg_metrics_dirty_device {
+    char id[32];
+    _Atomic int32_t workers;
+};
+
 struct cg_metrics_dirty {
     _Atomic uint32_t apps_ready;     /* every dirty app's init() returned (arbiter view) */
     _Atomic uint32_t apps_wanted;    /* 1 when dirty apps are configured */
@@ -95,6 +103,8 @@ struct cg_metrics_dirty {
     struct cg_metrics_hist duration;
     _Atomic uint32_t nseries;
     struct cg_metrics_dirty_series series[CG_METRICS_DIRTY_ACTIONS];
+    _Atomic uint32_t ndevices;       /* entries of `devices` published (ids written first) */
+    struct cg_metrics_dirty_device devices[CG_METRICS_DIRTY_DEVICES];
 };
 
 /* User metrics of `from cgunicorn import metrics`: the master sums every
@@ -219,6 +229,16 @@ void cg_metrics_user_observe(int idx, int64_t v);
 /* Master: the dirty arbiter exited; until its successor's workers have
  * loaded their apps, /readyz waits again, and its gauges read 0. */
 void cg_metrics_dirty_arbiter_gone(void);
+
+/* Master: the region was mapped (metrics_bind set by a HUP) after the
+ * running dirty arbiter was forked, so that arbiter never reports; /readyz
+ * stops waiting for it. Its successor reports as usual. */
+void cg_metrics_dirty_assume_ready(void);
+
+/* Dirty arbiter: the dirty_gpus devices (ids[0..n)) and the live workers
+ * each has now (workers[i]); called whenever a worker starts or exits.
+ * Devices past CG_METRICS_DIRTY_DEVICES are not shown. */
+void cg_metrics_dirty_devices(const char *const *ids, const int *workers, size_t n);
 
 /* Dirty arbiter: one finished call of `app`/`action`. */
 void cg_metrics_dirty_call(const char *app, const char *action, enum cg_metrics_dirty_outcome o,

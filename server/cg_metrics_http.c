@@ -49,29 +49,101 @@ static int nclients;
 static cg_metrics_state_fn state_fn;
 static void *state_arg;
 static struct cg_metrics_state st; /* large; filled per request */
+/* Handed off to a USR2 partner (cg_metrics_http_hand_off): no listener, and
+ * the clients still connected get the verdicts of that moment. */
+static bool frozen;
+static const char *frozen_ready, *frozen_health;
+
+/* Makes `l` (an owned one-entry array) the listener. */
+static void install(struct cg_listener *l, cg_metrics_state_fn fn, void *arg)
+{
+    int fl = fcntl(l[0].fd, F_GETFL);
+    fcntl(l[0].fd, F_SETFL, fl | O_NONBLOCK);
+    fl = fcntl(l[0].fd, F_GETFD);
+    fcntl(l[0].fd, F_SETFD, fl | FD_CLOEXEC);
+    lsn = l;
+    nlsn = 1;
+    state_fn = fn;
+    state_arg = arg;
+    cg_log(CG_LOG_INFO, "Serving metrics at: %s", l[0].name);
+}
 
 int cg_metrics_http_open(const char *addr, int umask_value, cg_metrics_state_fn fn, void *arg,
                          struct cg_err *err)
 {
     const char *specs[1] = { addr };
     struct cg_err e = { { 0 } };
+    struct cg_listener *l = NULL;
+    size_t n = 0;
 
     if (addr == NULL || *addr == '\0') {
         return 0;
     }
-    if (cg_listen_open_all(specs, 1, 64, false, umask_value, &lsn, &nlsn, &e) < 0) {
+    if (cg_listen_open_all(specs, 1, 64, false, umask_value, &l, &n, &e) < 0) {
         cg_err_set(err, "metrics_bind '%s': %s; use HOST:PORT or unix:PATH", addr, e.msg);
-        lsn = NULL;
-        nlsn = 0;
         return -1;
     }
-    int fl = fcntl(lsn[0].fd, F_GETFL);
-    fcntl(lsn[0].fd, F_SETFL, fl | O_NONBLOCK);
-    fl = fcntl(lsn[0].fd, F_GETFD);
-    fcntl(lsn[0].fd, F_SETFD, fl | FD_CLOEXEC);
-    state_fn = fn;
-    state_arg = arg;
-    cg_log(CG_LOG_INFO, "Serving metrics at: %s", lsn[0].name);
+    install(l, fn, arg);
+    return 0;
+}
+
+int cg_metrics_http_adopt(int fd, cg_metrics_state_fn fn, void *arg, struct cg_err *err)
+{
+    struct cg_listener *l = calloc(1, sizeof(*l));
+
+    if (l == NULL || cg_listen_adopt_fd(fd, l, err) < 0) {
+        if (l == NULL) {
+            cg_err_set(err, "out of memory");
+        }
+        free(l);
+        close(fd);
+        return -1;
+    }
+    /* adopt_fd leaves a unix path to its creator; this one is ours once
+     * the old master has gone (cg_metrics_http_close's unlink_unix). */
+    if (l->family == AF_UNIX && strncmp(l->name, "unix:", 5) == 0) {
+        snprintf(l->unix_path, sizeof(l->unix_path), "%s", l->name + 5);
+    }
+    install(l, fn, arg);
+    return 0;
+}
+
+int cg_metrics_http_fd(void)
+{
+    return lsn != NULL ? lsn[0].fd : -1;
+}
+
+int cg_metrics_http_move(const char *addr, int umask_value, cg_metrics_state_fn fn, void *arg,
+                         struct cg_err *err)
+{
+    struct cg_err e = { { 0 } };
+    struct cg_listener *l = NULL;
+
+    if (addr != NULL && *addr != '\0') {
+        l = calloc(1, sizeof(*l));
+        if (l == NULL) {
+            cg_err_set(err, "metrics_bind '%s': out of memory", addr);
+            return -1;
+        }
+        /* One attempt: the master's loop must not sleep on a busy port. */
+        if (cg_listen_open_one(addr, 64, false, umask_value, l, &e) < 0) {
+            cg_err_set(err, "metrics_bind '%s': %s", addr, e.msg);
+            free(l);
+            return -1;
+        }
+    }
+    if (lsn != NULL) {
+        if (l != NULL && strcmp(l->unix_path, lsn[0].unix_path) == 0) {
+            lsn[0].unix_path[0] = '\0'; /* the same file, bound again: not to unlink */
+        }
+        cg_log(CG_LOG_INFO, "Stopped serving metrics at: %s", lsn[0].name);
+        cg_listen_close_all(lsn, nlsn, true); /* the clients already accepted stay */
+        lsn = NULL;
+        nlsn = 0;
+    }
+    if (l != NULL) {
+        install(l, fn, arg);
+    }
     return 0;
 }
 
@@ -114,10 +186,12 @@ void cg_metrics_http_atfork_child(void)
 int cg_metrics_http_pollfds(struct pollfd *p, int max)
 {
     int n = 0;
-    if (lsn == NULL || max <= 0) {
+    if (max <= 0) {
         return 0;
     }
-    p[n++] = (struct pollfd){ .fd = lsn[0].fd, .events = POLLIN };
+    if (lsn != NULL) { /* the clients of a closed listener are still served */
+        p[n++] = (struct pollfd){ .fd = lsn[0].fd, .events = POLLIN };
+    }
     for (int i = 0; i < nclients && n < max; i++) {
         p[n++] = (struct pollfd){ .fd = clients[i].fd,
                                   .events = clients[i].out ? POLLOUT : POLLIN };
@@ -366,6 +440,17 @@ static void render_dirty(struct out *o)
     outf(o, "cgunicorn_dirty_queue_depth %lld\n", (long long)atomic_load(&d->queue_depth));
     head(o, "cgunicorn_dirty_busy_workers", "gauge", "Dirty workers running a call.");
     outf(o, "cgunicorn_dirty_busy_workers %lld\n", (long long)atomic_load(&d->busy_workers));
+    uint32_t ndev = atomic_load_explicit(&d->ndevices, memory_order_acquire);
+    if (ndev > 0) {
+        head(o, "cgunicorn_dirty_device_workers", "gauge",
+             "Live dirty workers given each dirty_gpus device (CUDA_VISIBLE_DEVICES).");
+        for (uint32_t i = 0; i < ndev && i < CG_METRICS_DIRTY_DEVICES; i++) {
+            char id[2 * sizeof(d->devices[i].id)];
+            outf(o, "cgunicorn_dirty_device_workers{device=\"%s\"} %d\n",
+                 esc(d->devices[i].id, id, sizeof(id)),
+                 (int)atomic_load_explicit(&d->devices[i].workers, memory_order_relaxed));
+        }
+    }
     head(o, "cgunicorn_dirty_stream_chunks_total", "counter",
          "Stream chunks relayed from dirty workers to callers.");
     outf(o, "cgunicorn_dirty_stream_chunks_total %llu\n",
@@ -564,8 +649,10 @@ static void answer(struct client *c)
     if (q != NULL) {
         *q = '\0';
     }
-    memset(&st, 0, sizeof(st));
-    state_fn(&st, state_arg);
+    if (!frozen) {
+        memset(&st, 0, sizeof(st));
+        state_fn(&st, state_arg);
+    }
     if (strcmp(path, "/metrics") == 0) {
         struct out o = { 0 };
         render_metrics(&o);
@@ -574,7 +661,11 @@ static void answer(struct client *c)
         free(o.p);
     } else if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0) {
         char body[128];
-        why = path[1] == 'h' ? not_healthy() : not_ready();
+        if (frozen) {
+            why = path[1] == 'h' ? frozen_health : frozen_ready;
+        } else {
+            why = path[1] == 'h' ? not_healthy() : not_ready();
+        }
         int k = snprintf(body, sizeof(body), "%s\n", why ? why : "ok");
         respond(c, why ? 503 : 200, "text/plain", body, (size_t)k);
     } else {
@@ -691,5 +782,22 @@ void cg_metrics_http_service(const struct pollfd *p, int n)
 
 bool cg_metrics_http_on(void)
 {
-    return lsn != NULL;
+    return lsn != NULL || nclients > 0;
+}
+
+void cg_metrics_http_hand_off(void)
+{
+    if (lsn == NULL) {
+        return;
+    }
+    memset(&st, 0, sizeof(st));
+    state_fn(&st, state_arg);
+    frozen_ready = not_ready();
+    frozen_health = not_healthy();
+    frozen = true;
+    st.ls = NULL; /* the master closes its HTTP listeners next: no backlog from here on */
+    st.nls = 0;
+    cg_listen_close_all(lsn, nlsn, false); /* the partner serves it, and its file */
+    lsn = NULL;
+    nlsn = 0;
 }

@@ -39,6 +39,24 @@ typedef void (*cg_metrics_state_fn)(struct cg_metrics_state *st, void *arg);
 int cg_metrics_http_open(const char *addr, int umask_value, cg_metrics_state_fn fn, void *arg,
                          struct cg_err *err);
 
+/* Serves on `fd`, the metrics listener an old master passed across USR2
+ * (CGUNICORN_METRICS_FD); its unix path, if any, is unlinked by
+ * cg_metrics_http_close(true) once this master is promoted. Takes `fd`
+ * (closed on failure). Returns 0, or -1 with err. */
+int cg_metrics_http_adopt(int fd, cg_metrics_state_fn fn, void *arg, struct cg_err *err);
+
+/* The listening fd, or -1 when not serving (what USR2 passes on). */
+int cg_metrics_http_fd(void);
+
+/* HUP: serves on `addr` instead of the current address (NULL or "": stops
+ * serving). The new address is bound first, once (no retry: the loop must
+ * not sleep); only then is the old listener closed (its unix file
+ * unlinked). Clients already accepted finish. Logs "Stopped serving
+ * metrics at: OLD" and "Serving metrics at: NEW". Returns 0, or -1 with err
+ * naming metrics_bind and the value, the old listener still serving. */
+int cg_metrics_http_move(const char *addr, int umask_value, cg_metrics_state_fn fn, void *arg,
+                         struct cg_err *err);
+
 /* Closes the listener and every client (the master at exit). */
 void cg_metrics_http_close(bool unlink_unix);
 
@@ -46,7 +64,14 @@ void cg_metrics_http_close(bool unlink_unix);
  * path. */
 void cg_metrics_http_atfork_child(void);
 
+/* Serving: a listener, or clients of a closed one still being answered. */
 bool cg_metrics_http_on(void);
+
+/* A stop while a USR2 partner master shares the listener: closes this
+ * master's copy (the partner answers every new scrape and probe) and
+ * answers the clients already accepted with the /healthz and /readyz
+ * verdicts of this moment, not with the 503 of workers being stopped. */
+void cg_metrics_http_hand_off(void);
 
 /* Fills up to `max` pollfds with the listener and client fds; returns how
  * many. */

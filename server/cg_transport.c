@@ -4,6 +4,8 @@
  * cg_transport.h for the contract. */
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
@@ -43,7 +45,8 @@ static ssize_t plain_recv(struct cg_transport *t, void *buf, size_t n, int flags
 static ssize_t plain_sendv(struct cg_transport *t, const struct iovec *iov, int n, int flags)
 {
     struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n };
-    int f = MSG_NOSIGNAL | ((flags & CG_TRANSPORT_NOWAIT) ? MSG_DONTWAIT : 0);
+    int f = MSG_NOSIGNAL | ((flags & CG_TRANSPORT_NOWAIT) ? MSG_DONTWAIT : 0) |
+            ((flags & CG_TRANSPORT_MORE) ? MSG_MORE : 0);
 
     for (;;) {
         ssize_t w = sendmsg(t->fd, &m, f);
@@ -217,11 +220,28 @@ struct iovec *cg_transport_iov_advance(struct iovec *iov, int *n, size_t done)
     return iov;
 }
 
+bool cg_transport_can_hold(const struct cg_transport *t, int family)
+{
+    return t->ops == &cg_transport_plain && (family == AF_INET || family == AF_INET6);
+}
+
+int cg_transport_push_fd(int fd)
+{
+    int one = 1;
+    return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 int cg_transport_sendv_all(struct cg_transport *t, struct iovec *iov, int n, int timeout_ms)
+{
+    return cg_transport_sendv_all_flags(t, iov, n, timeout_ms, 0);
+}
+
+int cg_transport_sendv_all_flags(struct cg_transport *t, struct iovec *iov, int n,
+                                 int timeout_ms, int flags)
 {
     iov = cg_transport_iov_advance(iov, &n, 0);
     while (n > 0) {
-        ssize_t w = cg_transport_sendv(t, iov, n, 0);
+        ssize_t w = cg_transport_sendv(t, iov, n, flags);
         if (w == CG_TRANSPORT_AGAIN) {
             if (cg_transport_wait(t, timeout_ms) < 0) {
                 return -1;

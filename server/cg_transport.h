@@ -31,6 +31,10 @@
 /* ops flags: do not wait even when the socket is blocking (a first try
  * with the GIL held, a lingering close's discard). */
 #define CG_TRANSPORT_NOWAIT 1
+/* sendv flag: more bytes follow at once. The plain transport lets the
+ * kernel hold them (MSG_MORE) until a send without the flag or
+ * cg_transport_push_fd(); the other transports ignore it. */
+#define CG_TRANSPORT_MORE 2
 
 /* Returned by the ops when the socket cannot progress now (never -1, which
  * is an error with errno). */
@@ -137,6 +141,20 @@ ssize_t cg_transport_recv_wait(struct cg_transport *t, void *buf, size_t n, bool
 /* Sends all of iov[0..n) (modified: advanced over what was sent), waiting
  * for a full socket up to timeout_ms per wait. Returns 0, or -1 with errno. */
 int cg_transport_sendv_all(struct cg_transport *t, struct iovec *iov, int n, int timeout_ms);
+
+/* cg_transport_sendv_all() passing `flags` (CG_TRANSPORT_MORE) to every send. */
+int cg_transport_sendv_all_flags(struct cg_transport *t, struct iovec *iov, int n,
+                                 int timeout_ms, int flags);
+
+/* Whether t is the plain transport on a TCP socket (the one where
+ * CG_TRANSPORT_MORE holds bytes and a push sends them). */
+bool cg_transport_can_hold(const struct cg_transport *t, int family);
+
+/* Sends what CG_TRANSPORT_MORE sends left in the kernel for the TCP socket
+ * fd, now (re-setting TCP_NODELAY, which the listeners set, pushes the
+ * pending frames). Any thread; no effect on a socket with nothing held.
+ * Returns 0 or -1 with errno. */
+int cg_transport_push_fd(int fd);
 
 /* Sends len bytes of the file fd from *pos (advanced), waiting as
  * cg_transport_sendv_all does. Stops early, returning 0, when the file is

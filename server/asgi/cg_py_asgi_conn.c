@@ -40,6 +40,7 @@ static void conn_dealloc(struct cg_asgi_conn *c)
     }
     cg_transport_close(&c->t);
     cg_conn_buf_free(&c->in);
+    cg_h2_upgrade_free(c->h2up);
     free(c->out);
     Py_XDECREF(c->client);
     Py_XDECREF(c->server);
@@ -367,6 +368,8 @@ static PyObject *conn_on_write(PyObject *self, PyObject *unused)
         cg_py_asgi_conn_want_write(c, c->read_wants_write);
         if (c->close_when_flushed) {
             conn_finish(c, false);
+        } else if (c->state == CG_ASGI_H2UP && c->h2up_sent) {
+            cg_py_asgi_h2_upgrade_step(c); /* the 101 is out: the session starts */
         }
     }
     if (!cg_py_asgi_conn_congested(c)) {
@@ -500,6 +503,9 @@ static void process_input(struct cg_asgi_conn *c)
             }
             /* HEAD_DONE */
             const struct cg_http_request *req = cg_http_parser_request(&c->parser);
+            if (!c->is_stream && c->srv->h2_on && cg_py_asgi_h2_upgrade_begin(c, req)) {
+                break;
+            }
             /* no WebSocket over HTTP/2 (RFC 8441 is not offered; nghttp2
              * refuses the HTTP/1 Upgrade headers on a stream anyway) */
             if (!c->is_stream && cg_py_asgi_ws_is_upgrade(req)) {
@@ -545,6 +551,9 @@ static void process_input(struct cg_asgi_conn *c)
                 cg_py_asgi_ws_on_input(c->ws);
             }
             return;
+        case CG_ASGI_H2UP:
+            cg_py_asgi_h2_upgrade_step(c);
+            return;
         case CG_ASGI_H2: /* its input is the session's (cg_py_asgi_h2_io) */
         case CG_ASGI_CLOSED:
             return;
@@ -558,7 +567,13 @@ void cg_py_asgi_conn_request_done(struct cg_asgi_conn *c, bool keep_alive)
         return;
     }
     Py_CLEAR(c->req);
-    if (!keep_alive || !c->srv->w->alive || c->is_stream) { /* a stream: one request */
+    /* keep_alive means the head went out without "Connection: close": the
+     * client may send its next request at once, so the connection stays
+     * open even when the worker began to stop after that head (a QUIT's
+     * handler runs between any two bytecodes of the app). The next request
+     * is answered with "Connection: close"; an idle one ends with the stop's
+     * sweep (a FIN). Closing here instead cut that request. */
+    if (!keep_alive || c->is_stream) { /* a stream: one request */
         cg_py_asgi_conn_close_soon(c);
         return;
     }
@@ -609,7 +624,11 @@ void cg_py_asgi_conn_sweep(struct cg_asgi_srv *s)
         bool idle = (c->state == CG_ASGI_IDLE && c->in.end == c->in.start) ||
                     c->state == CG_ASGI_DRAIN;
         uint64_t since = c->idle_since_ms > s->stop_ms ? c->idle_since_ms : s->stop_ms;
-        if (idle && (now - c->idle_since_ms >= ka || (s->stop_ms != 0 && now - since >= stop_idle))) {
+        bool expired = now - c->idle_since_ms >= ka || (s->stop_ms != 0 && now - since >= stop_idle);
+        /* Bytes the kernel holds are a request the read callback is about
+         * to see: that connection is not idle. */
+        if (idle && expired &&
+            (c->state == CG_ASGI_DRAIN || cg_transport_unread(&c->t) == 0)) {
             conn_finish(c, true);
         }
         c = next;

@@ -6,6 +6,11 @@
  * back as one), so scope, receive, send, limits and the access log are
  * those of HTTP/1, with http_version "2".
  *
+ * An HTTP/1.1 "Upgrade: h2c" request (state H2UP) that cg_h2_upgrade_new
+ * honours has its body read as it arrives, then gets 101 and, once that
+ * is written, a session whose stream 1 it is (cg_h2_conn_upgrade): the
+ * rules and stream 1 are cg_h2.c's, shared with gthread.
+ *
  * The loop watches the session's socket (the connection's reader and
  * writer run cg_py_asgi_h2_io) and the hub's eventfd. A stream connection
  * has no socket: the session's news (hub.wake: body bytes, the body's end,
@@ -252,10 +257,39 @@ void cg_py_asgi_h2_deinit(struct cg_asgi_srv *s)
 
 /* ---- a connection's protocol ---- */
 
-bool cg_py_asgi_h2_check(struct cg_asgi_conn *c)
+/* Switches a connection to HTTP/2: a session fed the bytes already
+ * received (buf[0..n)), or the h2c upgrade `up` (owned) answered 101. */
+static void begin(struct cg_asgi_conn *c, const char *buf, size_t n, struct cg_h2_upgrade *up)
 {
     struct cg_asgi_srv *s = c->srv;
     struct cg_err err = { { 0 } };
+
+    c->h2_checked = true;
+    c->h2 = cg_h2_conn_new(&s->hub, &c->t, c->l, (const struct sockaddr *)&c->peer,
+                           sizeof(c->peer), c, buf, n, &err);
+    if (c->h2 == NULL) {
+        cg_h2_upgrade_free(up);
+        cg_log(CG_LOG_ERROR, "%s", err.msg);
+        cg_py_asgi_conn_close(c);
+        return;
+    }
+    c->in.start = c->in.end;
+    c->state = CG_ASGI_H2; /* from here the close frees the session */
+    if (up != NULL && cg_h2_conn_upgrade(c->h2, up, &err) < 0) {
+        cg_log(CG_LOG_ERROR, "%s", err.msg);
+        cg_py_asgi_conn_close(c);
+        return;
+    }
+    if (!s->w->alive) {
+        cg_h2_conn_goaway(c->h2);
+    }
+    kick(s);
+    cg_py_asgi_h2_io(c);
+}
+
+bool cg_py_asgi_h2_check(struct cg_asgi_conn *c)
+{
+    struct cg_asgi_srv *s = c->srv;
     const char *buf = c->in.p != NULL ? c->in.p + c->in.start : "";
     size_t n = c->in.end - c->in.start;
 
@@ -283,22 +317,83 @@ bool cg_py_asgi_h2_check(struct cg_asgi_conn *c)
     case CG_H2_DETECT_H2:
         break;
     }
-    c->h2_checked = true;
-    c->h2 = cg_h2_conn_new(&s->hub, &c->t, c->l, (const struct sockaddr *)&c->peer,
-                           sizeof(c->peer), c, buf, n, &err);
-    if (c->h2 == NULL) {
-        cg_log(CG_LOG_ERROR, "%s", err.msg);
-        cg_py_asgi_conn_close(c);
-        return true;
-    }
-    c->in.start = c->in.end;
-    c->state = CG_ASGI_H2;
-    if (!s->w->alive) {
-        cg_h2_conn_goaway(c->h2);
-    }
-    kick(s);
-    cg_py_asgi_h2_io(c);
+    begin(c, buf, n, NULL);
     return true;
+}
+
+bool cg_py_asgi_h2_upgrade_begin(struct cg_asgi_conn *c, const struct cg_http_request *req)
+{
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+    c->h2up = cg_h2_upgrade_new(&c->srv->hub, req, (const struct sockaddr *)&c->peer);
+    if (c->h2up == NULL) {
+        return false;
+    }
+    c->state = CG_ASGI_H2UP;
+    c->h2up_sent = false;
+    if (req->expect_continue) {
+        struct iovec iov = { (void *)cont, sizeof(cont) - 1 };
+        cg_py_asgi_conn_write(c, &iov, 1);
+    }
+    return true;
+}
+
+/* Reads the upgrade's body from the buffer. Returns 1 once it is all in,
+ * 0 to wait for more, -1 when the connection ended. */
+static int upgrade_body(struct cg_asgi_conn *c)
+{
+    for (;;) {
+        size_t dlen = 0;
+        const char *data = NULL;
+        enum cg_http_status st = cg_conn_body_next(&c->parser, &c->in, &data, &dlen);
+        if (st == CG_HTTP_BODY_DATA && cg_h2_upgrade_add_body(c->h2up, data, dlen) == 0) {
+            continue;
+        }
+        if (st == CG_HTTP_BODY_DONE) {
+            return 1;
+        }
+        if (st == CG_HTTP_NEED_MORE && !c->eof) {
+            cg_py_asgi_conn_want_read(c, true);
+            return 0;
+        }
+        /* a chunked body past the limit, a malformed or cut one: the body
+         * is spent, HTTP/1.1 cannot take over (as gthread) */
+        cg_log_debug("h2c upgrade from a client abandoned: %s",
+                     st == CG_HTTP_ERROR ? cg_http_parser_error(&c->parser)->detail
+                                         : "request body over 64 KiB or cut short");
+        cg_py_asgi_conn_close(c);
+        return -1;
+    }
+}
+
+void cg_py_asgi_h2_upgrade_step(struct cg_asgi_conn *c)
+{
+    if (!c->h2up_sent) {
+        if (upgrade_body(c) <= 0) {
+            return;
+        }
+        /* what the client sent behind the request is its preface and
+         * frames; the rest waits in the socket for the session */
+        if (cg_h2_upgrade_set_pending(c->h2up, c->in.p + c->in.start,
+                                      c->in.end - c->in.start) < 0) {
+            cg_log(CG_LOG_ERROR, "h2c upgrade: out of memory");
+            cg_py_asgi_conn_close(c);
+            return;
+        }
+        c->in.start = c->in.end;
+        c->h2up_sent = true;
+        cg_py_asgi_conn_want_read(c, false);
+        struct iovec iov = { (void *)CG_H2_UPGRADE_101, strlen(CG_H2_UPGRADE_101) };
+        if (cg_py_asgi_conn_write(c, &iov, 1) < 0) {
+            return; /* closed */
+        }
+    }
+    if (c->out_end > c->out_start) {
+        return; /* the writer calls again once the 101 is out */
+    }
+    struct cg_h2_upgrade *up = c->h2up;
+    c->h2up = NULL;
+    begin(c, NULL, 0, up);
 }
 
 void cg_py_asgi_h2_close(struct cg_asgi_conn *c)
@@ -306,7 +401,7 @@ void cg_py_asgi_h2_close(struct cg_asgi_conn *c)
     if (c->h2 == NULL) {
         return;
     }
-    cg_h2_conn_kill(c->h2);
+    cg_h2_conn_end(c->h2); /* a live session says GOAWAY before the close */
     while (c->streams != NULL) {
         cg_py_asgi_conn_close(c->streams); /* unlinks it */
     }

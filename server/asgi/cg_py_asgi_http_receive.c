@@ -57,12 +57,9 @@ static PyObject *take_body(struct cg_asgi_req *r)
         return NULL; /* wait for the disconnect */
     }
     while (nspans < MAX_SPANS && total < 1024 * 1024) {
-        size_t used = 0, dlen = 0;
+        size_t dlen = 0;
         const char *data = NULL;
-        enum cg_http_status st =
-            cg_http_parser_body(&c->parser, c->in.p + c->in.start, c->in.end - c->in.start, &used,
-                                SIZE_MAX, &data, &dlen);
-        c->in.start += used;
+        enum cg_http_status st = cg_conn_body_next(&c->parser, &c->in, &data, &dlen);
         if (st == CG_HTTP_BODY_DATA) {
             spans[nspans++] = (struct iovec){ (void *)data, dlen };
             total += dlen;

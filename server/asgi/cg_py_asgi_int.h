@@ -102,6 +102,7 @@ enum cg_asgi_conn_state {
     CG_ASGI_DRAIN,    /* response done; discarding the rest of the request body */
     CG_ASGI_WS,       /* upgraded to WebSocket */
     CG_ASGI_H2,       /* an HTTP/2 session: its streams are stream connections */
+    CG_ASGI_H2UP,     /* an HTTP/1.1 "Upgrade: h2c" request: its body read, then 101 */
     CG_ASGI_CLOSED,
 };
 
@@ -143,6 +144,9 @@ struct cg_asgi_conn {
      * are run by the session's news (pending), not by the loop. */
     bool h2_checked;                 /* whether it speaks HTTP/2 is known */
     struct cg_h2_conn *h2;           /* state H2: the session; owned */
+    struct cg_h2_upgrade *h2up;      /* state H2UP: the upgrade (cg_h2_upgrade_new); owned */
+    bool h2up_sent;                  /* state H2UP: 101 queued; the session starts once
+                                      * it is written */
     uint64_t h2_write_since_ms;      /* state H2: output blocked since (0: not) */
     struct cg_asgi_conn *streams;    /* state H2: its stream connections (each referenced) */
     bool is_stream;                  /* a stream connection: */
@@ -322,6 +326,15 @@ void cg_py_asgi_h2_deinit(struct cg_asgi_srv *s);
  * connection was taken care of (now HTTP/2, waiting for more bytes,
  * refused), false when it is HTTP/1's. */
 bool cg_py_asgi_h2_check(struct cg_asgi_conn *c);
+/* A request head just parsed on a socket connection: whether it is an h2c
+ * upgrade gunicorn honours (cg_h2_upgrade_new). Returns true when the
+ * connection took it (state H2UP, then cg_py_asgi_h2_upgrade_step), false
+ * when it is served as HTTP/1.1. */
+bool cg_py_asgi_h2_upgrade_begin(struct cg_asgi_conn *c, const struct cg_http_request *req);
+/* State H2UP: reads the request body (at most CG_H2_UPGRADE_BODY_MAX),
+ * answers 101 and, once the 101 is written, starts the session with the
+ * request as stream 1. A body cut short or too large ends the connection. */
+void cg_py_asgi_h2_upgrade_step(struct cg_asgi_conn *c);
 /* State H2: the socket is ready, or the session has work. */
 void cg_py_asgi_h2_io(struct cg_asgi_conn *c);
 /* State H2, closing: ends its stream connections and frees the session. */

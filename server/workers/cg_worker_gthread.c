@@ -155,6 +155,9 @@ static void on_release(evutil_socket_t fd, short what, void *arg)
  * which may be the connection's own, returned (on_release). */
 static void conn_free(struct cg_gthread *gt, struct cg_gthread_conn *k)
 {
+    if (k->state == CG_GTHREAD_H2) {
+        cg_h2_conn_end(k->h2); /* a live session says GOAWAY before the close */
+    }
     if (k->state == CG_GTHREAD_WAIT) {
         atomic_fetch_sub(&gt->nwait, 1);
     } else if (k->state == CG_GTHREAD_RUN) {
@@ -341,6 +344,13 @@ static void h2_event(struct cg_gthread *gt, struct cg_gthread_conn *k, short wha
     } else if (what & EV_TIMEOUT) {
         if (cg_h2_conn_active(k->h2) == 0 || gt->stopping) {
             if (gt->stopping && cg_monotonic_ms() >= gt->stop_deadline_ms) {
+                if (cg_h2_conn_jobs(k->h2) > 0) {
+                    /* pool threads still run streams: they fail now, and
+                     * their hand-back closes it (never freed under them) */
+                    cg_h2_conn_end(k->h2);
+                    event_del(k->ev);
+                    return;
+                }
                 conn_free(gt, k);
                 return;
             }
@@ -545,7 +555,14 @@ static bool accept_one(struct cg_gthread *gt, evutil_socket_t lfd,
         gt->conns = k;
         gt->nconns++;
         set_accepting(gt);
-        conn_arm(gt, k);
+        if (k->c.t.ops == &cg_transport_plain) {
+            /* A client usually sends its request right after connecting:
+             * read now rather than after an epoll round (a would-block
+             * costs one recv, then the connection is armed as before). */
+            head_step(gt, k);
+        } else {
+            conn_arm(gt, k);
+        }
         return true;
     }
 }
@@ -749,6 +766,12 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
             k->h2up = NULL;
             set_state(gt, k, CG_GTHREAD_WAIT);
             h2_begin(gt, k, NULL, 0, up);
+        } else if (!k->reuse && k->c.t.ops == &cg_transport_plain &&
+                   !cg_wsgi_conn_may_have_input(&k->c)) {
+            /* Nothing unread (the sync worker's test before it lingers):
+             * close now; a FIN-and-discard round is for a client that is
+             * still sending. TLS keeps its close_notify (the shutdown). */
+            conn_free(gt, k);
         } else if (!k->reuse) {
             conn_close_graceful(gt, k);
         } else {
@@ -880,6 +903,7 @@ static void loop_close(struct cg_gthread *gt)
     for (struct cg_gthread_conn *k = gt->conns; k != NULL;) {
         struct cg_gthread_conn *next = k->next;
         if (k->state == CG_GTHREAD_H2 && cg_h2_conn_jobs(k->h2) > 0) {
+            cg_h2_conn_end(k->h2);
             gt->h2_busy = true; /* pool threads still use it: left to the exit */
         } else if (k->state != CG_GTHREAD_RUN) {
             conn_free(gt, k);

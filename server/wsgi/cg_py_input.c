@@ -20,6 +20,23 @@ typedef struct {
     size_t cap;
 } InputObject;
 
+/* One read from the source: what is buffered with the GIL held, else with
+ * the GIL released (it may wait for the client). */
+static ssize_t src_read(InputObject *self, char *dst, size_t n, struct cg_err *err)
+{
+    ssize_t got = CG_BODY_AGAIN;
+
+    if (self->src.read_buffered != NULL) {
+        got = self->src.read_buffered(self->src.ctx, dst, n, err);
+    }
+    if (got == CG_BODY_AGAIN) {
+        Py_BEGIN_ALLOW_THREADS
+        got = self->src.read(self->src.ctx, dst, n, err);
+        Py_END_ALLOW_THREADS
+    }
+    return got;
+}
+
 /* Reads more from the source into buf. Returns bytes added, 0 at EOF, -1
  * with an exception. */
 static Py_ssize_t fill(InputObject *self, size_t want)
@@ -48,9 +65,7 @@ static Py_ssize_t fill(InputObject *self, size_t want)
         self->buf = nb;
         self->cap = cap;
     }
-    Py_BEGIN_ALLOW_THREADS
-    n = self->src.read(self->src.ctx, self->buf + self->len, self->cap - self->len, &err);
-    Py_END_ALLOW_THREADS
+    n = src_read(self, self->buf + self->len, self->cap - self->len, &err);
     if (n < 0) {
         PyErr_Format(PyExc_OSError, "reading the request body: %s", err.msg);
         return -1;
@@ -97,10 +112,7 @@ static PyObject *read_direct(InputObject *self, size_t size)
     }
     while (have < size && self->attached && !self->eof) {
         ssize_t n;
-        char *dst = PyBytes_AS_STRING(out) + have;
-        Py_BEGIN_ALLOW_THREADS
-        n = self->src.read(self->src.ctx, dst, size - have, &err);
-        Py_END_ALLOW_THREADS
+        n = src_read(self, PyBytes_AS_STRING(out) + have, size - have, &err);
         if (n < 0) {
             Py_DECREF(out);
             PyErr_Format(PyExc_OSError, "reading the request body: %s", err.msg);

@@ -15,7 +15,13 @@
 struct cg_body_src {
     ssize_t (*read)(void *ctx, char *buf, size_t n, struct cg_err *err);
     void *ctx;
+    /* Or NULL: read() limited to what needs no I/O (bytes already
+     * buffered), called first with the GIL held, so a body that came with
+     * its head costs no GIL hand-off; CG_BODY_AGAIN when read() must wait. */
+    ssize_t (*read_buffered)(void *ctx, char *buf, size_t n, struct cg_err *err);
 };
+
+#define CG_BODY_AGAIN (-2)
 
 /* Registers the type (once per process). Returns 0 or -1 with a Python
  * exception set. */

@@ -157,8 +157,9 @@ static int send_result(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObject *r
     }
     if (PyList_CheckExact(result) || PyTuple_CheckExact(result)) {
         PyObject *seq = result;
-        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-            if (cg_py_wsgi_resp_write(g, resp, PySequence_Fast_GET_ITEM(seq, i)) < 0) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (cg_py_wsgi_resp_write(g, resp, PySequence_Fast_GET_ITEM(seq, i), i + 1 < n) < 0) {
                 return -1;
             }
             if (resp->write_errno != 0) {
@@ -172,8 +173,19 @@ static int send_result(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObject *r
     if (it == NULL) {
         return -1;
     }
-    while ((item = PyIter_Next(it)) != NULL) {
-        int rc = cg_py_wsgi_resp_write(g, resp, item);
+    /* Chunks the app yields back to back stay in the kernel until a segment
+     * fills; if the next one takes longer than CG_WSGI_HOLD_US, the pause
+     * flusher pushes what was held while the app is still producing it. */
+    for (;;) {
+        if (resp->held) {
+            cg_wsgi_hold_wait(&resp->hold, cg_py_wsgi_now_us());
+        }
+        item = PyIter_Next(it);
+        cg_wsgi_hold_back(&resp->hold);
+        if (item == NULL) {
+            break;
+        }
+        int rc = cg_py_wsgi_resp_write(g, resp, item, true);
         Py_DECREF(item);
         if (rc < 0) {
             Py_DECREF(it);
@@ -363,7 +375,7 @@ bool cg_py_wsgi_handle_sock(struct cg_wsgi *g, struct cg_wsgi_conn *c, bool keep
     struct cg_wsgi_resp resp;
     PyObject *environ = NULL, *input = NULL, *sock = NULL, *result = NULL, *hreq = NULL;
     uint64_t t0 = cg_py_wsgi_now_us();
-    struct cg_body_src src = { cg_wsgi_conn_body_read, c };
+    struct cg_body_src src = { cg_wsgi_conn_body_read, c, cg_wsgi_conn_body_read_buffered };
     bool reuse = false;
 
     cg_metrics_request_start(req);

@@ -221,6 +221,24 @@ static ssize_t body_failed(struct cg_wsgi_conn *c, bool parser_error, struct cg_
     return -1;
 }
 
+/* Feeds the buffered bytes to the body parser; decoded bytes (BODY_DATA)
+ * are copied to out and counted in *got. */
+static enum cg_http_status parse_buffered(struct cg_wsgi_conn *c, char *out, size_t n,
+                                          size_t *got)
+{
+    size_t used = 0, dlen = 0;
+    const char *data = NULL;
+    enum cg_http_status st = cg_http_parser_body(
+        &c->parser, c->in.p + c->in.start, c->in.end - c->in.start, &used, n, &data, &dlen);
+
+    c->in.start += used;
+    if (st == CG_HTTP_BODY_DATA) {
+        memcpy(out, data, dlen);
+        *got = dlen;
+    }
+    return st;
+}
+
 ssize_t cg_wsgi_conn_body_read(void *conn, char *out, size_t n, struct cg_err *err)
 {
     struct cg_wsgi_conn *c = conn;
@@ -233,14 +251,10 @@ ssize_t cg_wsgi_conn_body_read(void *conn, char *out, size_t n, struct cg_err *e
         }
     }
     for (;;) {
-        size_t used = 0, dlen = 0;
-        const char *data = NULL;
-        enum cg_http_status st = cg_http_parser_body(
-            &c->parser, c->in.p + c->in.start, c->in.end - c->in.start, &used, n, &data, &dlen);
-        c->in.start += used;
+        size_t got = 0;
+        enum cg_http_status st = parse_buffered(c, out, n, &got);
         if (st == CG_HTTP_BODY_DATA) {
-            memcpy(out, data, dlen);
-            return (ssize_t)dlen;
+            return (ssize_t)got;
         }
         if (st == CG_HTTP_BODY_DONE) {
             return 0;
@@ -257,6 +271,24 @@ ssize_t cg_wsgi_conn_body_read(void *conn, char *out, size_t n, struct cg_err *e
             return -1;
         }
     }
+}
+
+ssize_t cg_wsgi_conn_body_read_buffered(void *conn, char *out, size_t n, struct cg_err *err)
+{
+    struct cg_wsgi_conn *c = conn;
+    size_t got = 0;
+
+    (void)err;
+    if (c->in.end == c->in.start && !cg_http_parser_body_done(&c->parser)) {
+        return -2;
+    }
+    enum cg_http_status st = parse_buffered(c, out, n, &got);
+    if (st == CG_HTTP_BODY_DATA) {
+        return (ssize_t)got;
+    }
+    /* Done; or more to wait for, an error (the parser keeps it), the
+     * client's close: cg_wsgi_conn_body_read decides. */
+    return st == CG_HTTP_BODY_DONE ? 0 : -2;
 }
 
 bool cg_wsgi_conn_drain(struct cg_wsgi_conn *c, size_t limit)

@@ -103,6 +103,13 @@ enum cg_wsgi_head cg_wsgi_conn_read_head(struct cg_wsgi_conn *c, bool wait);
  * The signature of struct cg_body_src. */
 ssize_t cg_wsgi_conn_body_read(void *conn, char *out, size_t n, struct cg_err *err);
 
+/* cg_wsgi_conn_body_read() limited to the bytes already buffered (no
+ * I/O, so the caller may hold the GIL): the count, 0 at the end of the
+ * body, or -2 (CG_BODY_AGAIN of cg_py_input.h) when the waiting read must
+ * decide (more to receive, an error, the client's close). The signature of
+ * struct cg_body_src's read_buffered. */
+ssize_t cg_wsgi_conn_body_read_buffered(void *conn, char *out, size_t n, struct cg_err *err);
+
 /* Discards the rest of the current body so the connection can carry another
  * request. Gives up (returns false) past `limit` bytes, on error or EOF. */
 bool cg_wsgi_conn_drain(struct cg_wsgi_conn *c, size_t limit);

@@ -150,6 +150,29 @@ static int add_headers(struct cg_wsgi *g, PyObject *env, const struct cg_http_re
     return 0;
 }
 
+/* SERVER_PROTOCOL: "HTTP/1.1" and "HTTP/1.0" made once, others per request. */
+static int add_protocol(struct cg_wsgi *g, PyObject *env, const struct cg_http_request *req)
+{
+    PyObject **cached = req->version_major != 1     ? NULL
+                        : req->version_minor == 1 ? &g->proto_11
+                        : req->version_minor == 0 ? &g->proto_10
+                                                   : NULL;
+    if (cached != NULL && *cached != NULL) {
+        return PyDict_SetItem(env, g->k.SERVER_PROTOCOL, *cached);
+    }
+    PyObject *v = PyUnicode_FromFormat("HTTP/%d.%d", req->version_major, req->version_minor);
+    if (v == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetItem(env, g->k.SERVER_PROTOCOL, v);
+    if (cached != NULL) {
+        *cached = v; /* keeps the reference */
+    } else {
+        Py_DECREF(v);
+    }
+    return rc;
+}
+
 /* REMOTE_ADDR/REMOTE_PORT from the accepted peer (unix peers: "" only). */
 static int add_remote(struct cg_wsgi *g, PyObject *env, const struct sockaddr *peer)
 {
@@ -181,14 +204,21 @@ static int add_remote(struct cg_wsgi *g, PyObject *env, const struct sockaddr *p
 static int add_server(struct cg_wsgi *g, PyObject *env, const struct cg_listener *l,
                       const struct cg_http_span *host, const char *scheme)
 {
-    char port[16];
-
     if (l->family != AF_UNIX) {
-        snprintf(port, sizeof(port), "%d", l->port);
-        if (set_cstr(env, g->k.SERVER_NAME, l->host) < 0) {
-            return -1;
+        if (g->srv_l != l) { /* the same two strings for every request on l */
+            Py_CLEAR(g->srv_name);
+            Py_CLEAR(g->srv_port);
+            g->srv_l = NULL;
+            g->srv_name = PyUnicode_FromString(l->host);
+            g->srv_port = g->srv_name ? PyUnicode_FromFormat("%d", l->port) : NULL;
+            if (g->srv_port == NULL) {
+                return -1;
+            }
+            g->srv_l = l;
         }
-        return set_cstr(env, g->k.SERVER_PORT, port);
+        return PyDict_SetItem(env, g->k.SERVER_NAME, g->srv_name) < 0
+                   ? -1
+                   : PyDict_SetItem(env, g->k.SERVER_PORT, g->srv_port);
     }
     if (host == NULL) {
         /* gunicorn splits the socket path on ":"; a path without ":" gives
@@ -267,16 +297,14 @@ PyObject *cg_py_wsgi_environ(struct cg_wsgi *g, const struct cg_http_request *re
 {
     const struct cg_http_span *host = NULL, *script_hdr = NULL;
     PyObject *env = PyDict_Copy(g->base_environ); /* owned */
-    char proto[32];
 
     if (env == NULL) {
         return NULL;
     }
-    snprintf(proto, sizeof(proto), "HTTP/%d.%d", req->version_major, req->version_minor);
     if (set_span(env, g->k.REQUEST_METHOD, req->method.ptr, req->method.len) < 0 ||
         set_span(env, g->k.QUERY_STRING, req->query.ptr, req->query.len) < 0 ||
         set_span(env, g->k.RAW_URI, req->uri.ptr, req->uri.len) < 0 ||
-        set_cstr(env, g->k.SERVER_PROTOCOL, proto) < 0 ||
+        add_protocol(g, env, req) < 0 ||
         add_headers(g, env, req, &host, &script_hdr) < 0 ||
         set_cstr(env, g->k.wsgi_url_scheme, req->url_scheme) < 0 ||
         add_remote(g, env, peer) < 0 || add_server(g, env, l, host, req->url_scheme) < 0) {

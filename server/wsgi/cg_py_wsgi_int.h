@@ -13,6 +13,7 @@
 #include "cg_http_parser.h"
 #include "cg_http_request.h"
 #include "cg_http_response.h"
+#include "cg_py_wsgi_hold.h"
 #include "cg_listen.h"
 #include "cg_py_wsgi_conn.h"
 #include "cg_py_wsgi.h"
@@ -36,6 +37,9 @@ struct cg_wsgi_resp {
     bool headers_sent;
     bool omits_body_warned;
     int write_errno; /* first send error; the connection is dead after it */
+    bool may_hold;   /* the transport can hold back-to-back chunks (plain TCP) */
+    bool held;       /* the last send left bytes in the kernel (CG_TRANSPORT_MORE) */
+    struct cg_wsgi_hold hold; /* registered with the pause flusher while streaming */
 };
 
 struct cg_wsgi {
@@ -56,6 +60,12 @@ struct cg_wsgi {
     struct cg_http_scheme_header *scheme_headers; /* owned array (strings owned) */
     char script_name[1024]; /* SCRIPT_NAME from the process environment */
     char server_header[64];
+    /* Environ values that repeat, made once (cg_py_wsgi_environ.c): the
+     * protocol of HTTP/1.1 and 1.0 requests, SERVER_NAME and SERVER_PORT of
+     * the last TCP listener seen. All owned, NULL until first needed. */
+    PyObject *proto_11, *proto_10;
+    const struct cg_listener *srv_l;
+    PyObject *srv_name, *srv_port;
 };
 
 /* Builds the environ of one request (new reference), or NULL: with a Python
@@ -74,11 +84,20 @@ void cg_py_wsgi_start_response_unbind(PyObject *sr);
 
 /* Writes body bytes (sending the head first if needed). Returns 0, or -1 with
  * a Python exception set (the app passed a non-bytes value) — a send error
- * is recorded in resp->write_errno and is not an exception. Needs the GIL. */
-int cg_py_wsgi_resp_write(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObject *data);
+ * is recorded in resp->write_errno and is not an exception. `more`: the
+ * caller goes on with the next part at once (a list's items) or waits for
+ * the app with the pause flusher armed (resp->hold, an iterable's chunks),
+ * so the bytes may stay in the kernel until then. Needs the GIL. */
+int cg_py_wsgi_resp_write(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObject *data,
+                          bool more);
 
-/* Sends the head if not yet sent and the final empty chunk if chunked. */
+/* Sends the head if not yet sent and the final empty chunk if chunked, and
+ * pushes what held sends left (cg_py_wsgi_resp_unhold). */
 void cg_py_wsgi_resp_close(struct cg_wsgi *g, struct cg_wsgi_resp *resp);
+
+/* Pushes what the last held send left in the kernel and leaves the pause
+ * flusher (idempotent; also done by cg_py_wsgi_resp_deinit). */
+void cg_py_wsgi_resp_unhold(struct cg_wsgi_resp *resp);
 
 /* Sends a wsgi.file_wrapper result with sendfile(2) when possible. Returns 1
  * if it was sent, 0 if the caller must iterate it instead, -1 with an

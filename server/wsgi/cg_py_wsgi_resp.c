@@ -26,10 +26,11 @@ typedef struct {
 /* Sends; returns 0 or -1 with errno. First one send that cannot block,
  * with the GIL held: a response that fits in the socket buffer (the usual
  * case) then costs no GIL hand-off to another thread. What is left (a full
- * buffer, a large body) is sent with the GIL released, waiting as needed. */
-static int sendv_nogil(struct cg_wsgi_conn *c, struct iovec *iov, int n)
+ * buffer, a large body) is sent with the GIL released, waiting as needed.
+ * flags: CG_TRANSPORT_MORE or 0. */
+static int sendv_nogil(struct cg_wsgi_conn *c, struct iovec *iov, int n, int flags)
 {
-    ssize_t w = cg_transport_sendv(&c->t, iov, n, CG_TRANSPORT_NOWAIT);
+    ssize_t w = cg_transport_sendv(&c->t, iov, n, CG_TRANSPORT_NOWAIT | flags);
     int rc;
 
     if (w == -1) {
@@ -40,7 +41,7 @@ static int sendv_nogil(struct cg_wsgi_conn *c, struct iovec *iov, int n)
         return 0;
     }
     Py_BEGIN_ALLOW_THREADS
-    rc = cg_wsgi_conn_sendv(c, iov, n);
+    rc = cg_transport_sendv_all_flags(&c->t, iov, n, c->io_timeout_ms, flags);
     Py_END_ALLOW_THREADS
     return rc;
 }
@@ -48,7 +49,7 @@ static int sendv_nogil(struct cg_wsgi_conn *c, struct iovec *iov, int n)
 static int send_nogil(struct cg_wsgi_conn *c, const void *buf, size_t len)
 {
     struct iovec iov = { (void *)buf, len };
-    return sendv_nogil(c, &iov, 1);
+    return sendv_nogil(c, &iov, 1, 0);
 }
 
 /* Raises the Python exception matching a response-side error. */
@@ -190,10 +191,27 @@ static PyObject *start_response_call(StartResponseObject *self, PyObject *args, 
     return PyObject_GetAttrString((PyObject *)self, "write");
 }
 
-/* Sends [head] [chunk prefix] data [chunk suffix] with one writev. A send
- * error is recorded in resp->write_errno (the connection is then dead).
- * Returns 0, or -1 with an exception (out of memory formatting the head). */
-static int send_parts(struct cg_wsgi *g, struct cg_wsgi_resp *resp, const char *data, size_t n)
+/* The flags for a send that `more` parts follow: CG_TRANSPORT_MORE when the
+ * transport can hold bytes and the response is registered with the pause
+ * flusher (registered on its first held send). */
+static int hold_flags(struct cg_wsgi_resp *resp, bool more)
+{
+    if (!more || !resp->may_hold) {
+        return 0;
+    }
+    if (!resp->hold.on && !cg_wsgi_hold_begin(&resp->hold, resp->conn->t.fd)) {
+        resp->may_hold = false; /* no flusher thread: send each part now */
+        return 0;
+    }
+    return CG_TRANSPORT_MORE;
+}
+
+/* Sends [head] [chunk prefix] data [chunk suffix] with one writev (held in
+ * the kernel when `more`: see cg_py_wsgi_resp_write). A send error is
+ * recorded in resp->write_errno (the connection is then dead). Returns 0,
+ * or -1 with an exception (out of memory formatting the head). */
+static int send_parts(struct cg_wsgi *g, struct cg_wsgi_resp *resp, const char *data, size_t n,
+                      bool more)
 {
     struct iovec iov[4];
     int niov = 0;
@@ -226,13 +244,18 @@ static int send_parts(struct cg_wsgi *g, struct cg_wsgi_resp *resp, const char *
             iov[niov++] = (struct iovec){ CG_HTTP_CHUNK_SUFFIX, 2 };
         }
     }
-    if (niov > 0 && sendv_nogil(resp->conn, iov, niov) < 0) {
-        resp->write_errno = errno;
+    if (niov > 0) {
+        int flags = hold_flags(resp, more);
+        if (sendv_nogil(resp->conn, iov, niov, flags) < 0) {
+            resp->write_errno = errno;
+        }
+        resp->held = flags != 0;
     }
     return 0;
 }
 
-int cg_py_wsgi_resp_write(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObject *data)
+int cg_py_wsgi_resp_write(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObject *data,
+                          bool more)
 {
     char *p = NULL;
     Py_ssize_t n = 0;
@@ -243,7 +266,7 @@ int cg_py_wsgi_resp_write(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObject
         return -1;
     }
     if (!PyBytes_Check(data)) {
-        if (send_parts(g, resp, NULL, 0) < 0) { /* gunicorn sends the head first */
+        if (send_parts(g, resp, NULL, 0, false) < 0) { /* gunicorn sends the head first */
             return -1;
         }
         PyErr_Format(PyExc_TypeError, "%R is not a byte", data);
@@ -252,7 +275,7 @@ int cg_py_wsgi_resp_write(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObject
     PyBytes_AsStringAndSize(data, &p, &n);
     /* The head goes out now, alone when there is no body part to send with
      * it (send_parts joins them in one writev otherwise). */
-    if ((resp->r.omits_body || n == 0) && send_parts(g, resp, NULL, 0) < 0) {
+    if ((resp->r.omits_body || n == 0) && send_parts(g, resp, NULL, 0, more) < 0) {
         return -1;
     }
     if (resp->r.omits_body) {
@@ -268,9 +291,9 @@ int cg_py_wsgi_resp_write(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObject
     }
     size_t tosend = cg_http_response_body_take(&resp->r, (size_t)n);
     if (tosend == 0) {
-        return send_parts(g, resp, NULL, 0); /* the head, if not out yet */
+        return send_parts(g, resp, NULL, 0, more); /* the head, if not out yet */
     }
-    return send_parts(g, resp, p, tosend);
+    return send_parts(g, resp, p, tosend, more);
 }
 
 void cg_py_wsgi_resp_close(struct cg_wsgi *g, struct cg_wsgi_resp *resp)
@@ -278,14 +301,27 @@ void cg_py_wsgi_resp_close(struct cg_wsgi *g, struct cg_wsgi_resp *resp)
     if (!resp->r.started) {
         return;
     }
-    if (send_parts(g, resp, NULL, 0) < 0) {
+    if (send_parts(g, resp, NULL, 0, false) < 0) {
         PyErr_Clear();
         return;
     }
-    if (resp->r.chunked && resp->write_errno == 0 &&
-        send_nogil(resp->conn, CG_HTTP_CHUNK_LAST, strlen(CG_HTTP_CHUNK_LAST)) < 0) {
-        resp->write_errno = errno;
+    if (resp->r.chunked && resp->write_errno == 0) {
+        /* sent without CG_TRANSPORT_MORE: pushes whatever was held */
+        if (send_nogil(resp->conn, CG_HTTP_CHUNK_LAST, strlen(CG_HTTP_CHUNK_LAST)) < 0) {
+            resp->write_errno = errno;
+        }
+        resp->held = false;
     }
+    cg_py_wsgi_resp_unhold(resp);
+}
+
+void cg_py_wsgi_resp_unhold(struct cg_wsgi_resp *resp)
+{
+    if (resp->held) {
+        cg_transport_push_fd(resp->conn->t.fd);
+        resp->held = false;
+    }
+    cg_wsgi_hold_end(&resp->hold);
 }
 
 /* The file descriptor of wrapper.filelike, or -1 (no exception) when it has
@@ -316,7 +352,7 @@ int cg_py_wsgi_resp_sendfile(struct cg_wsgi *g, struct cg_wsgi_resp *resp, PyObj
     }
     uint64_t nbytes = resp->r.has_length ? (uint64_t)(resp->r.length < 0 ? 0 : resp->r.length)
                                          : (uint64_t)(st.st_size - offset);
-    if (send_parts(g, resp, NULL, 0) < 0) {
+    if (send_parts(g, resp, NULL, 0, false) < 0) {
         return -1;
     }
     if (resp->r.omits_body) {
@@ -355,11 +391,13 @@ void cg_py_wsgi_resp_init(struct cg_wsgi *g, struct cg_wsgi_resp *resp, struct c
     memset(resp, 0, sizeof(*resp));
     resp->conn = c;
     resp->req = req;
+    resp->may_hold = c->l != NULL && cg_transport_can_hold(&c->t, c->l->family);
     cg_http_response_init(&resp->r, req, g->server_header);
 }
 
 void cg_py_wsgi_resp_deinit(struct cg_wsgi_resp *resp)
 {
+    cg_py_wsgi_resp_unhold(resp);
     Py_CLEAR(resp->status);
     cg_http_response_deinit(&resp->r);
 }
@@ -397,7 +435,7 @@ static PyObject *sr_write(StartResponseObject *self, PyObject *data)
         PyErr_SetString(PyExc_RuntimeError, "write() called outside of a request");
         return NULL;
     }
-    if (cg_py_wsgi_resp_write(self->g, self->resp, data) < 0) {
+    if (cg_py_wsgi_resp_write(self->g, self->resp, data, false) < 0) {
         return NULL;
     }
     if (self->resp->write_errno != 0) {

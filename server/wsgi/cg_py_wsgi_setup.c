@@ -281,6 +281,10 @@ void cg_py_wsgi_free(struct cg_wsgi *g)
     Py_CLEAR(g->socket_type);
     Py_CLEAR(g->tls_socket_type);
     Py_CLEAR(g->access_log);
+    Py_CLEAR(g->proto_11);
+    Py_CLEAR(g->proto_10);
+    Py_CLEAR(g->srv_name);
+    Py_CLEAR(g->srv_port);
     cg_http_iplist_free(g->forwarded_ips);
     cg_http_iplist_free(g->proxy_ips);
     for (size_t i = 0; g->scheme_headers != NULL && g->scheme_headers[i].name != NULL; i++) {

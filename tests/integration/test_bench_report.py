@@ -38,3 +38,13 @@ def test_a_row_with_a_peer_gets_its_ratio():
     bars = report.chart_bars([sc], results)
     row = next(b for b in bars if b and b[0].endswith(report.servers.VARIANTS[cg].label))
     assert row[1] == 2.0 and row[3] == "2.00×"
+
+
+def test_instruction_counts_get_their_section():
+    data = {"requests": 200, "classes": {
+        "sync": {"keep-alive": 46624.2, "close": 51356.0},
+        "asgi": {"error": "valgrind is not installed"}}}
+    rows = report.instr_section(data)
+    assert rows[0] == "## Instructions per request (callgrind)"
+    assert "| sync | 46,624 | 51,356 |" in rows
+    assert any(r.startswith("| asgi | not measured: valgrind is not installed") for r in rows)

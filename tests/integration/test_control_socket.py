@@ -5,6 +5,7 @@ of another uid refused whatever the socket's mode, and clients that send
 nothing or a byte at a time while the master keeps supervising (TTIN)."""
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -16,7 +17,7 @@ import pytest
 
 from conftest import GUNICORN, ROOT, VENV, Server
 from dirty_support import APPS_DIR as DIRTY_APPS, COUNTER, arbiter_pid, wait_dirty_workers
-from master_support import get, wait_until
+from master_support import alive, get, read_pid, wait_until
 
 APPS = os.path.join(ROOT, "tests", "apps", "master")
 GUNICORNC = os.path.join(VENV, "bin", "gunicornc")
@@ -349,3 +350,105 @@ def test_dirty_shows_side_by_side():
             w.pop("booted")  # upstream reports false even for a worker that serves
         assert shape(got) == shape(want)
     assert ours["show all"]["dirty_workers"][0]["apps"] == [COUNTER]
+
+
+# ---- USR2 and HUP ----
+
+def arbiter_of(path):
+    rc, data, _ = ctl(None, "show all", path=path)
+    return data["arbiter"]["pid"] if rc == 0 and data else None
+
+
+def test_usr2_hands_the_control_socket_to_the_new_master(tmp_path):
+    """As upstream: the new master binds the path again (the old one's
+    socket is replaced); the old master's exit leaves the new socket in
+    place, and `gunicornc` then talks to the new master."""
+    pidfile = str(tmp_path / "m.pid")
+    path = str(tmp_path / "c.ctl")
+    srv = start(["--control-socket", path, "-p", pidfile])
+    new = None
+    try:
+        wait_until(lambda: arbiter_of(path) == srv.proc.pid, what="the old master answering")
+        srv.signal(signal.SIGUSR2)
+        new = wait_until(lambda: read_pid(pidfile + ".2"), what="the new master")
+        wait_until(lambda: arbiter_of(path) == new, what="the new master answering")
+        srv.signal(signal.SIGQUIT)
+        srv.proc.wait(30)
+        assert os.path.exists(path)
+        assert arbiter_of(path) == new
+        wait_until(lambda: ctl(None, "show workers", path=path)[1]["count"] == 2,
+                   what="the new master's workers")
+    finally:
+        if new:
+            os.kill(new, signal.SIGTERM)
+            wait_until(lambda: not alive(new), 30, "the new master gone")
+        srv.stop()
+    assert not os.path.exists(path)
+
+
+def test_usr2_rollback_gives_the_control_socket_back(tmp_path):
+    """The new master is stopped instead (a rollback): the old master,
+    left running, binds its path again once the new one is gone."""
+    pidfile = str(tmp_path / "m.pid")
+    path = str(tmp_path / "c.ctl")
+    srv = start(["--control-socket", path, "-p", pidfile])
+    try:
+        wait_until(lambda: arbiter_of(path) == srv.proc.pid, what="the old master answering")
+        srv.signal(signal.SIGUSR2)
+        new = wait_until(lambda: read_pid(pidfile + ".2"), what="the new master")
+        wait_until(lambda: arbiter_of(path) == new, what="the new master answering")
+        os.kill(new, signal.SIGTERM)
+        wait_until(lambda: not alive(new), 30, "the new master gone")
+        wait_until(lambda: arbiter_of(path) == srv.proc.pid, what="the old master again")
+        srv.wait_for_log(r"Control socket listening at " + path + r"[\s\S]*"
+                         r"Control socket listening at " + path + r"[\s\S]*"
+                         r"Control socket listening at " + path)
+    finally:
+        srv.stop()
+
+
+def write_conf(path, **settings):
+    with open(path, "w") as f:
+        for k, v in settings.items():
+            f.write("%s = %r\n" % (k, v))
+
+
+def hup_until(srv, pattern, nth=1):
+    srv.signal(signal.SIGHUP)
+    wait_until(lambda: len(re.findall(pattern, srv.log())) >= nth, 20, pattern)
+
+
+def test_hup_moves_the_control_socket(tmp_path):
+    conf = str(tmp_path / "c.conf.py")
+    a, b = str(tmp_path / "a.ctl"), str(tmp_path / "sub" / "b.ctl")
+    write_conf(conf, control_socket=a)
+    srv = start(["-c", conf])
+    try:
+        wait_until(lambda: arbiter_of(a) == srv.proc.pid, what="a")
+        # a -> b (its directory made): a is gone, b answers.
+        write_conf(conf, control_socket=b)
+        hup_until(srv, "Control socket listening at " + re.escape(b))
+        assert not os.path.exists(a)
+        assert arbiter_of(b) == srv.proc.pid
+        # The mode alone.
+        write_conf(conf, control_socket=b, control_socket_mode=0o660)
+        hup_until(srv, "Hang up: Master", 2)
+        wait_until(lambda: stat.S_IMODE(os.stat(b).st_mode) == 0o660, what="mode 0660")
+        # A path that cannot be bound keeps b, and says why.
+        blocker = tmp_path / "file"
+        blocker.write_text("not a directory")
+        bad = str(blocker / "c.ctl")
+        write_conf(conf, control_socket=bad)
+        hup_until(srv, "control_socket '%s'.*keeping %s" % (re.escape(bad), re.escape(b)))
+        assert arbiter_of(b) == srv.proc.pid
+        assert ctl(None, "show config", path=b)[1]["control_socket"] == b
+        # Disabled: b goes; enabled again on a.
+        write_conf(conf, control_socket=b, control_socket_disable=True)
+        hup_until(srv, "Control socket closed")
+        assert not os.path.exists(b)
+        write_conf(conf, control_socket=a)
+        hup_until(srv, "Control socket listening at " + re.escape(a), 2)
+        assert arbiter_of(a) == srv.proc.pid
+    finally:
+        srv.stop()
+    assert not os.path.exists(a)

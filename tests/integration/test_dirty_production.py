@@ -239,6 +239,40 @@ def test_dirty_gpus_one_device_per_worker_and_kept_by_the_replacement(server_fac
     assert new != victim
 
 
+def test_dirty_gpus_shown_by_the_control_socket_and_metrics(server_factory):
+    """The assignment shows in gunicornc's `show all` (each dirty worker's
+    device) and in /metrics (live workers per device), and stays so when a
+    worker is replaced."""
+    from test_control_socket import ctl
+    from test_metrics import Metrics, get, metrics_url
+
+    srv = start(server_factory, [DEVICE], dirty_workers=2,
+                extra=["--dirty-gpus", "0,1", "--metrics-bind", "127.0.0.1:0"])
+    seen = _devices(srv, 2)
+
+    def shown():
+        every = ctl(srv, "show all")[1]
+        return {w["pid"]: w.get("device") for w in every["dirty_workers"]}
+
+    def per_device():
+        code, body = get(metrics_url(srv), "/metrics")
+        assert code == 200
+        m = Metrics(body)
+        return (m.get("cgunicorn_dirty_device_workers", device="0"),
+                m.get("cgunicorn_dirty_device_workers", device="1"))
+
+    wait_until(lambda: shown() == seen, what="show all naming each worker's device")
+    assert per_device() == (1, 1)
+    victim = next(p for p, d in seen.items() if d == "1")
+    os.kill(victim, signal.SIGKILL)
+    arb = arbiter_pid(srv)
+    wait_until(lambda: victim not in children(arb) and len(children(arb)) == 2,
+               what="the replacement")
+    again = _devices(srv, 2, exclude=(victim,))
+    wait_until(lambda: shown() == again, what="show all after the replacement")
+    wait_until(lambda: per_device() == (1, 1), what="one worker per device again")
+
+
 def test_dirty_gpus_round_robin_when_more_workers_than_devices(server_factory):
     srv = start(server_factory, [DEVICE], dirty_workers=3, extra=["--dirty-gpus", "0,1"])
     seen = _devices(srv, 3)

@@ -249,7 +249,6 @@ def test_50mb_upload_read_slowly_keeps_rss_bounded(cls):
     pytest.param("gevent", [], "gevent worker does not serve HTTP/2 in cgunicorn yet",
                  marks=pytest.mark.skipif(importlib.util.find_spec("gevent") is None,
                                           reason="without gevent, that is refused first")),
-    ("asgi", ["--http2-cleartext", "upgrade"], "asgi worker does not serve HTTP/1.1"),
 ])
 def test_refused_at_startup(cls, extra, needle):
     p = run_cmd(["--worker-class", cls, "--http-protocols", "h2,h1"] + extra + ["h2app:app"],
@@ -579,5 +578,64 @@ def test_asgi_scope_of_a_stream():
         assert ["host", "x"] in scope["headers"]
         assert ["cookie", "a=1; b=2"] in scope["headers"]
         assert ["x-mixed", "V"] in scope["headers"]
+    finally:
+        srv.stop()
+
+
+def h2_events_until_closed(s, conn, timeout=20):
+    """Feeds what the server sends to the h2 client `conn` until EOF;
+    returns its events."""
+    s.settimeout(timeout)
+    events = []
+    while True:
+        try:
+            b = s.recv(65536)
+        except (ConnectionResetError, BrokenPipeError):
+            break
+        if not b:
+            break
+        events += conn.receive_data(b)
+        try:
+            s.sendall(conn.data_to_send())
+        except OSError:
+            pass
+    return events
+
+
+@pytest.mark.parametrize("in_flight", [None, "/sleep", "/longsleep"],
+                         ids=["idle", "in_flight", "cut_at_the_grace"])
+@pytest.mark.parametrize("signame", ["SIGQUIT", "SIGINT"])
+@pytest.mark.parametrize("cls", sorted(CLASSES))
+def test_quit_sends_goaway_before_closing(cls, in_flight, signame):
+    # QUIT (and INT) stop quickly, yet an HTTP/2 client still learns it
+    # through a GOAWAY before the connection closes, not through a bare FIN
+    import signal as _signal
+    import h2.config
+    import h2.connection
+    import h2.events
+    srv = start(None, H2C, cls=cls)
+    try:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        hdrs = [(":method", "GET"), (":scheme", "http"), (":authority", "x")]
+        conn.send_headers(1, hdrs + [(":path", "/ok")], end_stream=True)
+        s.sendall(conn.data_to_send())
+        got = []
+        while not any(isinstance(e, h2.events.StreamEnded) for e in got):
+            b = s.recv(65536)
+            assert b, got
+            got += conn.receive_data(b)
+            s.sendall(conn.data_to_send())
+        if in_flight:
+            conn.send_headers(3, hdrs + [(":path", in_flight)], end_stream=True)
+            s.sendall(conn.data_to_send())
+            time.sleep(0.3)
+        srv.signal(getattr(_signal, signame))
+        events = h2_events_until_closed(s, conn)
+        s.close()
+        ends = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        assert ends, events
+        assert ends[0].error_code == 0, ends  # NO_ERROR
     finally:
         srv.stop()

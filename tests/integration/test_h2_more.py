@@ -1,6 +1,7 @@
-"""HTTP/2 under gthread, the parts of issue 18 beyond framing: the
-HTTP/1.1 "Upgrade: h2c" switch (RFC 7540 3.2) with and without a body,
-refused to untrusted peers and for malformed attempts; request trailers in
+"""HTTP/2, the parts of issue 18 beyond framing: the HTTP/1.1 "Upgrade:
+h2c" switch (RFC 7540 3.2) with and without a body, refused to untrusted
+peers and for malformed attempts, under gthread and asgi (each compared
+with upstream's worker of the same class); under gthread, request trailers in
 the post_request hook's req.trailers; a trusted proxy's :scheme as
 wsgi.url_scheme; environ["gunicorn.socket"] answering getpeercert(),
 cipher() and version() on TLS streams. Each compared with upstream
@@ -23,24 +24,55 @@ import h2.config  # noqa: E402
 import h2.events  # noqa: E402
 
 APPS = os.path.join(ROOT, "tests", "apps", "http")
-BASE = ["--worker-class", "gthread", "--threads", "4", "--workers", "1",
-        "--http-protocols", "h2,h1", "-c", "h2more_conf.py"]
+BASE = ["--workers", "1", "--http-protocols", "h2,h1", "-c", "h2more_conf.py"]
+# worker class -> its arguments and the app: h2more's WSGI environ, or
+# h2asgi's ASGI scope, as JSON
+CLASSES = {
+    "gthread": (["--worker-class", "gthread", "--threads", "4"], "h2more:app"),
+    "asgi": (["--worker-class", "asgi"], "h2asgi:app"),
+}
 TRUSTED = ["--forwarded-allow-ips", "127.0.0.1"]
 UNTRUSTED = ["--forwarded-allow-ips", "10.9.9.9"]
 ENV_SKIP = ("SERVER_PORT", "HTTP_HOST", "SERVER_NAME")
 
 
-def start(binary, args, env=None):
-    return Server(BASE + list(args) + ["h2more:app"], cwd=APPS, binary=binary, env=env)
+def start(binary, args, env=None, cls="gthread"):
+    cls_args, app = CLASSES[cls]
+    return Server(cls_args + BASE + list(args) + [app], cwd=APPS, binary=binary, env=env)
 
 
-@pytest.fixture(scope="module")
-def upgrade_pair():
-    pair = (start(None, ["--http2-cleartext", "upgrade"] + TRUSTED),
-            start(GUNICORN, ["--http2-cleartext", "upgrade"] + TRUSTED))
+@pytest.fixture(scope="module", params=sorted(CLASSES))
+def upgrade_pair(request):
+    args = ["--http2-cleartext", "upgrade"] + TRUSTED
+    pair = (start(None, args, cls=request.param), start(GUNICORN, args, cls=request.param))
     yield pair
     for s in pair:
         s.stop()
+
+
+# ---- what the app saw, from a WSGI environ or an ASGI scope ---------------
+
+def protocol(env):
+    if "http_version" in env:
+        return "HTTP/" + {"2": "2.0"}.get(env["http_version"], env["http_version"])
+    assert env["SERVER_PROTOCOL"] != "HTTP/2.0" or env["HTTP_VERSION"] == "2", env
+    return env["SERVER_PROTOCOL"]
+
+
+def header(env, name):
+    if "headers" in env:
+        vals = [v for k, v in env["headers"] if k == name.lower()]
+        return vals[-1] if vals else None
+    key = name.upper().replace("-", "_")
+    return env.get(key if key in ("CONTENT_LENGTH", "CONTENT_TYPE") else "HTTP_" + key)
+
+
+def path_of(env):
+    return env.get("path", env.get("PATH_INFO"))
+
+
+def method_of(env):
+    return env.get("method", env.get("REQUEST_METHOD"))
 
 
 # ---- a small HTTP/2 client over a socket, on the h2 package ---------------
@@ -170,9 +202,9 @@ def test_upgrade_without_body_matches_upstream(upgrade_pair):
         assert kind == "h2"
         assert one[0] == "200" and three[0] == "200", (one, three)
         env = env_of(one)
-        assert env["SERVER_PROTOCOL"] == "HTTP/2.0" and env["HTTP_VERSION"] == "2"
-        assert "HTTP_UPGRADE" not in env and "HTTP_HTTP2_SETTINGS" not in env
-        assert env_of(three)["PATH_INFO"] == "/second"
+        assert protocol(env) == "HTTP/2.0"
+        assert header(env, "upgrade") is None and header(env, "http2-settings") is None
+        assert path_of(env_of(three)) == "/second"
     assert norm(got[0][1]) == norm(got[1][1])
     assert norm(got[0][2]) == norm(got[1][2])
 
@@ -185,8 +217,8 @@ def test_upgrade_with_body_matches_upstream(upgrade_pair, size):
     for kind, one, _ in got:
         assert kind == "h2"
         env = env_of(one)
-        assert env["body_len"] == size and env["CONTENT_LENGTH"] == str(size)
-        assert env["REQUEST_METHOD"] == "POST"
+        assert env["body_len"] == size and header(env, "content-length") == str(size)
+        assert method_of(env) == "POST" and protocol(env) == "HTTP/2.0"
     assert norm(got[0][1]) == norm(got[1][1])
 
 
@@ -204,7 +236,7 @@ def test_upgrade_with_chunked_body_matches_upstream(upgrade_pair):
     for kind, one, _ in got:
         assert kind == "h2"
         env = env_of(one)
-        assert env["body_len"] == 5 and "CONTENT_LENGTH" not in env
+        assert env["body_len"] == 5 and header(env, "content-length") is None
     assert norm(got[0][1]) == norm(got[1][1])
 
 
@@ -217,9 +249,42 @@ def test_upgrade_with_chunked_body_over_64k_ends_the_connection(upgrade_pair):
     assert kind == "h1" and line == "" and raw == b"\r\n\r\n", (kind, line, raw[:100])
 
 
+def test_upgrade_with_expect_100_continue_gets_100_then_101(upgrade_pair):
+    # upstream answers no 100 on an upgrade (the client waits out its own
+    # expect timeout); cgunicorn sends it before reading the body, then 101
+    conn = new_conn()
+    offer = conn.initiate_upgrade_connection().decode()
+    preface = conn.data_to_send()
+    s = socket.create_connection(("127.0.0.1", upgrade_pair[0].port), timeout=20)
+    s.sendall(("POST /expect HTTP/1.1\r\nHost: localhost\r\n"
+               "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+               "HTTP2-Settings: %s\r\nContent-Length: 3\r\n"
+               "Expect: 100-continue\r\n\r\n" % offer).encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        b = s.recv(65536)
+        assert b, data
+        data += b
+    assert data.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), data
+    s.sendall(b"abc")
+    data = data[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
+    while b"\r\n\r\n" not in data:
+        b = s.recv(65536)
+        assert b, data
+        data += b
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    s.sendall(preface)
+    one = read_stream(s, conn, 1, rest)
+    s.close()
+    env = env_of(one)
+    assert one[0] == "200" and env["body_len"] == 3 and protocol(env) == "HTTP/2.0"
+
+
 @pytest.mark.parametrize("case", ["settings_twice", "settings_bad_base64", "settings_bad_push",
                                   "body_too_large", "no_connection_token", "upgrade_websocket"])
-def test_malformed_upgrade_is_served_as_http11_like_upstream(upgrade_pair, case):
+def test_malformed_upgrade_is_served_as_http11_like_upstream(upgrade_pair, case, request):
+    cls = request.node.callspec.params["upgrade_pair"]
     kw = {}
     good = base64.urlsafe_b64encode(b"\x00\x03\x00\x00\x00\x64").rstrip(b"=").decode()
     if case == "settings_twice":
@@ -235,10 +300,16 @@ def test_malformed_upgrade_is_served_as_http11_like_upstream(upgrade_pair, case)
     elif case == "upgrade_websocket":
         kw["headers"] = [("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "websocket")]
     got = [upgrade(srv.port, "/m", **kw) for srv in upgrade_pair]
+    if cls == "asgi" and case == "upgrade_websocket":
+        # both asgi workers take it for a WebSocket handshake (no key): 426
+        for kind, line, raw in got:
+            assert kind == "h1" and line == "HTTP/1.1 426 Upgrade Required", line
+            assert raw.endswith(b"\r\n\r\nUpgrade Required"), raw
+        return
     for kind, line, raw in got:
         assert kind == "h1" and line.startswith("HTTP/1.1 200"), (case, line)
         env = h1_env(raw)
-        assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
+        assert protocol(env) == "HTTP/1.1"
     envs = [h1_env(raw) for _, _, raw in got]
     for e in envs:
         for k in ENV_SKIP:
@@ -246,25 +317,33 @@ def test_malformed_upgrade_is_served_as_http11_like_upstream(upgrade_pair, case)
     assert envs[0] == envs[1]
 
 
-def test_untrusted_peer_is_not_upgraded():
-    pair = (start(None, ["--http2-cleartext", "upgrade"] + UNTRUSTED),
-            start(GUNICORN, ["--http2-cleartext", "upgrade"] + UNTRUSTED))
+@pytest.mark.parametrize("cls", sorted(CLASSES))
+def test_untrusted_peer_is_not_upgraded(cls):
+    pair = (start(None, ["--http2-cleartext", "upgrade"] + UNTRUSTED, cls=cls),
+            start(GUNICORN, ["--http2-cleartext", "upgrade"] + UNTRUSTED, cls=cls))
     try:
         got = [upgrade(srv.port, "/u", body=b"data") for srv in pair]
         for kind, line, raw in got:
             assert kind == "h1" and line.startswith("HTTP/1.1 200"), line
             env = h1_env(raw)
-            assert env["SERVER_PROTOCOL"] == "HTTP/1.1" and env["HTTP_UPGRADE"] == "h2c"
+            assert protocol(env) == "HTTP/1.1" and header(env, "upgrade") == "h2c"
             assert env["body_len"] == 4
+        envs = [h1_env(raw) for _, _, raw in got]
+        for e in envs:
+            for k in ENV_SKIP:
+                e.pop(k, None)
+        assert envs[0] == envs[1]
     finally:
         for s in pair:
             s.stop()
 
 
-def test_both_serves_prior_knowledge_and_upgrade_on_one_port():
-    srv = start(None, ["--http2-cleartext", "both"] + TRUSTED)
+@pytest.mark.parametrize("cls", sorted(CLASSES))
+def test_both_serves_prior_knowledge_and_upgrade_on_one_port(cls):
+    srv = start(None, ["--http2-cleartext", "both"] + TRUSTED, cls=cls)
     try:
         assert "upgrade is not implemented" not in srv.log()
+        assert "not built for asgi" not in srv.log()
         kind, one, _ = upgrade(srv.port, "/b")
         assert kind == "h2" and one[0] == "200"
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
@@ -275,7 +354,7 @@ def test_both_serves_prior_knowledge_and_upgrade_on_one_port():
         s.sendall(conn.data_to_send())
         res = read_stream(s, conn, 1)
         s.close()
-        assert res[0] == "200" and env_of(res)["PATH_INFO"] == "/pk"
+        assert res[0] == "200" and path_of(env_of(res)) == "/pk"
         # an HTTP/1.1 request without an upgrade is no error with "both"
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
         s.sendall(b"GET /h1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

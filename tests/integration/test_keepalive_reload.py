@@ -160,6 +160,38 @@ def test_quit_ends_an_idle_keepalive_connection_with_a_fin(tmp_path, kind):
         assert srv.proc.wait(20) == 0
 
 
+GAP_APP = {"gthread": "app:gap_app", "asgi": "app:asgi_gap_app"}
+
+
+def test_quit_keeps_a_keepalive_the_response_announced(kind):
+    """QUIT lands after a response's head went out without "Connection:
+    close" and before its body ends (the old master's workers after USR2,
+    under keep-alive load). The client, told the connection stays open,
+    sends its next request on it: that request is answered (with
+    "Connection: close"), not met by a close. The head is read before the
+    signal is sent, so the order is fixed."""
+    srv = Server(["--chdir", APPS, "-k", kind, "--threads", "2", "-w", "1",
+                  "--keep-alive", "30", GAP_APP[kind]], cwd=APPS, env={"GAP_SECONDS": "0.6"})
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+        conn.request("GET", "/gap")
+        resp = conn.getresponse()  # the head: keep-alive announced
+        assert resp.status == 200 and not resp.will_close
+        srv.signal(signal.SIGQUIT)
+        assert resp.read() == b"gap\n"
+        try:
+            conn.request("GET", "/")
+            nxt = conn.getresponse()
+            got = (nxt.status, nxt.read().startswith(b"pid="), nxt.will_close)
+        except (OSError, http.client.HTTPException) as e:
+            got = e
+        conn.close()
+        assert got == (200, True, True), got
+        assert srv.proc.wait(20) == 0
+    finally:
+        srv.stop()
+
+
 def quit_during_slow_request(kind, seconds):
     """QUIT while a /slow request of `seconds` runs on a kept-alive
     connection; returns (its response or the exception, the master's exit

@@ -5,8 +5,10 @@ and checked against a strict reading of the 0.0.4 format."""
 import http.client
 import os
 import re
+import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -14,7 +16,7 @@ import time
 import pytest
 import requests
 
-from master_support import wait_until
+from master_support import alive, children, read_pid, wait_until
 
 try:
     from prometheus_client.parser import text_string_to_metric_families
@@ -458,3 +460,202 @@ def test_head_gives_the_head_only(server_factory, appdir):
     r = conn.getresponse()
     assert r.status == 200 and int(r.headers["Content-Length"]) > 0 and r.read() == b""
     assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+
+
+# ---- gevent and HTTP/2 requests are counted too ----
+
+def test_gevent_requests_counted(server_factory, appdir):
+    srv = start(server_factory, appdir, extra=["--worker-class", "gevent",
+                                               "--worker-connections", "50"])
+    with requests.Session() as s:
+        for i in range(60):
+            assert s.get(srv.url + ("/missing" if i % 3 == 0 else "/"), timeout=10).status_code
+    m = scrape(srv)
+    assert m.get("cgunicorn_requests_total", method="GET", status="200") == 40
+    assert m.get("cgunicorn_requests_total", method="GET", status="404") == 20
+    assert m.get("cgunicorn_request_duration_seconds_count") == 60
+    wait_until(lambda: scrape(srv).get("cgunicorn_requests_in_flight") == 0, 10, "idle")
+
+
+@pytest.mark.parametrize("worker_class,app", [("gthread", "metapp:app"),
+                                              ("asgi", "metasgi:app")])
+def test_http2_streams_counted(server_factory, appdir, worker_class, app):
+    """h2c with prior knowledge: h2load's 100 requests over 10 streams of
+    one connection, then httpx's POSTs, each stream one request."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("h2")
+    srv = start(server_factory, appdir, workers=1, app=app,
+                extra=["--worker-class", worker_class, "--threads", "4",
+                       "--http-protocols", "h2,h1", "--http2-cleartext", "prior-knowledge"])
+    h2load = shutil.which("h2load")
+    gets = 0
+    if h2load is not None:
+        r = subprocess.run([h2load, "-n", "100", "-c", "1", "-m", "10", srv.url + "/"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "100 succeeded" in r.stdout, r.stdout + r.stderr
+        gets = 100
+    with httpx.Client(http2=True, http1=False, timeout=20) as c:
+        for i in range(7):
+            resp = c.post(srv.url + "/", content=b"x" * 10)
+            assert resp.status_code == 200 and resp.http_version == "HTTP/2"
+    m = scrape(srv)
+    assert m.get("cgunicorn_requests_total", method="GET", status="200") == gets
+    assert m.get("cgunicorn_requests_total", method="POST", status="200") == 7
+    assert m.get("cgunicorn_request_duration_seconds_count") == gets + 7
+    wait_until(lambda: scrape(srv).get("cgunicorn_requests_in_flight") == 0, 10, "idle")
+
+
+# ---- USR2: the new master serves on the old master's metrics listener ----
+
+def new_master(pidfile):
+    return wait_until(lambda: read_pid(pidfile + ".2"), 30, "the new master's pid file")
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_usr2_new_master_serves_the_same_metrics_listener(server_factory, appdir, kind):
+    """The metrics listener travels to the new master like the HTTP ones
+    (CGUNICORN_METRICS_FD beside GUNICORN_FD): after QUIT to the old master
+    the same address answers, from the new master, with its workers, and
+    /readyz never said 503 during the handoff (the old master stops serving
+    its copy instead of draining it)."""
+    pidfile = os.path.join(appdir, "m.pid")
+    bind = "127.0.0.1:0" if kind == "tcp" else "unix:" + os.path.join(appdir, "met.sock")
+    srv = start(server_factory, appdir, workers=1, bind=bind, extra=["-p", pidfile])
+    url = metrics_url(srv)
+    old = srv.proc.pid
+    for i in range(3):
+        requests.get(srv.url + "/", timeout=10)
+    assert scrape(srv).get("cgunicorn_requests_total") == 3
+    os.kill(old, signal.SIGUSR2)
+    new = new_master(pidfile)
+    try:
+        wait_until(lambda: len([c for c in children(new)]) == 1, 30, "the new master's worker")
+        wait_until(lambda: srv.log().count("Serving metrics at: " + url) == 2, 20,
+                   "the new master serving metrics at " + url)
+        assert "metrics_bind" not in srv.log()
+        codes = []
+        stop = threading.Event()
+
+        def probe():
+            while not stop.is_set():
+                try:
+                    r = get(url, "/readyz", timeout=10)
+                    codes.append(r[0] if r[0] == 200 else r)
+                except OSError as e:
+                    codes.append(repr(e))
+        t = threading.Thread(target=probe)
+        t.start()
+        try:
+            os.kill(old, signal.SIGQUIT)
+            srv.proc.wait(30)
+            wait_until(lambda: read_pid(pidfile) == new, 20, "the new master promoted")
+            n = len(codes)
+            wait_until(lambda: len(codes) > n + 5, 20, "probes after the handoff")
+        finally:
+            stop.set()
+            t.join(30)
+        assert codes and set(codes) == {200}, codes
+        if kind == "unix":
+            assert os.path.exists(url[5:])
+        m = scrape(srv)
+        assert worker_pids(m) == children(new)
+        requests.get(srv.url + "/", timeout=10)
+        assert scrape(srv).get("cgunicorn_requests_total") == 1  # the new master's count
+    finally:
+        os.kill(new, signal.SIGTERM)
+        wait_until(lambda: not alive(new), 30, "the new master gone")
+    if kind == "unix":
+        assert not os.path.exists(url[5:])  # the promoted master owns the path
+
+
+def test_usr2_with_another_metrics_bind_binds_it(server_factory, appdir):
+    """A new master whose metrics_bind differs (a new config) binds its own
+    address and drops the old master's socket."""
+    pidfile = os.path.join(appdir, "m.pid")
+    conf = os.path.join(appdir, "met.conf.py")
+    a, b = os.path.join(appdir, "a.sock"), os.path.join(appdir, "b.sock")
+    with open(conf, "w") as f:
+        f.write("metrics_bind = %r\nworkers = 1\n" % ("unix:" + a))
+    srv = server_factory(["-c", conf, "-p", pidfile, "metapp:app"], cwd=appdir)
+    wait_ready(srv)
+    with open(conf, "w") as f:
+        f.write("metrics_bind = %r\nworkers = 1\n" % ("unix:" + b))
+    os.kill(srv.proc.pid, signal.SIGUSR2)
+    new = new_master(pidfile)
+    try:
+        srv.wait_for_log("Serving metrics at: unix:" + b)
+        wait_until(lambda: len(children(new)) == 1, 30, "the new master's worker")
+        wait_until(lambda: get("unix:" + b, "/readyz")[0] == 200, 20, "b ready")
+        assert get("unix:" + a, "/healthz")[0] == 200  # the old master still serves a
+        os.kill(srv.proc.pid, signal.SIGQUIT)
+        srv.proc.wait(30)
+        assert worker_pids(Metrics(get("unix:" + b, "/metrics")[1])) == children(new)
+    finally:
+        os.kill(new, signal.SIGTERM)
+        wait_until(lambda: not alive(new), 30, "the new master gone")
+
+
+# ---- HUP moves metrics_bind ----
+
+def write_conf(path, **settings):
+    with open(path, "w") as f:
+        for k, v in settings.items():
+            f.write("%s = %r\n" % (k, v))
+
+
+def hup_and_wait(srv, pattern, nth):
+    """HUP, then wait for the nth occurrence of `pattern` in the log."""
+    srv.signal(signal.SIGHUP)
+    wait_until(lambda: len(re.findall(pattern, srv.log())) >= nth, 20, pattern)
+
+
+def test_hup_moves_metrics_bind(server_factory, appdir):
+    conf = os.path.join(appdir, "met.conf.py")
+    a, b = os.path.join(appdir, "a.sock"), os.path.join(appdir, "b.sock")
+    write_conf(conf, workers=1, metrics_bind="unix:" + a)
+    srv = server_factory(["-c", conf, "metapp:app"], cwd=appdir)
+    wait_until(lambda: os.path.exists(a) and get("unix:" + a, "/readyz")[0] == 200, 30, "a")
+    for i in range(4):
+        requests.get(srv.url + "/", timeout=10)
+    # a -> b: the old address closes (its file goes), the counts carry on.
+    write_conf(conf, workers=1, metrics_bind="unix:" + b)
+    hup_and_wait(srv, re.escape("Serving metrics at: unix:" + b), 1)
+    assert not os.path.exists(a)
+    assert Metrics(get("unix:" + b, "/metrics")[1]).get("cgunicorn_requests_total") == 4
+    # A value that cannot be bound keeps b, and says why.
+    bad = os.path.join(appdir, "no-such-dir", "c.sock")
+    write_conf(conf, workers=1, metrics_bind="unix:" + bad)
+    hup_and_wait(srv, "metrics_bind 'unix:%s'.*keeping unix:%s" % (re.escape(bad), re.escape(b)),
+                 1)
+    assert get("unix:" + b, "/healthz")[0] == 200
+    # Retried on the next HUP (the running value is still b), then fixed: TCP.
+    write_conf(conf, workers=1, metrics_bind="127.0.0.1:0")
+    hup_and_wait(srv, r"Serving metrics at: http://127\.0\.0\.1:\d+", 1)
+    assert not os.path.exists(b)
+    url = re.findall(r"Serving metrics at: (http://\S+)", srv.log())[-1]
+    requests.get(srv.url + "/", timeout=10)
+    wait_until(lambda: Metrics(get(url, "/metrics")[1]).get("cgunicorn_requests_total") == 5,
+               20, "5 requests counted")
+    # Unset: no metrics listener any more.
+    write_conf(conf, workers=1)
+    hup_and_wait(srv, "Stopped serving metrics at: " + re.escape(url), 1)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url + "/healthz", timeout=5)
+
+
+def test_hup_turns_metrics_on(server_factory, appdir):
+    """metrics_bind set by a HUP: the region is mapped then, and the
+    workers the HUP starts count into it."""
+    conf = os.path.join(appdir, "met.conf.py")
+    a = os.path.join(appdir, "a.sock")
+    write_conf(conf, workers=2)
+    srv = server_factory(["-c", conf, "metapp:app"], cwd=appdir)
+    requests.get(srv.url + "/", timeout=10)
+    write_conf(conf, workers=2, metrics_bind="unix:" + a)
+    hup_and_wait(srv, re.escape("Serving metrics at: unix:" + a), 1)
+    wait_until(lambda: get("unix:" + a, "/readyz")[0] == 200, 30, "/readyz 200")
+    for i in range(6):
+        requests.get(srv.url + "/", timeout=10)
+    m = Metrics(get("unix:" + a, "/metrics")[1])
+    assert m.get("cgunicorn_requests_total") == 6
+    assert len(worker_pids(m)) == 2

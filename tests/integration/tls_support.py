@@ -60,6 +60,21 @@ class Certs:
         return ctx
 
 
+def read_to_eof(s):
+    """What the TLS socket s receives until the server closes (an alert
+    or a reset ends it too)."""
+    data = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except ssl.SSLError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def https_get(port, path="/", ctx=None, host="localhost", server_hostname=None, timeout=10,
               headers=(), body=b"", method="GET"):
     """One request over a new TLS connection; returns (status, headers dict, body, the
@@ -74,15 +89,7 @@ def https_get(port, path="/", ctx=None, host="localhost", server_hostname=None, 
             head += "Content-Length: %d\r\n" % len(body)
         s.sendall(head.encode() + b"\r\n" + body)
         peer = s.getpeercert(binary_form=True)
-        data = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ssl.SSLError:
-                break
-            if not chunk:
-                break
-            data += chunk
+        data = read_to_eof(s)
     finally:
         s.close()
     head, _, rest = data.partition(b"\r\n\r\n")

@@ -6,8 +6,6 @@ mapping of atoms (gunicorn's `access_log_format` semantics): unknown atoms
 print as "-", `{header}i`, `{header}o` and `{var}e` atoms are looked up
 case-insensitively, and double quotes inside string atoms are escaped.
 """
-import base64
-import binascii
 import os
 import sys
 import time
@@ -37,6 +35,8 @@ def _basic_user(environ):
     parts = auth.split(" ", 1)
     if len(parts) != 2:
         return None
+    import base64  # only for a Basic Authorization header: not loaded otherwise
+    import binascii
     try:
         return base64.b64decode(parts[1].strip().encode("utf-8")).split(b":", 1)[0].decode("utf-8")
     except (TypeError, binascii.Error, UnicodeDecodeError):

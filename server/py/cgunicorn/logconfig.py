@@ -11,9 +11,7 @@ and filters of the user's configuration then see the same records they see
 under gunicorn: the error log's message text, and for the access log the
 `access_log_format` string with the atoms mapping as its argument.
 """
-import json
 import logging
-import logging.config
 import os
 import sys
 
@@ -118,6 +116,7 @@ def setup(values):
         if os.path.exists(path):
             try:
                 with open(path) as f:
+                    import json  # only for logconfig_json
                     config.update(json.load(f))
             except (OSError, ValueError) as exc:
                 raise RuntimeError("logconfig_json %r: %s" % (path, exc)) from exc
@@ -129,8 +128,10 @@ def setup(values):
         defaults = {k: str(v) for k, v in _defaults().items()}
         defaults["__file__"] = path
         defaults["here"] = os.path.dirname(path)
+        # imported here: it pulls in logging.handlers, socketserver, pickle
+        from logging import config as logging_config
         try:
-            logging.config.fileConfig(path, defaults=defaults, disable_existing_loggers=False)
+            logging_config.fileConfig(path, defaults=defaults, disable_existing_loggers=False)
         except Exception as exc:
             raise RuntimeError("logconfig %r: %s: %s" % (path, type(exc).__name__, exc)) from exc
     _active = True
@@ -138,8 +139,9 @@ def setup(values):
 
 
 def _dict_config(config, what):
+    from logging import config as logging_config  # only when configured (memory)
     try:
-        logging.config.dictConfig(config)
+        logging_config.dictConfig(config)
     except (AttributeError, ImportError, ValueError, TypeError) as exc:
         raise RuntimeError("%s: %s" % (what, exc)) from exc
 

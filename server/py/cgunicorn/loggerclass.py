@@ -10,7 +10,6 @@ request_time) with objects shaped as gunicorn's (resp.status, resp.headers,
 resp.sent; req.headers; a timedelta); USR1 calls reopen_files(). Without
 logger_class none of this runs: the logs are written as before.
 """
-import datetime
 import importlib
 
 DEFAULT = ("gunicorn.glogging.Logger", "glogging.Logger")
@@ -145,6 +144,7 @@ class AccessLog:
                          resp_headers, sent)
         req = _Request(environ, req_headers)
         try:
+            import datetime  # only with a logger_class: not loaded otherwise
             logger.access(resp, req, environ, datetime.timedelta(seconds=secs,
                                                                   microseconds=usecs))
         except Exception:  # a logger's failure must not break serving

@@ -67,6 +67,10 @@ def app(environ, start_response):
         out = json.dumps({"total": total, "sha": h.hexdigest(), "peak_rss_kb": peak}).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
         return [out]
+    if path == "/longsleep":  # outlasts a QUIT's grace
+        time.sleep(4.0)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slept"]
     if path == "/sleep":
         time.sleep(1.0)
         start_response("200 OK", [("Content-Type", "text/plain")])

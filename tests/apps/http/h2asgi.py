@@ -80,6 +80,9 @@ async def app(scope, receive, send):
                 break
         out = json.dumps({"total": total, "sha": h.hexdigest(), "peak_rss_kb": peak}).encode()
         return await _reply(send, 200, [("content-type", "application/json")], out)
+    if path == "/longsleep":  # outlasts a QUIT's grace
+        await asyncio.sleep(4.0)
+        return await _reply(send, 200, [("content-type", "text/plain")], b"slept")
     if path == "/sleep":
         await asyncio.sleep(1.0)
         return await _reply(send, 200, [("content-type", "text/plain")], b"slept")

@@ -29,6 +29,33 @@ def slow_app(environ, start_response):
     return app(environ, start_response)
 
 
+def gap_app(environ, start_response):
+    """/gap sends its head and half its body, pauses GAP_SECONDS (default
+    0.6), then sends the rest: a stop that arrives in the pause finds a
+    response whose head already announced keep-alive."""
+    if environ.get("PATH_INFO") != "/gap":
+        return app(environ, start_response)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+
+    def body():
+        yield b"ga"
+        time.sleep(float(os.environ.get("GAP_SECONDS", "0.6")))
+        yield b"p\n"
+    return body()
+
+
+async def asgi_gap_app(scope, receive, send):
+    """The ASGI twin of gap_app."""
+    if scope["type"] != "http" or scope["path"] != "/gap":
+        return await asgi_app(scope, receive, send)
+    import asyncio
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"4")]})
+    await send({"type": "http.response.body", "body": b"ga", "more_body": True})
+    await asyncio.sleep(float(os.environ.get("GAP_SECONDS", "0.6")))
+    await send({"type": "http.response.body", "body": b"p\n"})
+
+
 async def asgi_app(scope, receive, send):
     """The ASGI twin of app/slow_app: / names the worker, /slow takes
     SLOW_SECONDS."""

@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "cg_transport_tls.h"
 
@@ -163,6 +164,48 @@ static void test_handshake_would_block_then_data(void)
     close(sv[1]);
 }
 
+/* What a client sends right behind its Finished (a TLS 1.3 client's first
+ * request, here two records) is read with the handshake's last read(2),
+ * which reads ahead: the recv that finishes the handshake returns all of
+ * it, and nothing stays inside the transport, where the socket's
+ * readiness would not announce it. */
+static void test_data_behind_the_finished_comes_out_at_once(void)
+{
+    int sv[2];
+    struct cg_transport t;
+    struct peer c;
+    char buf[16384];
+    size_t w = 0;
+
+    pair(sv, true);
+    cg_transport_init(&t, sv[0]);
+    client_open(&c, sv[1]);
+    for (int i = 0; i < 100; i++) {
+        SSL_do_handshake(c.ssl);
+        if (SSL_is_init_finished(c.ssl)) {
+            break;
+        }
+        CG_CHECK_INT(cg_transport_recv(&t, buf, sizeof(buf), 0), CG_TRANSPORT_AGAIN);
+    }
+    CG_CHECK(SSL_is_init_finished(c.ssl));
+    CG_CHECK_INT(SSL_write_ex(c.ssl, "GET / ", 6, &w), 1);
+    CG_CHECK_INT(SSL_write_ex(c.ssl, "HTTP/1.1\r\n\r\n", 12, &w), 1);
+    CG_CHECK_INT(cg_transport_recv(&t, buf, sizeof(buf), 0), 18);
+    CG_CHECK(memcmp(buf, "GET / HTTP/1.1\r\n\r\n", 18) == 0);
+    CG_CHECK_INT(cg_transport_unread(&t), 0);
+    CG_CHECK_INT(cg_transport_recv(&t, buf, sizeof(buf), 0), CG_TRANSPORT_AGAIN);
+    /* after the handshake, records are read one at a time again */
+    CG_CHECK_INT(SSL_write_ex(c.ssl, "abc", 3, &w), 1);
+    CG_CHECK_INT(SSL_write_ex(c.ssl, "def", 3, &w), 1);
+    CG_CHECK_INT(cg_transport_recv(&t, buf, sizeof(buf), 0), 3);
+    CG_CHECK_INT(cg_transport_unread(&t) > 0, 1); /* the next record, in the kernel */
+    CG_CHECK_INT(cg_transport_recv(&t, buf + 3, sizeof(buf) - 3, 0), 3);
+    CG_CHECK(memcmp(buf, "abcdef", 6) == 0);
+    cg_transport_close(&t);
+    client_close(&c);
+    close(sv[1]);
+}
+
 /* A plaintext client: the handshake fails, the op returns -1. */
 static void test_garbage_fails_the_handshake(void)
 {
@@ -199,6 +242,68 @@ static void test_blocking_handshake_is_bounded(void)
     close(sv[1]);
 }
 
+/* A certificate for `cn` signed by issuer_key as `issuer` (NULL: itself). */
+static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key)
+{
+    X509 *x = X509_new();
+
+    CG_CHECK(x != NULL);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), issuer != NULL ? 2 : 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, key);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                               (const unsigned char *)cn, -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(issuer != NULL ? issuer : x));
+    if (issuer == NULL) {
+        X509V3_CTX v3;
+        X509V3_set_ctx_nodb(&v3);
+        X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+        X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints,
+                                                  "critical,CA:TRUE");
+        CG_CHECK(ext != NULL && X509_add_ext(x, ext, -1) == 1);
+        X509_EXTENSION_free(ext);
+    }
+    CG_CHECK(X509_sign(x, issuer_key != NULL ? issuer_key : key, EVP_sha256()) > 0);
+    return x;
+}
+
+/* ctx_check builds the chain a full handshake sends once, from the verify
+ * store as OpenSSL's auto-chain would on every handshake (the CA found
+ * there, the root included); a chain the certfile brought stays as it is. */
+static void test_ctx_check_builds_the_chain_once(void)
+{
+    struct cg_err err = { { 0 } };
+    EVP_PKEY *ca_key = EVP_EC_gen("P-256"), *key = EVP_EC_gen("P-256");
+    X509 *ca = make_cert("unit CA", ca_key, NULL, NULL);
+    X509 *leaf = make_cert("unit leaf", key, ca, ca_key);
+    STACK_OF(X509) *chain = NULL;
+
+    for (int brought = 0; brought < 2; brought++) {
+        SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+        CG_CHECK_INT(SSL_CTX_use_certificate(ctx, leaf), 1);
+        CG_CHECK_INT(SSL_CTX_use_PrivateKey(ctx, key), 1);
+        if (brought) {
+            CG_CHECK_INT(SSL_CTX_add1_chain_cert(ctx, ca), 1);
+        } else {
+            CG_CHECK_INT(X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca), 1);
+            CG_CHECK_INT(SSL_CTX_get0_chain_certs(ctx, &chain), 1);
+            CG_CHECK(chain == NULL); /* left to the auto-chain until now */
+        }
+        CG_CHECK_INT(cg_transport_tls_ctx_check(ctx, &err), 0);
+        CG_CHECK_INT(SSL_CTX_get0_chain_certs(ctx, &chain), 1);
+        CG_CHECK(chain != NULL);
+        CG_CHECK_INT(sk_X509_num(chain), 1);
+        CG_CHECK_INT(X509_cmp(sk_X509_value(chain, 0), ca), 0);
+        SSL_CTX_free(ctx);
+    }
+    X509_free(leaf);
+    X509_free(ca);
+    EVP_PKEY_free(key);
+    EVP_PKEY_free(ca_key);
+}
+
 static void test_setup(void)
 {
     cg_transport_tls_use(server_ctx(), 100, true);
@@ -212,5 +317,7 @@ static void test_teardown(void)
 }
 
 CG_TEST_MAIN(CG_TEST(test_setup), CG_TEST(test_handshake_would_block_then_data),
+             CG_TEST(test_data_behind_the_finished_comes_out_at_once),
              CG_TEST(test_garbage_fails_the_handshake),
-             CG_TEST(test_blocking_handshake_is_bounded), CG_TEST(test_teardown))
+             CG_TEST(test_blocking_handshake_is_bounded),
+             CG_TEST(test_ctx_check_builds_the_chain_once), CG_TEST(test_teardown))
