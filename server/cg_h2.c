@@ -283,6 +283,12 @@ struct cg_h2_conn *cg_h2_conn_next_ready(struct cg_h2_conn *hc)
 
 /* ---- detection ---------------------------------------------------------- */
 
+void cg_h2_preface_error(struct cg_http_error *e)
+{
+    cg_http_error_set(e, CG_HTTP_ERR_INVALID_REQUEST_LINE, "%s",
+                      "expected the HTTP/2 connection preface (http2_cleartext)");
+}
+
 enum cg_h2_detect cg_h2_detect(const struct cg_h2_hub *hub, const struct cg_transport *t,
                                const struct sockaddr *peer, const char *buf, size_t n)
 {

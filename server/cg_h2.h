@@ -40,6 +40,7 @@
 
 #include "cg_conf_struct.h"
 #include "cg_err.h"
+#include "cg_http_error.h"
 #include "cg_http_limits.h"
 #include "cg_http_request.h"
 #include "cg_listen.h"
@@ -108,6 +109,10 @@ enum cg_h2_detect {
 };
 enum cg_h2_detect cg_h2_detect(const struct cg_h2_hub *hub, const struct cg_transport *t,
                                const struct sockaddr *peer, const char *buf, size_t n);
+
+/* The 400 for CG_H2_DETECT_REFUSE: gunicorn expects a trusted peer on a
+ * prior-knowledge port to speak HTTP/2 and never downgrades it. */
+void cg_h2_preface_error(struct cg_http_error *e);
 
 /* Starts an HTTP/2 session on a connection (its transport t, fd, listener
  * and peer are borrowed and must outlive it), feeding it the bytes already

@@ -305,12 +305,9 @@ bool cg_py_asgi_h2_check(struct cg_asgi_conn *c)
         cg_py_asgi_conn_want_read(c, true);
         return true;
     case CG_H2_DETECT_REFUSE: {
-        /* gunicorn: a trusted peer on a prior-knowledge port is expected
-         * to speak HTTP/2; anything else is a 400, never a downgrade */
         struct cg_http_error e;
         c->h2_checked = true;
-        cg_http_error_set(&e, CG_HTTP_ERR_INVALID_REQUEST_LINE, "%s",
-                          "expected the HTTP/2 connection preface (http2_cleartext)");
+        cg_h2_preface_error(&e);
         cg_py_asgi_conn_error_page(c, &e);
         return true;
     }

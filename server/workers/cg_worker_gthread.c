@@ -417,11 +417,8 @@ static bool h2_check(struct cg_gthread *gt, struct cg_gthread_conn *k)
         conn_arm(gt, k);
         return true;
     case CG_H2_DETECT_REFUSE: {
-        /* gunicorn: a trusted peer on a prior-knowledge port is expected
-         * to speak HTTP/2; anything else is a 400, never a downgrade */
         struct cg_http_error e;
-        cg_http_error_set(&e, CG_HTTP_ERR_INVALID_REQUEST_LINE, "%s",
-                          "expected the HTTP/2 connection preface (http2_cleartext)");
+        cg_h2_preface_error(&e);
         cg_wsgi_conn_send_error(c, &e);
         conn_close_graceful(gt, k);
         return true;

@@ -221,34 +221,11 @@ def _devices(srv, want=1, exclude=()):
 
 
 def test_dirty_gpus_one_device_per_worker_and_kept_by_the_replacement(server_factory):
-    srv = start(server_factory, [DEVICE], dirty_workers=2, extra=["--dirty-gpus", "0,1"])
-    seen = _devices(srv, 2)
-    assert sorted(seen.values()) == ["0", "1"], seen
-    log = srv.log()
-    for pid, dev in seen.items():
-        assert "Spawned dirty worker (pid: %d) with apps: ['%s'] on device %s " \
-               "(CUDA_VISIBLE_DEVICES=%s)" % (pid, DEVICE, dev, dev) in log, log
-    victim = next(p for p, d in seen.items() if d == "1")
-    os.kill(victim, signal.SIGKILL)
-    arb = arbiter_pid(srv)
-    wait_until(lambda: victim not in children(arb) and len(children(arb)) == 2,
-               what="the replacement")
-    again = _devices(srv, 2, exclude=(victim,))
-    assert victim not in again and sorted(again.values()) == ["0", "1"], again
-    new = next(p for p, d in again.items() if d == "1")
-    assert new != victim
-
-
-def test_dirty_gpus_shown_by_the_control_socket_and_metrics(server_factory):
-    """The assignment shows in gunicornc's `show all` (each dirty worker's
-    device) and in /metrics (live workers per device), and stays so when a
-    worker is replaced."""
+    """Each worker its own device, a replacement its predecessor's; the
+    assignment shows in the spawn line, in gunicornc's `show all` (each dirty
+    worker's device) and in /metrics (live workers per device)."""
     from test_control_socket import ctl
     from test_metrics import Metrics, get, metrics_url
-
-    srv = start(server_factory, [DEVICE], dirty_workers=2,
-                extra=["--dirty-gpus", "0,1", "--metrics-bind", "127.0.0.1:0"])
-    seen = _devices(srv, 2)
 
     def shown():
         every = ctl(srv, "show all")[1]
@@ -261,6 +238,14 @@ def test_dirty_gpus_shown_by_the_control_socket_and_metrics(server_factory):
         return (m.get("cgunicorn_dirty_device_workers", device="0"),
                 m.get("cgunicorn_dirty_device_workers", device="1"))
 
+    srv = start(server_factory, [DEVICE], dirty_workers=2,
+                extra=["--dirty-gpus", "0,1", "--metrics-bind", "127.0.0.1:0"])
+    seen = _devices(srv, 2)
+    assert sorted(seen.values()) == ["0", "1"], seen
+    log = srv.log()
+    for pid, dev in seen.items():
+        assert "Spawned dirty worker (pid: %d) with apps: ['%s'] on device %s " \
+               "(CUDA_VISIBLE_DEVICES=%s)" % (pid, DEVICE, dev, dev) in log, log
     wait_until(lambda: shown() == seen, what="show all naming each worker's device")
     assert per_device() == (1, 1)
     victim = next(p for p, d in seen.items() if d == "1")
@@ -269,6 +254,9 @@ def test_dirty_gpus_shown_by_the_control_socket_and_metrics(server_factory):
     wait_until(lambda: victim not in children(arb) and len(children(arb)) == 2,
                what="the replacement")
     again = _devices(srv, 2, exclude=(victim,))
+    assert victim not in again and sorted(again.values()) == ["0", "1"], again
+    new = next(p for p, d in again.items() if d == "1")
+    assert new != victim
     wait_until(lambda: shown() == again, what="show all after the replacement")
     wait_until(lambda: per_device() == (1, 1), what="one worker per device again")
 
