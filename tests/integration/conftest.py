@@ -55,6 +55,7 @@ def _uses_gevent(item):
             return any(names_gevent(x) for x in v)
         return v == "gevent"
     return (os.path.basename(str(item.fspath)).startswith("test_gevent")
+            or "gevent" in getattr(item, "originalname", item.name)
             or any(names_gevent(v) for v in params.values()))
 
 
