@@ -345,21 +345,7 @@ static enum cg_http_status finish_head(struct cg_http_parser *p, size_t block_of
     /* Upgrade: an Upgrade header and "upgrade" in the Connection tokens */
     const struct cg_http_span *conn = cg_http_request_header(req, "CONNECTION");
     if (conn != NULL && cg_http_request_header(req, "UPGRADE") != NULL) {
-        const char *s = conn->ptr, *end = s + conn->len;
-        while (s < end) {
-            const char *comma = memchr(s, ',', (size_t)(end - s));
-            const char *e = comma ? comma : end, *a = s;
-            while (a < e && (*a == ' ' || *a == '\t')) {
-                a++;
-            }
-            while (e > a && (e[-1] == ' ' || e[-1] == '\t')) {
-                e--;
-            }
-            if (e - a == 7 && strncasecmp(a, "upgrade", 7) == 0) {
-                req->upgrade = true;
-            }
-            s = comma ? comma + 1 : end;
-        }
+        req->upgrade = cg_http_list_has(conn, "upgrade");
     }
     p->state = CG_HTTP_PS_BODY;
     cg_http_body_begin(p);

@@ -50,6 +50,23 @@ bool cg_http_request_should_close(const struct cg_http_request *req)
     return req->version_major < 1 || (req->version_major == 1 && req->version_minor <= 0);
 }
 
+bool cg_http_list_has(const struct cg_http_span *list, const char *tok)
+{
+    const char *s = list->ptr, *end = list->ptr + list->len;
+
+    while (s < end) {
+        const char *comma = memchr(s, ',', (size_t)(end - s));
+        const char *item = s;
+        size_t n = (size_t)((comma ? comma : end) - s);
+        trim(&item, &n);
+        if (span_ieq(item, n, tok)) {
+            return true;
+        }
+        s = comma ? comma + 1 : end;
+    }
+    return false;
+}
+
 const struct cg_http_span *cg_http_request_header(const struct cg_http_request *req,
                                                   const char *upper_name)
 {

@@ -80,6 +80,10 @@ bool cg_http_request_should_close(const struct cg_http_request *req);
  * Authorization, TE. */
 bool cg_http_forbidden_in_trailer(const char *upper_name, size_t n);
 
+/* Whether the comma-separated field value `list` (e.g. Connection) has
+ * the token `tok`, compared without case, SP/HTAB around items ignored. */
+bool cg_http_list_has(const struct cg_http_span *list, const char *tok);
+
 /* The first header named `upper_name` (e.g. "CONTENT-TYPE"), or NULL. */
 const struct cg_http_span *cg_http_request_header(const struct cg_http_request *req,
                                                   const char *upper_name);
